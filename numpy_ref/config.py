@@ -1,0 +1,80 @@
+"""``ModelConfig``: the NeuralLM's hyperparameters, shared by both engines.
+
+Pure Python (no NumPy, no torch) so that ``numpy_ref`` and ``torch_lm`` build the same
+architecture from the same object, and a checkpoint can store it as a plain dict.
+
+The architecture family (DESIGN §1, NeuralLM; Bengio et al. 2003, with makemore's
+WaveNet-style hierarchical fusion and optional residual blocks)::
+
+    idx (B, T) ─ embedding ─> (B, T, E)
+    for g in groups:                       # groups = fusion, or (T,) for the flat MLP
+        reshape (B, n, d) -> (B, n/g, g*d) # fuse g neighbouring vectors
+        Linear -> [LayerNorm] -> act -> [Dropout]          # (B, n/g, H)
+    squeeze -> (B, H)
+    repeat n_blocks:  x = x + Dropout(act(LayerNorm(Linear(x))))   # residual, (B, H)
+    Linear -> logits (B, V)
+
+``fusion=()`` is the flat Bengio MLP: the whole context is concatenated and fed to one
+hidden layer. ``fusion=(2, 2, 2)`` with ``context=8`` fuses pairs, then pairs of pairs, ...
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from numpy_ref.validation import check_positive_int, check_probability, fail
+
+ACTIVATIONS = ("tanh", "relu")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyperparameters of the character NeuralLM (see the module docstring for the shapes)."""
+
+    vocab_size: int = 65
+    context: int = 8            # T: characters of context
+    embed_dim: int = 24         # E: size of each character vector
+    hidden_dim: int = 512       # H: width of every hidden layer
+    fusion: tuple[int, ...] = field(default_factory=tuple)  # group sizes per level; product == context
+    n_blocks: int = 0           # residual H -> H blocks after the fusion levels
+    activation: str = "tanh"    # "tanh" or "relu"
+    norm: bool = False          # LayerNorm after each hidden Linear, before the activation
+    dropout: float = 0.0        # inverted dropout after each hidden activation
+    layernorm_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        where = "ModelConfig"
+        for name in ("vocab_size", "context", "embed_dim", "hidden_dim"):
+            check_positive_int(where, name, getattr(self, name))
+        if isinstance(self.n_blocks, bool) or not isinstance(self.n_blocks, int) or self.n_blocks < 0:
+            fail(where, f"n_blocks must be an integer >= 0, got {self.n_blocks!r}")
+        if self.activation not in ACTIVATIONS:
+            fail(where, f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        check_probability(where, "dropout", self.dropout)
+        object.__setattr__(self, "fusion", tuple(self.fusion))
+        for g in self.fusion:
+            check_positive_int(where, "every fusion group size", g)
+        if self.fusion and math.prod(self.fusion) != self.context:
+            fail(where, f"fusion {self.fusion} multiplies to {math.prod(self.fusion)}, "
+                        f"but context is {self.context}; the product must equal the context")
+
+    @property
+    def groups(self) -> tuple[int, ...]:
+        """Group size of every fusion level: ``fusion``, or ``(context,)`` for the flat MLP."""
+        return self.fusion or (self.context,)
+
+    def to_dict(self) -> dict:
+        """A plain dict (lists, not tuples) for checkpoints, JSON and TensorBoard hparams."""
+        d = asdict(self)
+        d["fusion"] = list(self.fusion)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        """Inverse of ``to_dict``; unknown keys are an error, so a stale checkpoint says so."""
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            fail("ModelConfig", f"unknown keys {unknown}; known keys are {sorted(known)}")
+        return cls(**{**d, "fusion": tuple(d.get("fusion", ()))})
