@@ -76,3 +76,33 @@ def check_float_dtype(where: str, name: str, dtype_is_float: bool, dtype: object
     """Raise unless the array holds floating-point numbers."""
     if not dtype_is_float:
         fail(where, f"{name} must be a floating-point array, got dtype {dtype}")
+
+
+def check_nonempty_last_axis(where: str, name: str, shape: Sequence[int]) -> None:
+    """Raise unless the array has at least one axis and its last axis is non-empty.
+
+    For functions that work over the last axis (softmax, LayerNorm): a 0-d array has no such
+    axis, and an empty one has no maximum or mean to normalise by.
+    """
+    if len(shape) == 0 or shape[-1] == 0:
+        fail(where, f"{name} must have at least one axis and a non-empty last axis, got shape {tuple(shape)}")
+
+
+def check_nonnegative_float(where: str, name: str, value: object) -> float:
+    """Return ``value`` if it is a finite real number >= 0 (bools rejected), else raise ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) < float("inf"):
+        fail(where, f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def check_same_dtype(where: str, name_a: str, dtype_a: object, name_b: str, dtype_b: object) -> None:
+    """Raise unless two arrays share a dtype: mixing float32 and float64 would silently upcast
+    on the NumPy side and fail inside torch, so both engines refuse it up front."""
+    if dtype_a != dtype_b:
+        fail(where, f"{name_a} has dtype {dtype_a} but {name_b} has dtype {dtype_b}; they must match")
+
+
+def check_bool_dtype(where: str, name: str, dtype_is_bool: bool, dtype: object) -> None:
+    """Raise unless the array holds booleans (a keep-mask), so 0/1 floats or 2.0 cannot sneak in."""
+    if not dtype_is_bool:
+        fail(where, f"{name} must be a boolean array, got dtype {dtype}")

@@ -1,0 +1,187 @@
+"""Inverted dropout: numpy_ref.dropout vs torch_lm.dropout.Dropout with a shared keep-mask,
+and both vs F.dropout by statistics (torch's own mask cannot be injected)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import assert_close, to_torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from numpy_ref.dropout import dropout_backward, dropout_forward, make_keep_mask
+from numpy_ref.gradcheck import numerical_gradient_array, rel_error
+from torch_lm.dropout import Dropout
+from torch_lm.dropout import make_keep_mask as torch_keep_mask
+
+# `dtypes` is a constant pair per test, so reusing it across hypothesis examples is safe.
+FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+N = 200_000  # draws for the statistical tests
+
+
+def torch_forward_backward(module: Dropout, x: np.ndarray, dout: np.ndarray, mask: np.ndarray | None):
+    xt = to_torch(x, requires_grad=True)
+    out = module(xt, mask=None if mask is None else to_torch(mask))
+    out.backward(to_torch(dout))
+    return out, xt.grad
+
+
+# --- golden numbers ----------------------------------------------------------------------------
+
+def test_golden_ones_with_mask_101_and_p_one_third():
+    x, mask = np.ones(3), np.array([True, False, True])
+    out, cache = dropout_forward(x, 1 / 3, mask=mask)
+    # kept entries are scaled by 1 / (1 - 1/3) = 1.5, so E[out] = 2/3 * 1.5 = 1 = x
+    assert_close(out, np.array([1.5, 0.0, 1.5]))
+    assert_close(dropout_backward(np.ones(3), cache), np.array([1.5, 0.0, 1.5]))
+    out_t, grad_t = torch_forward_backward(Dropout(1 / 3), x, np.ones(3), mask)
+    assert_close(out_t, np.array([1.5, 0.0, 1.5]))
+    assert_close(grad_t, np.array([1.5, 0.0, 1.5]))
+
+
+# --- parity with a shared mask ----------------------------------------------------------------------
+
+@FAST
+@given(shape=st.lists(st.integers(1, 6), min_size=1, max_size=3).map(tuple),
+       p=st.sampled_from([0.0, 0.1, 0.5, 0.9, 0.99]), seed=st.integers(0, 2**32 - 1))
+def test_numpy_matches_torch_with_the_same_mask(dtypes, shape, p, seed):
+    np_dtype, _ = dtypes
+    rng = np.random.default_rng(seed)
+    x, dout = rng.standard_normal(shape).astype(np_dtype), rng.standard_normal(shape).astype(np_dtype)
+    mask = make_keep_mask(shape, p, rng)
+    out, cache = dropout_forward(x, p, mask=mask)
+    dx = dropout_backward(dout, cache)
+    assert out.dtype == np_dtype and dx.dtype == np_dtype  # no silent upcast
+    out_t, dx_t = torch_forward_backward(Dropout(p), x, dout, mask)
+    assert_close(out_t, out)
+    assert_close(dx_t, dx)
+
+
+@pytest.mark.parametrize("shape", [(1,), (7,), (3, 4), (2, 3, 5)])
+@pytest.mark.parametrize("p", [0.0, 0.3, 0.9])
+def test_backward_matches_central_differences(shape, p, rng):
+    x, dout = rng.standard_normal(shape), rng.standard_normal(shape)
+    mask = make_keep_mask(shape, p, rng)
+    _, cache = dropout_forward(x, p, mask=mask)
+    numeric = numerical_gradient_array(lambda x: dropout_forward(x, p, mask=mask)[0], x, dout)
+    assert rel_error(dropout_backward(dout, cache), numeric) <= 1e-7
+
+
+@pytest.mark.parametrize("shape", [(1,), (7,), (3, 4)])
+@pytest.mark.parametrize("p", [0.3, 0.9])
+def test_module_passes_autograd_gradcheck(shape, p, rng):
+    mask = to_torch(make_keep_mask(shape, p, rng))  # fixed, so the function is deterministic
+    x = to_torch(rng.standard_normal(shape), requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: Dropout(p)(x, mask=mask), (x,))
+
+
+# --- identity cases: p == 0 and evaluation -------------------------------------------------------
+
+def test_p_zero_is_identity_and_ignores_the_mask(rng):
+    x = rng.standard_normal((4, 5))
+    mask = np.zeros((4, 5), dtype=bool)  # would zero everything if it were used
+    out, cache = dropout_forward(x, 0.0, mask=mask)
+    np.testing.assert_array_equal(out, x)
+    np.testing.assert_array_equal(dropout_backward(x, cache), x)
+    np.testing.assert_array_equal(Dropout(0.0)(to_torch(x), mask=to_torch(mask)).numpy(), x)
+
+
+def test_eval_mode_is_identity(rng):
+    x, mask = rng.standard_normal((4, 5)), np.zeros((4, 5), dtype=bool)
+    out, cache = dropout_forward(x, 0.5, mask=mask, train=False)
+    np.testing.assert_array_equal(out, x)
+    np.testing.assert_array_equal(dropout_backward(x, cache), x)
+    module = Dropout(0.5).eval()
+    np.testing.assert_array_equal(module(to_torch(x), mask=to_torch(mask)).numpy(), x)
+    np.testing.assert_array_equal(module(to_torch(x)).numpy(), x)
+
+
+def test_draws_from_the_generator_when_no_mask_is_given(rng):
+    x = np.ones((20, 30))
+    a = Dropout(0.5)(to_torch(x), generator=torch.Generator().manual_seed(3))
+    b = Dropout(0.5)(to_torch(x), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and 0 < torch.count_nonzero(a) < x.size
+    out_a, _ = dropout_forward(x, 0.5, rng=np.random.default_rng(3))
+    out_b, _ = dropout_forward(x, 0.5, rng=np.random.default_rng(3))
+    np.testing.assert_array_equal(out_a, out_b)
+
+
+# --- statistics: keep-rate ≈ 1 - p and mean preserved, for ours and for F.dropout -------------------
+
+def assert_dropout_statistics(out: np.ndarray, p: float) -> None:
+    """out = dropout(ones(N)): kept fraction within 5 binomial SE of 1 - p, mean within 5 SE of 1.
+
+    Kept entries are exactly 1 / (1 - p); out has mean 1 and variance p / (1 - p) per entry.
+    """
+    kept = out != 0
+    assert abs(kept.mean() - (1 - p)) < 5 * math.sqrt(p * (1 - p) / out.size)
+    assert abs(out.mean() - 1) < 5 * math.sqrt(p / (1 - p) / out.size)
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out[kept], 1 / (1 - p))
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.99])
+def test_keep_rate_and_mean_numpy(p):
+    out, _ = dropout_forward(np.ones(N), p, rng=np.random.default_rng(0))
+    assert_dropout_statistics(out, p)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.99])
+def test_keep_rate_and_mean_torch_and_f_dropout(p):
+    generator = torch.Generator().manual_seed(0)
+    ones = torch.ones(N, dtype=torch.float64)
+    assert_dropout_statistics(Dropout(p)(ones, generator=generator).numpy(), p)
+    with torch.random.fork_rng():  # F.dropout takes no generator; seed the global one, then restore it
+        torch.manual_seed(0)
+        assert_dropout_statistics(F.dropout(ones, p, training=True).numpy(), p)
+
+
+def test_keep_masks_keep_with_probability_one_minus_p():
+    for mask in (make_keep_mask((N,), 0.25, np.random.default_rng(1)),
+                 torch_keep_mask((N,), 0.25, torch.Generator().manual_seed(1)).numpy()):
+        assert mask.dtype == np.bool_
+        assert abs(mask.mean() - 0.75) < 5 * math.sqrt(0.25 * 0.75 / N)
+
+
+# --- bad input -----------------------------------------------------------------------------------------
+
+class TestBadInput:
+    @pytest.mark.parametrize("p", [1.0, -0.1, 1.5])
+    def test_p_outside_zero_one(self, p):
+        with pytest.raises(ValueError, match=rf"dropout_forward: p must be a probability in \[0, 1\), got {p}"):
+            dropout_forward(np.ones(3), p, rng=np.random.default_rng(0))
+        with pytest.raises(ValueError, match=rf"Dropout: p must be a probability in \[0, 1\), got {p}"):
+            Dropout(p)
+        with pytest.raises(ValueError, match=rf"make_keep_mask: p must be a probability in \[0, 1\), got {p}"):
+            make_keep_mask((3,), p, np.random.default_rng(0))
+
+    def test_mask_shape(self):
+        with pytest.raises(ValueError, match=r"dropout_forward: mask has shape \(3,\) but x has shape \(2, 3\)"):
+            dropout_forward(np.ones((2, 3)), 0.5, mask=np.ones(3, dtype=bool))
+        with pytest.raises(ValueError, match=r"Dropout: mask has shape \(3,\) but x has shape \(2, 3\)"):
+            Dropout(0.5)(torch.ones(2, 3), mask=torch.ones(3, dtype=torch.bool))
+
+    def test_mask_not_boolean(self):
+        with pytest.raises(ValueError, match="dropout_forward: mask must be a boolean array, got dtype float64"):
+            dropout_forward(np.ones(3), 0.5, mask=np.array([1.0, 0.0, 1.0]))
+        with pytest.raises(ValueError, match="Dropout: mask must be a boolean array, got dtype torch.float32"):
+            Dropout(0.5)(torch.ones(3), mask=torch.tensor([1.0, 0.0, 1.0]))
+
+    def test_integer_x(self):
+        with pytest.raises(ValueError, match="dropout_forward: x must be a floating-point array, got dtype int64"):
+            dropout_forward(np.ones(3, dtype=np.int64), 0.5, rng=np.random.default_rng(0))
+        with pytest.raises(ValueError, match="Dropout: x must be a floating-point array, got dtype torch.int64"):
+            Dropout(0.5)(torch.ones(3, dtype=torch.int64))
+
+    def test_no_rng_and_no_mask(self):
+        with pytest.raises(ValueError, match="dropout_forward: rng is required"):
+            dropout_forward(np.ones(3), 0.5)
+
+    def test_dout_shape_in_backward(self):
+        _, cache = dropout_forward(np.ones((2, 3)), 0.5, mask=np.ones((2, 3), dtype=bool))
+        with pytest.raises(ValueError, match=r"dropout_backward: dout has shape \(3, 2\) but x has shape \(2, 3\)"):
+            dropout_backward(np.ones((3, 2)), cache)

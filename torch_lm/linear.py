@@ -1,0 +1,62 @@
+"""Affine layer ``out = x @ weight.T + bias`` (twin of ``numpy_ref/linear.py``).
+
+The product is written out rather than delegated to ``F.linear`` (the tests' witness);
+autograd derives the gradients that ``numpy_ref.linear.linear_backward`` spells out by hand.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from numpy_ref.validation import (check_dim_matches, check_float_dtype, check_nonempty_last_axis,
+                                  check_positive_int, check_same_dtype, fail)
+from torch_lm.init import INITIALIZERS
+
+
+class Linear(nn.Module):
+    """``x (..., in_features) -> x @ weight.T + bias (..., out_features)``.
+
+    Parameters ``weight`` (out_features, in_features) and ``bias`` (out_features,), the bias
+    absent when ``bias=False``. ``init`` names the weight initialiser from ``torch_lm.init``:
+    ``"xavier_normal"`` (default, for tanh or linear outputs) or ``"he_normal"`` (before a
+    ReLU), or their ``_uniform`` variants. The bias starts at zero.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
+                 init: str = "xavier_normal", device=None, dtype=None) -> None:
+        super().__init__()
+        self.in_features = check_positive_int("Linear", "in_features", in_features)
+        self.out_features = check_positive_int("Linear", "out_features", out_features)
+        if init not in INITIALIZERS:
+            fail("Linear", f"init must be one of {sorted(INITIALIZERS)}, got {init!r}")
+        self.init = init
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, **factory))
+        self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Redraw the weight with ``self.init`` (from ``generator`` if given) and zero the bias."""
+        INITIALIZERS[self.init](self.weight, generator=generator)
+        if self.bias is not None:
+            with torch.no_grad():
+                self.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (..., in_features) float, weight's dtype -> (..., out_features)."""
+        self._check_input(x)
+        out = x @ self.weight.T  # (..., D_in) @ (D_in, D_out) -> (..., D_out)
+        if self.bias is not None:
+            out = out + self.bias  # broadcast over the leading dimensions
+        return out
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        """The same ValueErrors as ``numpy_ref.linear.linear_forward`` for the same mistakes."""
+        check_float_dtype("Linear", "x", x.is_floating_point(), x.dtype)
+        check_nonempty_last_axis("Linear", "x", tuple(x.shape))
+        check_dim_matches("Linear", "x", tuple(x.shape), -1, "weight", tuple(self.weight.shape), 1)
+        check_same_dtype("Linear", "x", x.dtype, "weight", self.weight.dtype)
