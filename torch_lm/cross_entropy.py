@@ -1,0 +1,87 @@
+"""Stable softmax and log-softmax with temperature, and softmax cross-entropy (PyTorch).
+
+The math is written out (subtract the row maximum, log-sum-exp by hand) rather than calling
+``F.softmax`` / ``F.cross_entropy``: those are the third witness in the parity tests.
+Autograd supplies the gradients. Everything works over the last axis.
+
+Twin: ``numpy_ref/cross_entropy.py`` (module docstring explains stability and temperature);
+proof: ``parity_tests/test_cross_entropy.py``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from numpy_ref.validation import (
+    check_dim_matches,
+    check_float_dtype,
+    check_index_range,
+    check_integer_dtype,
+    check_ndim,
+    check_nonempty_last_axis,
+    check_positive_float,
+    fail,
+)
+
+
+def _shifted_scaled_logits(where: str, x: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Validate ``x`` and ``temperature``; return ``z - max(z)`` with ``z = x / T``.
+
+    x (..., V) float -> (..., V), every entry <= 0 and each row's maximum exactly 0.
+    """
+    check_float_dtype(where, "x", x.is_floating_point(), x.dtype)
+    check_nonempty_last_axis(where, "x", x.shape)
+    z = x / check_positive_float(where, "temperature", temperature)
+    # Softmax is invariant to a per-row shift, so the maximum is a constant of the row: detached,
+    # no gradient flows through the argmax (its contribution would cancel exactly anyway).
+    return z - z.amax(dim=-1, keepdim=True).detach()
+
+
+def softmax(x: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """``softmax(x / T)`` over the last axis. x (..., V) float -> (..., V), rows summing to 1."""
+    e = _shifted_scaled_logits("softmax", x, temperature).exp()
+    return e / e.sum(dim=-1, keepdim=True)
+
+
+def log_softmax(x: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """``log softmax(x / T)`` over the last axis by log-sum-exp. x (..., V) float -> (..., V)."""
+    shifted = _shifted_scaled_logits("log_softmax", x, temperature)
+    return shifted - shifted.exp().sum(dim=-1, keepdim=True).log()
+
+
+def _is_integer_dtype(dtype: torch.dtype) -> bool:
+    """True for integer dtypes; bool is not a class index."""
+    return not dtype.is_floating_point and not dtype.is_complex and dtype != torch.bool
+
+
+def _check_cross_entropy_args(logits: torch.Tensor, targets: torch.Tensor) -> None:
+    """The same checks, in the same order, as ``numpy_ref.cross_entropy.cross_entropy``."""
+    where = "cross_entropy"
+    check_float_dtype(where, "logits", logits.is_floating_point(), logits.dtype)
+    check_ndim(where, "logits", logits.shape, [2])
+    if logits.shape[0] == 0 or logits.shape[1] == 0:
+        fail(where, f"logits must have at least one row and one class, got shape {tuple(logits.shape)}")
+    check_integer_dtype(where, "targets", _is_integer_dtype(targets.dtype), targets.dtype)
+    check_ndim(where, "targets", targets.shape, [1])
+    check_dim_matches(where, "targets", targets.shape, 0, "logits", logits.shape, 0)
+    check_index_range(where, "targets", int(targets.min()), int(targets.max()), logits.shape[1])
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean softmax cross-entropy ``-mean_n log softmax(logits[n])[targets[n]]``.
+
+    logits (N, V) float, targets (N,) integers in [0, V) -> 0-d tensor of logits' dtype,
+    the same value as ``F.cross_entropy(logits, targets)``.
+    """
+    _check_cross_entropy_args(logits, targets)
+    lp = log_softmax(logits)                                       # (N, V)
+    picked = lp.gather(1, targets.long().unsqueeze(1)).squeeze(1)  # (N, 1) -> (N,)
+    return -picked.mean()                                          # (N,) -> ()
+
+
+class CrossEntropyLoss(nn.Module):
+    """Module form of ``cross_entropy`` (mean reduction): forward(logits (N, V), targets (N,)) -> ()."""
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return cross_entropy(logits, targets)
