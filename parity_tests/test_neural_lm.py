@@ -1,0 +1,349 @@
+"""NeuralLM parity: ``numpy_ref.neural_lm`` (hand-chained backward) vs ``torch_lm.neural_lm`` (autograd).
+
+Logits, loss and every parameter gradient agree over the architecture family (flat, fusion,
+residual blocks, LayerNorm, tanh/ReLU, dropout with shared masks), in float64 and float32; the
+NumPy backward matches central differences and the torch module passes ``gradcheck``; the
+initialisation gives a loss of ~ln V; ``generate`` is reproducible and follows its prompt rule;
+both engines reject the same bad inputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.func import functional_call
+
+from numpy_ref.config import ModelConfig
+from numpy_ref.dropout import make_keep_mask
+from numpy_ref.gradcheck import numerical_gradient, rel_error
+from numpy_ref.init import he_std, xavier_std
+from numpy_ref.neural_lm import (OUTPUT_INIT_SCALE, hidden_preactivations, init_params, layer_shapes,
+                                 neural_lm_backward, neural_lm_forward)
+from parity_tests.conftest import assert_close, grads_to_numpy, state_dict_to_numpy, to_torch
+from torch_lm.neural_lm import PAD_ID, NeuralLM
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """These tensors are tiny: intra-op threads only add overhead, and on the shared 2-core
+    machine two threads contending with other processes run ~100x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(**overrides) -> ModelConfig:
+    """A small config (V 7, context 4, E 3, H 6) with overrides."""
+    return ModelConfig(**{"vocab_size": 7, "context": 4, "embed_dim": 3, "hidden_dim": 6} | overrides)
+
+
+CONFIGS = {
+    "flat-tanh": tiny(),
+    "flat-relu-norm-2blocks": tiny(activation="relu", norm=True, n_blocks=2),
+    "fusion22-relu-1block": tiny(fusion=(2, 2), activation="relu", n_blocks=1),
+    "fusion22-tanh-norm": tiny(fusion=(2, 2), norm=True),
+    "fusion222-tanh-norm-2blocks": tiny(context=8, fusion=(2, 2, 2), norm=True, n_blocks=2),
+    "fusion42-relu-norm-1block": tiny(context=8, fusion=(4, 2), activation="relu", norm=True, n_blocks=1),
+}
+
+
+def random_params(config: ModelConfig, rng: np.random.Generator, dtype=np.float64) -> dict[str, np.ndarray]:
+    """``init_params`` plus noise, so biases and LayerNorm gains are not at their special 0 / 1."""
+    return {name: (p + 0.3 * rng.standard_normal(p.shape)).astype(dtype)
+            for name, p in init_params(config, rng, dtype).items()}
+
+
+def torch_twin(params: dict[str, np.ndarray], config: ModelConfig, dtype: torch.dtype) -> NeuralLM:
+    """A NeuralLM holding exactly ``params`` (strict load: the keys must match state_dict)."""
+    model = NeuralLM(config).to(dtype)
+    model.load_state_dict({name: to_torch(p) for name, p in params.items()})
+    return model
+
+
+def random_batch(config: ModelConfig, rng: np.random.Generator, batch: int):
+    """idx (B, T), targets (B,): random ids, so with V = 7 most ids repeat."""
+    idx = rng.integers(0, config.vocab_size, (batch, config.context))
+    return idx, rng.integers(0, config.vocab_size, batch)
+
+
+def keep_masks(config: ModelConfig, params, idx, rng) -> dict[str, np.ndarray]:
+    """A dropout keep-mask for every hidden layer, shaped like that layer's output."""
+    *_, cache = neural_lm_forward(params, idx, config)
+    return {name: make_keep_mask(shape, config.dropout, rng)
+            for name, shape in layer_shapes(cache) if name not in ("embedding", "output")}
+
+
+def both_engines(config, params, idx, targets, dtype, masks=None):
+    """Run numpy forward+backward and torch forward+backward; return both (logits, loss, grads)."""
+    train = masks is not None
+    logits, loss, cache = neural_lm_forward(params, idx, config, targets, train=train, masks=masks)
+    grads = neural_lm_backward(cache)
+    model = torch_twin(params, config, dtype).train(train)
+    t_masks = None if masks is None else {name: to_torch(m) for name, m in masks.items()}
+    t_logits, t_loss = model(to_torch(idx), to_torch(targets), masks=t_masks)
+    t_loss.backward()
+    return (logits, loss, grads), (t_logits, t_loss, grads_to_numpy(model))
+
+
+def assert_parity(numpy_out, torch_out, np_dtype) -> None:
+    (logits, loss, grads), (t_logits, t_loss, t_grads) = numpy_out, torch_out
+    assert logits.dtype == np_dtype and loss.dtype == np_dtype          # no silent upcast
+    assert all(g.dtype == np_dtype for g in grads.values())
+    assert_close(logits, t_logits)
+    assert_close(loss, t_loss)
+    assert_close(grads, t_grads)                                         # every parameter
+
+
+# ----------------------------------------------------------------------------- parity
+@pytest.mark.parametrize("batch", [1, 5])
+@pytest.mark.parametrize("name", CONFIGS)
+def test_forward_and_every_gradient_match(name, batch, dtypes, rng):
+    np_dtype, torch_dtype = dtypes
+    config = CONFIGS[name]
+    params = random_params(config, rng, np_dtype)
+    idx, targets = random_batch(config, rng, batch)
+    assert_parity(*both_engines(config, params, idx, targets, torch_dtype), np_dtype)
+
+
+def test_one_repeated_id_accumulates_every_gradient(dtypes, rng):
+    """All B*T positions hold the same id: its embedding row gets the sum of all of them."""
+    np_dtype, torch_dtype = dtypes
+    config = CONFIGS["fusion22-relu-1block"]
+    params = random_params(config, rng, np_dtype)
+    idx, targets = np.full((3, config.context), 4), np.full(3, 4)
+    numpy_out, torch_out = both_engines(config, params, idx, targets, torch_dtype)
+    assert np.count_nonzero(numpy_out[2]["embedding.weight"].any(axis=1)) == 1
+    assert_parity(numpy_out, torch_out, np_dtype)
+
+
+@pytest.mark.parametrize("name", ["flat-relu-norm-2blocks", "fusion222-tanh-norm-2blocks"])
+def test_dropout_with_shared_masks_matches_in_train_mode(name, dtypes, rng):
+    np_dtype, torch_dtype = dtypes
+    config = dataclasses.replace(CONFIGS[name], dropout=0.4)
+    params = random_params(config, rng, np_dtype)
+    idx, targets = random_batch(config, rng, 3)
+    masks = keep_masks(config, params, idx, rng)
+    numpy_out, torch_out = both_engines(config, params, idx, targets, torch_dtype, masks)
+    assert_parity(numpy_out, torch_out, np_dtype)
+    eval_logits, _, _ = neural_lm_forward(params, idx, config)
+    assert not np.allclose(numpy_out[0], eval_logits)                 # the masks were applied
+
+
+def test_torch_dropout_draws_from_the_generator(rng):
+    config = dataclasses.replace(CONFIGS["fusion22-tanh-norm"], dropout=0.5)
+    model = NeuralLM(config).double().train()
+    idx = to_torch(random_batch(config, rng, 4)[0])
+    first, second = (model(idx, generator=torch.Generator().manual_seed(7))[0] for _ in range(2))
+    torch.testing.assert_close(first, second)
+    assert not torch.allclose(first, model.eval()(idx)[0])
+
+
+# ----------------------------------------------------------------------------- gradient checks
+GRADCHECK_CONFIGS = {
+    "fusion22-tanh-norm-1block-dropout": tiny(vocab_size=5, hidden_dim=4, fusion=(2, 2), norm=True,
+                                              n_blocks=1, dropout=0.25),
+    "flat-relu-2blocks": tiny(vocab_size=5, hidden_dim=4, activation="relu", n_blocks=2),
+}
+
+
+def richardson_gradient(f, x, h=1e-3):
+    """(4 D(h) - D(2h)) / 3 from two central differences: error O(h^4) instead of O(h^2).
+
+    With plain central differences the rounding noise eps*|f|/h and the truncation h^2 cannot
+    both be pushed below ~1e-10, too much for rel_error <= 1e-7 on gradient entries ~1e-3;
+    here h = 1e-3 keeps the rounding at ~1e-13 and the truncation below it.
+    """
+    return (4 * numerical_gradient(f, x, h) - numerical_gradient(f, x, 2 * h)) / 3
+
+
+@pytest.mark.parametrize("name", GRADCHECK_CONFIGS)
+def test_numpy_backward_matches_central_differences(name):
+    config = GRADCHECK_CONFIGS[name]
+    rng = np.random.default_rng(0)
+    params = random_params(config, rng)
+    idx, targets = random_batch(config, rng, 3)
+    masks = keep_masks(config, params, idx, rng) if config.dropout else None
+    train = masks is not None
+    _, _, cache = neural_lm_forward(params, idx, config, targets, train=train, masks=masks)
+    # A step of 2h = 2e-3 on a weight moves a pre-activation by < 1e-2 here: stay off ReLU's kink.
+    assert min(np.abs(z).min() for z in hidden_preactivations(cache).values()) > 1e-2
+    grads = neural_lm_backward(cache)
+
+    def loss(_):
+        return neural_lm_forward(params, idx, config, targets, train=train, masks=masks)[1]
+
+    errors = {key: rel_error(richardson_gradient(loss, params[key]), grads[key]) for key in params}
+    assert max(errors.values()) <= 1e-7, errors
+
+
+def test_torch_gradcheck_with_parameters_as_inputs(rng):
+    config = GRADCHECK_CONFIGS["fusion22-tanh-norm-1block-dropout"]
+    model = NeuralLM(config).double().train()
+    idx, targets = (to_torch(a) for a in random_batch(config, rng, 3))
+    masks = {k: to_torch(m) for k, m in keep_masks(config, init_params(config, rng), idx.numpy(), rng).items()}
+    names = [name for name, _ in model.named_parameters()]
+    values = tuple(p.detach().clone().requires_grad_(True) for p in model.parameters())
+
+    def logits_and_loss(*params):
+        return functional_call(model, dict(zip(names, params)), (idx, targets), {"masks": masks})
+
+    assert torch.autograd.gradcheck(logits_and_loss, values)
+
+
+# ----------------------------------------------------------------------------- structure and init
+def test_state_dict_keys_are_the_numpy_parameter_names():
+    config = CONFIGS["fusion22-relu-1block"]
+    model = NeuralLM(dataclasses.replace(config, norm=True))
+    expected = ["embedding.weight",
+                *[f"{layer}.{part}.{p}" for layer in ("hidden.0", "hidden.1", "blocks.0")
+                  for part in ("linear", "norm") for p in ("weight", "bias")],
+                "output.weight", "output.bias"]
+    assert list(model.state_dict()) == expected
+    assert list(init_params(model.config, np.random.default_rng(0))) == expected
+    assert model.layer_names() == ["embedding", "hidden.0", "hidden.1", "blocks.0", "output"]
+    # E*V + (2E*H + H) + (2H*H + H) + (H*H + H) + 3 LayerNorms of 2H + (H*V + V), E 3, H 6, V 7
+    assert model.num_parameters() == 21 + 42 + 78 + 42 + 36 + 49 == 268
+
+
+def expected_std(key: str, config: ModelConfig, fan_in: int) -> float:
+    """Std the initialisation promises for a weight key (fan_in of its Linear)."""
+    if key == "embedding.weight":
+        return 1.0
+    if key == "output.weight":
+        return OUTPUT_INIT_SCALE * xavier_std(config.hidden_dim, config.vocab_size)
+    return he_std(fan_in) if config.activation == "relu" else xavier_std(fan_in, config.hidden_dim)
+
+
+@pytest.mark.parametrize("config", [ModelConfig(), ModelConfig(context=8, fusion=(2, 4), activation="relu",
+                                                                norm=True, n_blocks=2, hidden_dim=256)],
+                         ids=["default", "fusion24-relu-norm-2blocks"])
+def test_initialisation_statistics_and_initial_loss_near_ln_v(config):
+    rng = np.random.default_rng(0)
+    idx, targets = random_batch(config, rng, 512)
+    model = NeuralLM(config).double()
+    model.reset_parameters(torch.Generator().manual_seed(0))
+    for engine, params in {"numpy": init_params(config, rng), "torch": state_dict_to_numpy(model)}.items():
+        for key, p in params.items():
+            if key.endswith("weight") and p.ndim == 2:
+                fan_in = p.shape[1]
+                assert abs(p.std() / expected_std(key, config, fan_in) - 1) < 0.08, (engine, key)
+                assert abs(p.mean()) < 0.1 * expected_std(key, config, fan_in), (engine, key)
+            else:  # biases 0, LayerNorm gains 1
+                assert np.all(p == (1.0 if key.endswith("norm.weight") else 0.0)), (engine, key)
+        _, loss, _ = neural_lm_forward(params, idx, config, targets)
+        assert abs(float(loss) - math.log(config.vocab_size)) < 0.05, engine
+
+
+# ----------------------------------------------------------------------------- generate
+@pytest.fixture
+def generator_model() -> NeuralLM:
+    config = ModelConfig(vocab_size=11, context=4, embed_dim=5, hidden_dim=16, fusion=(2, 2))
+    model = NeuralLM(config)
+    model.reset_parameters(torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        model.output.weight.mul_(1 / OUTPUT_INIT_SCALE)  # a less flat model: greedy != sampled
+    return model
+
+
+def sample(model, prompt, n=20, seed=0, **kwargs):
+    return model.generate(prompt, n, generator=torch.Generator().manual_seed(seed), **kwargs)
+
+
+def test_generate_is_reproducible_in_range_and_keeps_the_prompt(generator_model):
+    prompt = torch.tensor([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]])
+    out = sample(generator_model, prompt)
+    assert out.shape == (2, 25) and out.dtype == torch.long
+    assert torch.equal(out[:, :5], prompt)
+    assert out.min() >= 0 and out.max() < 11
+    assert torch.equal(out, sample(generator_model, prompt))
+    assert not torch.equal(out, sample(generator_model, prompt, seed=1))
+
+
+def greedy(model, prompt, n):
+    """Reference greedy decoding: argmax of the logits of the last `context` ids, n times."""
+    seq = prompt
+    for _ in range(n):
+        seq = torch.cat([seq, model(seq[:, -model.config.context:])[0].argmax(-1, keepdim=True)], dim=1)
+    return seq
+
+
+@pytest.mark.parametrize("kwargs", [{"temperature": 1e-4}, {"top_k": 1}], ids=["cold", "top1"])
+def test_cold_or_top1_sampling_is_greedy_argmax(generator_model, kwargs):
+    prompt = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8], [0, 0, 9, 9]])
+    with torch.no_grad():
+        expected = greedy(generator_model, prompt, 20)
+    assert torch.equal(sample(generator_model, prompt, **kwargs), expected)
+    assert not torch.equal(sample(generator_model, prompt), expected)     # T = 1 does sample
+
+
+def test_short_prompt_is_left_padded_with_pad_id(generator_model):
+    short = torch.tensor([[3, 9]])
+    padded = torch.tensor([[PAD_ID, PAD_ID, 3, 9]])
+    assert torch.equal(sample(generator_model, short), sample(generator_model, padded)[:, 2:])
+    assert sample(generator_model, torch.zeros(2, 0, dtype=torch.long)).shape == (2, 20)
+
+
+def test_generate_runs_in_eval_mode_and_restores_training(generator_model):
+    model = NeuralLM(dataclasses.replace(generator_model.config, dropout=0.5))
+    model.load_state_dict(generator_model.state_dict())
+    model.train()
+    prompt = torch.tensor([[1, 2, 3, 4]])
+    assert torch.equal(sample(model, prompt, temperature=1e-4), sample(generator_model, prompt, temperature=1e-4))
+    assert model.training
+
+
+@pytest.mark.parametrize("prompt, n, kwargs, message", [
+    (torch.tensor([[1.0, 2.0]]), 3, {}, "idx must hold integers"),
+    (torch.tensor([1, 2]), 3, {}, "idx must be 2-D"),
+    (torch.tensor([[11, 1, 2, 3, 4, 5]]), 3, {}, r"idx must lie in \[0, 11\)"),   # outside the last context
+    (torch.tensor([[1, 2]]), 0, {}, "max_new_tokens"),
+    (torch.tensor([[1, 2]]), 3, {"top_k": 0}, "top_k"),
+    (torch.tensor([[1, 2]]), 3, {"temperature": 0.0}, "temperature"),
+])
+def test_generate_rejects_bad_arguments(generator_model, prompt, n, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        generator_model.generate(prompt, n, **kwargs)
+
+
+# ----------------------------------------------------------------------------- bad input
+BAD_INPUTS = {  # label: (idx, targets, masks, message); config: V 7, context 4, hidden layers hidden.0, hidden.1
+    "T != context": (np.zeros((2, 5), np.int64), None, None, r"idx must have shape \(B, 4\)"),
+    "1-D idx": (np.zeros(4, np.int64), None, None, "idx must be 2-D"),
+    "empty batch": (np.zeros((0, 4), np.int64), None, None, r"idx must have shape \(B, 4\) with B >= 1"),
+    "float ids": (np.zeros((2, 4)), None, None, "idx must hold integers"),
+    "id -1": (np.array([[0, 1, -1, 2]]), None, None, r"idx must lie in \[0, 7\)"),
+    "id V": (np.array([[0, 1, 7, 2]]), None, None, r"idx must lie in \[0, 7\)"),
+    "targets (B+1,)": (np.zeros((2, 4), np.int64), np.zeros(3, np.int64), None, "targets has shape"),
+    "targets (B, 1)": (np.zeros((2, 4), np.int64), np.zeros((2, 1), np.int64), None, "targets has shape"),
+    "float targets": (np.zeros((2, 4), np.int64), np.zeros(2), None, "targets must hold integers"),
+    "target V": (np.zeros((2, 4), np.int64), np.array([0, 7]), None, r"targets must lie in \[0, 7\)"),
+    "mask name": (np.zeros((2, 4), np.int64), None, {"hidden0": np.ones((2, 2, 6), bool)}, "unknown layer names"),
+    "mask shape": (np.zeros((2, 4), np.int64), None, {"hidden.1": np.ones((2, 2, 6), bool)}, "mask has shape"),
+}
+
+
+@pytest.mark.parametrize("label", BAD_INPUTS)
+def test_both_engines_reject_bad_input(label):
+    config = tiny(fusion=(2, 2), dropout=0.5)
+    idx, targets, masks, message = BAD_INPUTS[label]
+    params = init_params(config, np.random.default_rng(0))
+    with pytest.raises(ValueError, match=message):
+        neural_lm_forward(params, idx, config, targets, train=True, rng=np.random.default_rng(0), masks=masks)
+    t_targets = None if targets is None else to_torch(targets)
+    t_masks = None if masks is None else {k: to_torch(m) for k, m in masks.items()}
+    with pytest.raises(ValueError, match=message):
+        NeuralLM(config).double().train()(to_torch(idx), t_targets, masks=t_masks)
+
+
+def test_numpy_backward_needs_a_loss():
+    config = tiny()
+    params = init_params(config, np.random.default_rng(0))
+    _, loss, cache = neural_lm_forward(params, np.zeros((2, 4), np.int64), config)
+    assert loss is None
+    with pytest.raises(ValueError, match="without targets"):
+        neural_lm_backward(cache)

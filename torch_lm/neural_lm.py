@@ -1,0 +1,209 @@
+"""NeuralLM (PyTorch): the whole ``ModelConfig`` family, built from the project's own modules.
+
+    idx (B, T) ─ embedding ─> (B, T, E)
+    fusion level i:  (B, n, d) -> (B, n/g, g*d) -> hidden.i -> (B, n/g, H)
+    squeeze -> (B, H)
+    residual block j:  x = x + blocks.j(x)                                  (B, H)
+    output Linear -> logits (B, V);  mean cross-entropy against targets (B,)
+
+A hidden layer (``HiddenLayer``) is Linear -> [LayerNorm] -> activation -> Dropout, so
+``state_dict()`` keys are exactly the ``numpy_ref.neural_lm`` parameter names. Autograd gives
+the gradients the reference chains by hand.
+
+Twin: ``numpy_ref/neural_lm.py``; proof: ``parity_tests/test_neural_lm.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from numpy_ref.config import ModelConfig
+from numpy_ref.neural_lm import (OUTPUT_INIT_SCALE, check_idx, check_mask_names, check_targets,
+                                 hidden_fan_ins, hidden_layer_names, layer_names)
+from numpy_ref.validation import check_index_range, check_integer_dtype, check_ndim, check_positive_int
+from torch_lm.activations import make_activation
+from torch_lm.cross_entropy import cross_entropy, softmax
+from torch_lm.dropout import Dropout
+from torch_lm.embedding import Embedding
+from torch_lm.layernorm import LayerNorm
+from torch_lm.linear import Linear
+
+# generate() left-pads prompts shorter than the context with this id. Ids index the sorted
+# character vocabulary, where id 0 of Tiny Shakespeare is "\n": a short prompt then reads as
+# the start of a new line, which is where such prompts ("ROMEO:") occur in the text.
+PAD_ID = 0
+
+
+def _is_integer(t: torch.Tensor) -> bool:
+    """True for integer tensors; bool is not a token id."""
+    return not t.dtype.is_floating_point and not t.dtype.is_complex and t.dtype != torch.bool
+
+
+class HiddenLayer(nn.Module):
+    """Linear -> [LayerNorm] -> activation -> Dropout: (..., in_features) -> (..., hidden_dim).
+
+    The Linear is He-initialised before a ReLU, Xavier before a tanh.
+    """
+
+    def __init__(self, in_features: int, config: ModelConfig) -> None:
+        super().__init__()
+        init = "he_normal" if config.activation == "relu" else "xavier_normal"
+        self.linear = Linear(in_features, config.hidden_dim, init=init)
+        self.norm = LayerNorm(config.hidden_dim, eps=config.layernorm_eps) if config.norm else None
+        self.act = make_activation(config.activation)
+        self.dropout = Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """x (..., in_features) -> (..., H); ``mask``/``generator`` only matter in training mode."""
+        x = self.linear(x)
+        if self.norm is not None:
+            x = self.norm(x)
+        return self.dropout(self.act(x), mask=mask, generator=generator)
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Linear: He / Xavier weight, zero bias; LayerNorm: weight 1, bias 0."""
+        self.linear.reset_parameters(generator)
+        if self.norm is not None:
+            self.norm.reset_parameters()
+
+
+class NeuralLM(nn.Module):
+    """Character language model: ``forward(idx (B, T), targets (B,) | None) -> (logits (B, V), loss)``."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = Embedding(config.vocab_size, config.embed_dim)
+        fan_ins = list(hidden_fan_ins(config).values())       # fusion levels first, then blocks
+        levels = len(config.groups)
+        self.hidden = nn.ModuleList(HiddenLayer(f, config) for f in fan_ins[:levels])
+        self.blocks = nn.ModuleList(HiddenLayer(f, config) for f in fan_ins[levels:])
+        self.output = Linear(config.hidden_dim, config.vocab_size)
+        self.reset_parameters()
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """embedding N(0, 1); hidden He (relu) / Xavier (tanh) with zero bias; LayerNorm 1, 0;
+        output OUTPUT_INIT_SCALE x Xavier with zero bias, so the initial loss is ~ln V (see
+        ``numpy_ref.neural_lm.OUTPUT_INIT_SCALE`` for why). Same distributions as ``init_params``."""
+        self.embedding.reset_parameters(generator)
+        for _, layer in self.hidden_layers():
+            layer.reset_parameters(generator)
+        self.output.reset_parameters(generator)
+        with torch.no_grad():
+            self.output.weight.mul_(OUTPUT_INIT_SCALE)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
+                masks: dict[str, torch.Tensor] | None = None,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits and mean cross-entropy loss.
+
+        idx (B, T) integer ids in [0, V) with T == config.context; targets (B,) ids or None.
+        In training mode, dropout uses ``masks[layer_name]`` (boolean keep-mask of that layer's
+        output shape) where given, else draws from ``generator`` (the default generator if None).
+        Returns logits (B, V) and a 0-d loss (None without targets).
+        """
+        self._check_inputs(idx, targets, masks)
+        masks = masks or {}
+        x = self.embedding(idx)                                                # (B, T, E)
+        for i, (g, layer) in enumerate(zip(self.config.groups, self.hidden)):
+            B, n, d = x.shape
+            x = layer(x.reshape(B, n // g, g * d), masks.get(f"hidden.{i}"), generator)  # (B, n/g, H)
+        x = x.squeeze(1)                                                       # (B, 1, H) -> (B, H)
+        for j, block in enumerate(self.blocks):
+            x = x + block(x, masks.get(f"blocks.{j}"), generator)              # residual, (B, H)
+        logits = self.output(x)                                                # (B, V)
+        loss = None if targets is None else cross_entropy(logits, targets)
+        return logits, loss
+
+    def _check_inputs(self, idx, targets, masks) -> None:
+        """Shape and dtype errors, shared with ``neural_lm_forward`` (ids: see the components)."""
+        where = "NeuralLM.forward"
+        check_idx(where, self.config, tuple(idx.shape), _is_integer(idx), idx.dtype)
+        if targets is not None:
+            check_targets(where, tuple(idx.shape), tuple(targets.shape), _is_integer(targets), targets.dtype)
+        check_mask_names(where, self.config, masks or {})
+
+    # ------------------------------------------------------------------------- introspection
+    def hidden_layers(self) -> list[tuple[str, HiddenLayer]]:
+        """(name, layer) of every hidden layer: "hidden.0".. then "blocks.0".."""
+        return list(zip(hidden_layer_names(self.config), [*self.hidden, *self.blocks]))
+
+    def layer_names(self) -> list[str]:
+        """["embedding", "hidden.0", ..., "blocks.0", ..., "output"]: the diagnostics' layers."""
+        return layer_names(self.config)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @contextlib.contextmanager
+    def capture_activations(self) -> Iterator[dict[str, torch.Tensor]]:
+        """Record every hidden layer's post-activation (pre-dropout) output, detached.
+
+        ``with model.capture_activations() as acts: model(idx)`` fills ``acts`` (name -> tensor
+        of that layer's output shape, from the last forward inside the block). Forward hooks on
+        the activation modules are added on entry and removed on exit, so nothing is paid
+        otherwise; the recorded tensors are detached views, not copies.
+        """
+        acts: dict[str, torch.Tensor] = {}
+
+        def recorder(name):
+            def hook(module, inputs, output):
+                acts[name] = output.detach()
+            return hook
+
+        handles = [layer.act.register_forward_hook(recorder(name)) for name, layer in self.hidden_layers()]
+        try:
+            yield acts
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    # ------------------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sample ``max_new_tokens`` ids after the prompt, one at a time.
+
+        idx (B, t) integer prompt ids, any t >= 0 -> (B, t + max_new_tokens), the prompt first.
+        Each step conditions on the last ``context`` ids; a prompt shorter than the context is
+        left-padded with ``PAD_ID`` (not returned). Sampling is from softmax(logits / temperature)
+        restricted to the ``top_k`` largest logits when given; a very low temperature approaches
+        greedy argmax. ``generator`` must live on the model's device. Runs in eval mode (no
+        dropout) and restores the previous mode.
+        """
+        where = "NeuralLM.generate"
+        check_integer_dtype(where, "idx", _is_integer(idx), idx.dtype)
+        check_ndim(where, "idx", tuple(idx.shape), (2,))
+        check_positive_int(where, "max_new_tokens", max_new_tokens)
+        if top_k is not None:
+            check_positive_int(where, "top_k", top_k)
+        if idx.numel() > 0:  # the forward sees only the last `context` ids; check them all
+            lowest, highest = torch.stack([idx.min(), idx.max()]).tolist()
+            check_index_range(where, "idx", lowest, highest, self.config.vocab_size)
+        C, (B, t) = self.config.context, idx.shape
+        pad = torch.full((B, C), PAD_ID, dtype=torch.long, device=idx.device)
+        seq = torch.cat([pad, idx.long()], dim=1)                            # (B, C + t)
+        was_training = self.training
+        self.eval()
+        try:
+            for _ in range(max_new_tokens):
+                logits, _ = self(seq[:, -C:])                                # (B, V)
+                probs = softmax(_keep_top_k(logits, top_k), temperature)     # (B, V)
+                next_id = torch.multinomial(probs, 1, generator=generator)   # (B, 1)
+                seq = torch.cat([seq, next_id], dim=1)                       # (B, C + t + 1)
+        finally:
+            self.train(was_training)
+        return seq[:, C:]                                                    # (B, t + max_new_tokens)
+
+
+def _keep_top_k(logits: torch.Tensor, k: int | None) -> torch.Tensor:
+    """Set every logit below the k-th largest of its row to -inf (softmax gives it 0)."""
+    if k is None or k >= logits.shape[-1]:
+        return logits
+    kth = torch.topk(logits, k, dim=-1).values[:, -1:]                      # (B, 1)
+    return logits.masked_fill(logits < kth, float("-inf"))
