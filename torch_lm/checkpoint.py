@@ -1,0 +1,213 @@
+"""Checkpoints: ``last.pt`` / ``best.pt``, written atomically and read with ``weights_only=True``.
+
+SIDE-ONLY: this module exists in ``torch_lm`` only (DESIGN §1).
+
+A checkpoint is a dict of plain data and tensors — nothing else — so that it loads with
+``torch.load(..., weights_only=True)``, which refuses any pickled object that could run code:
+
+=================  ==========================================================================
+``format_version`` int, ``FORMAT_VERSION``
+``model``          the model's ``state_dict()`` (tensors)
+``optimizer``      the optimizer's ``state_dict()`` (tensors, numbers, lists, tuples, None)
+``model_config``   ``ModelConfig.to_dict()``
+``train_config``   ``TrainConfig.to_dict()``
+``vocab``          the characters in id order, a list of str
+``step``           optimizer steps completed
+``rng``            ``{"dropout": ByteTensor}``: the state of the training's dropout generator
+``best_val_loss``  best held-out loss so far (``inf`` before the first evaluation)
+``running``        ``{"loss_sum": float, "tokens": int}``: the train-loss accumulator of the
+                   current log interval, so a resumed run logs the same numbers
+=================  ==========================================================================
+
+Training draws randomness only from its own dropout generator (saved) and from generators seeded
+by ``(seed, step)`` (initialisation, batches, samples; nothing to save). It never uses torch's
+global generator, NumPy's or Python's ``random``, so no other RNG state needs saving.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from numpy_ref.config import ModelConfig
+from torch_lm.data import CharVocab, fsync_directory
+
+FORMAT_VERSION = 1
+LAST = "last.pt"
+BEST = "best.pt"
+
+# key -> type its value must have after loading (a structural check before anything uses it).
+_SCHEMA: dict[str, type | tuple[type, ...]] = {
+    "format_version": int,
+    "model": dict,
+    "optimizer": dict,
+    "model_config": dict,
+    "train_config": dict,
+    "vocab": list,
+    "step": int,
+    "rng": dict,
+    "best_val_loss": float,
+    "running": dict,
+}
+
+
+class CheckpointError(ValueError):
+    """The checkpoint cannot be used; the message is one line naming the file and the problem."""
+
+
+def build_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                     model_config: ModelConfig, train_config_dict: dict, vocab: CharVocab,
+                     step: int, best_val_loss: float, rng: dict[str, torch.Tensor],
+                     running_loss_sum: float, running_tokens: int) -> dict[str, Any]:
+    """The checkpoint dict described in the module docstring."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "model_config": model_config.to_dict(),
+        "train_config": dict(train_config_dict),
+        "vocab": vocab.to_list(),
+        "step": int(step),
+        "rng": {name: state.cpu() for name, state in rng.items()},
+        "best_val_loss": float(best_val_loss),
+        "running": {"loss_sum": float(running_loss_sum), "tokens": int(running_tokens)},
+    }
+
+
+def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path:
+    """Write ``checkpoint`` to ``path`` atomically; return the path.
+
+    torch.save goes to a temporary file in the same directory, which is flushed and fsynced, then
+    renamed over ``path`` with ``os.replace``, and the directory is fsynced: a crash at any moment
+    leaves either the previous checkpoint or the complete new one, never a torn file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as tmp:
+            torch.save(checkpoint, tmp)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu"
+                    ) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True`` and check its structure.
+
+    Raises ``CheckpointError`` (one line) for a missing, truncated or garbage file, for a file that
+    holds pickled objects other than plain data (possibly code, refused unexecuted), and for a
+    dict that lacks a key or has a value of the wrong type.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        # weights_only names the first non-allowlisted global it met (e.g. posix.system).
+        refused = re.search(r"GLOBAL (\S+)", str(error))
+        if refused:
+            raise CheckpointError(
+                f"refusing checkpoint {path}: it references {refused.group(1)}, which is not "
+                f"plain data (possibly code); only checkpoints written by torch-lm are accepted"
+            ) from None
+        raise CheckpointError(f"cannot read checkpoint {path}: not a torch checkpoint "
+                              f"(unsupported pickle content)") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise CheckpointError(f"cannot read checkpoint {path}: truncated or not a torch "
+                              f"checkpoint ({_one_line(error)})") from None
+    _check_structure(path, checkpoint)
+    return checkpoint
+
+
+def _one_line(error: BaseException, limit: int = 160) -> str:
+    """An exception's message with all whitespace collapsed, shortened: errors stay one line."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _check_structure(path: Path, checkpoint: object) -> None:
+    """Raise ``CheckpointError`` unless ``checkpoint`` matches ``_SCHEMA`` and its vocab/config parse."""
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(checkpoint).__name__}, "
+                              f"not a torch-lm checkpoint dict")
+    missing = sorted(set(_SCHEMA) - set(checkpoint))
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is not a torch-lm checkpoint: missing {missing}")
+    for key, kind in _SCHEMA.items():
+        if not isinstance(checkpoint[key], kind) or isinstance(checkpoint[key], bool):
+            raise CheckpointError(f"checkpoint {path}: {key!r} should be a {kind.__name__}, "
+                                  f"got {type(checkpoint[key]).__name__}")
+    if checkpoint["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {path} has format version {checkpoint['format_version']}"
+                              f"; this torch-lm reads version {FORMAT_VERSION}")
+    try:
+        CharVocab.from_list(checkpoint["vocab"])
+        ModelConfig.from_dict(checkpoint["model_config"])
+    except (ValueError, TypeError) as error:
+        raise CheckpointError(f"checkpoint {path}: {_one_line(error)}") from None
+
+
+def checkpoint_vocab(checkpoint: dict[str, Any]) -> CharVocab:
+    """The checkpoint's vocabulary."""
+    return CharVocab.from_list(checkpoint["vocab"])
+
+
+def checkpoint_model_config(checkpoint: dict[str, Any]) -> ModelConfig:
+    """The checkpoint's ``ModelConfig``."""
+    return ModelConfig.from_dict(checkpoint["model_config"])
+
+
+def check_vocab_matches(path: str | os.PathLike, checkpoint: dict[str, Any],
+                        vocab: CharVocab) -> None:
+    """Raise ``CheckpointError`` unless the checkpoint was trained on exactly ``vocab``.
+
+    Ids are positions in the vocabulary, so even one added or missing character shifts every id
+    after it and the embedding rows would mean different characters.
+    """
+    saved = checkpoint_vocab(checkpoint)
+    if saved == vocab:
+        return
+    extra = sorted(set(vocab.to_list()) - set(saved.to_list()))
+    gone = sorted(set(saved.to_list()) - set(vocab.to_list()))
+    detail = "; ".join(part for part in (
+        f"the data adds {[CharVocab.label(c) for c in extra]}" if extra else "",
+        f"the data lacks {[CharVocab.label(c) for c in gone]}" if gone else "",
+    ) if part) or "same characters in a different order"
+    raise CheckpointError(f"checkpoint {path} has a {len(saved)}-character vocabulary that does "
+                          f"not match the data's {len(vocab)} characters ({detail})")
+
+
+def check_model_config_matches(path: str | os.PathLike, checkpoint: dict[str, Any],
+                               model_config: ModelConfig) -> None:
+    """Raise ``CheckpointError`` naming every field where ``model_config`` differs from the saved one."""
+    saved = checkpoint["model_config"]
+    wanted = model_config.to_dict()
+    diffs = [f"{key} {saved.get(key)!r} vs {wanted[key]!r}" for key in wanted
+             if saved.get(key) != wanted[key]]
+    if diffs:
+        raise CheckpointError(f"checkpoint {path} was trained with a different model "
+                              f"(checkpoint vs requested: {', '.join(diffs)})")
+
+
+def load_model_state(path: str | os.PathLike, model: torch.nn.Module,
+                     checkpoint: dict[str, Any]) -> None:
+    """``model.load_state_dict(checkpoint["model"])`` with a one-line ``CheckpointError`` on mismatch."""
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:
+        raise CheckpointError(f"checkpoint {path}: model weights do not fit its config "
+                              f"({_one_line(error)})") from None

@@ -1,0 +1,135 @@
+"""TensorBoard logging: the whole tag contract of DESIGN §4, in one place.
+
+SIDE-ONLY: this module exists in ``torch_lm`` only (DESIGN §1).
+
+==========================================================  ==================================
+tag                                                         written by
+==========================================================  ==================================
+``loss/train``, ``perplexity/train``                        ``log_train`` (every log step)
+``grad_norm/<layer>``, ``grad_norm/total``                  ``log_train``
+``activations/<layer>/{mean,std,frac_saturated_or_dead}``   ``log_train``
+``lr``, ``throughput/tokens_per_sec``                       ``log_train``
+``loss/val``, ``perplexity/val``                            ``log_eval`` (every evaluation)
+``weights/<param>``, ``gradients/<param>`` (histograms)     ``log_eval``
+``samples`` (text, a markdown code block)                   ``log_eval``
+projector embedding ``char_embedding`` with readable labels ``log_embedding`` (end of run)
+hparams (model + train config -> final val loss/perplexity) ``log_hparams`` (end of run)
+==========================================================  ==================================
+
+``<param>`` is the ``state_dict`` key (``hidden.0.linear.weight``), so histograms group by layer.
+Only one process writes: a logger built with ``enabled=False`` (data-parallel ranks other than
+0) accepts every call and does nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from typing import Mapping
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+from torch_lm.data import CharVocab, HeldoutResult
+
+EMBEDDING_TAG = "char_embedding"
+SAMPLES_TAG = "samples"
+# The hparams dashboard reads these scalar tags of the same run as the session's metrics.
+HPARAM_METRICS = ("loss/val", "perplexity/val")
+
+
+def markdown_code_block(text: str) -> str:
+    """``text`` as a fenced markdown code block that no backtick run inside it can close.
+
+    CommonMark closes a fence only with a run of backticks at least as long as the opening one,
+    so the fence is one longer than the longest run in the text (at least three).
+    """
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}\n{text}\n{fence}"
+
+
+def hparam_value(value: object) -> bool | int | float | str:
+    """A value the hparams plugin accepts: numbers, bools and strings as they are, others as str."""
+    return value if isinstance(value, (bool, int, float, str)) else str(value)
+
+
+class TensorBoardLogger:
+    """Writes the DESIGN §4 tags to ``run_dir`` (a no-op when ``enabled`` is False).
+
+    ``purge_step``: when resuming at step ``s``, events at steps >= ``s`` left by the interrupted
+    run are hidden by TensorBoard, so the resumed curve does not double back.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, enabled: bool = True,
+                 purge_step: int | None = None):
+        self.enabled = enabled
+        self.writer = SummaryWriter(str(run_dir), purge_step=purge_step) if enabled else None
+
+    def log_train(self, step: int, loss: float, lr: float, tokens_per_sec: float,
+                  grad_norms: Mapping[str, float],
+                  activation_stats: Mapping[str, Mapping[str, float]]) -> None:
+        """A log step: the running train loss over the interval (token-weighted, nats/char) and
+        ``perplexity/train = exp(loss)`` of that same number, per-layer gradient norms (measured
+        before clipping) with ``"total"``, per-layer activation statistics, lr and throughput."""
+        if not self.enabled:
+            return
+        w = self.writer
+        w.add_scalar("loss/train", loss, step)
+        w.add_scalar("perplexity/train", math.exp(loss), step)
+        for layer, norm in grad_norms.items():
+            w.add_scalar(f"grad_norm/{layer}", float(norm), step)
+        for layer, stats in activation_stats.items():
+            for name, value in stats.items():
+                w.add_scalar(f"activations/{layer}/{name}", float(value), step)
+        w.add_scalar("lr", lr, step)
+        w.add_scalar("throughput/tokens_per_sec", tokens_per_sec, step)
+
+    def log_eval(self, step: int, result: HeldoutResult, model: torch.nn.Module,
+                 sample: str) -> None:
+        """An evaluation: held-out loss and perplexity, weight and gradient histograms of every
+        parameter (the gradients of the latest training step), and a generated sample."""
+        if not self.enabled:
+            return
+        w = self.writer
+        w.add_scalar("loss/val", result.loss, step)
+        w.add_scalar("perplexity/val", result.perplexity, step)
+        for name, param in model.named_parameters():
+            w.add_histogram(f"weights/{name}", param.detach().float().cpu(), step)
+            if param.grad is not None:
+                w.add_histogram(f"gradients/{name}", param.grad.detach().float().cpu(), step)
+        w.add_text(SAMPLES_TAG, markdown_code_block(sample), step)
+        w.flush()
+
+    def log_embedding(self, step: int, weight: torch.Tensor, vocab: CharVocab) -> None:
+        """The character vectors (V, E) for the projector, labelled ``<space>``, ``<newline>``, ..."""
+        if not self.enabled:
+            return
+        self.writer.add_embedding(weight.detach().float().cpu(), metadata=vocab.labels(),
+                                  tag=EMBEDDING_TAG, global_step=step)
+
+    def log_hparams(self, model_config: Mapping[str, object],
+                    train_config: Mapping[str, object]) -> None:
+        """The configs (``model.<key>``, ``train.<key>``) as hparams whose metrics are this run's
+        ``loss/val`` and ``perplexity/val`` scalars; call it after the final evaluation, whose
+        values the dashboard then shows.
+
+        Written into this run's own event file: ``SummaryWriter.add_hparams`` would create a
+        separate timestamped sub-run and log the metrics a second time there.
+        """
+        if not self.enabled:
+            return
+        values = {f"model.{k}": hparam_value(v) for k, v in model_config.items()}
+        values |= {f"train.{k}": hparam_value(v) for k, v in train_config.items()}
+        # Only the metric names matter here: the plugin reads their values from the scalars.
+        metrics = dict.fromkeys(HPARAM_METRICS, 0.0)
+        for summary in hparams_summaries(values, metrics):
+            self.writer.file_writer.add_summary(summary)
+        self.writer.flush()
+
+    def close(self) -> None:
+        """Flush and close the event file."""
+        if self.enabled:
+            self.writer.close()

@@ -1,0 +1,503 @@
+"""Training the NeuralLM on a character text: ``TrainConfig`` and ``train``.
+
+SIDE-ONLY: this module exists in ``torch_lm`` only (DESIGN §1).
+
+One optimizer step::
+
+    lr = lr_at(step)                      # pure function of the step: warmup, then cosine
+    x, y = sampler.batch(step)            # pure function of (seed, step)
+    logits, loss = model(x, y, generator=dropout_generator)
+    loss.backward(); [grad norms, activation stats on log steps]; clip; AdamW step
+
+Everything that decides the numbers is either a pure function of the step (lr, batch) or saved in
+the checkpoint (weights, AdamW moments, the dropout generator, the running loss), so a run resumed
+from ``last.pt`` reproduces the uninterrupted run exactly on the CPU.
+
+Host synchronisation happens only at log steps, evaluations and checkpoints: the running loss is
+accumulated on the device, and non-finite losses are tracked there too (the first bad step is
+remembered) and reported at the next sync point.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from tqdm import tqdm
+
+from numpy_ref.config import ModelConfig
+from numpy_ref.validation import (check_nonnegative_float, check_positive_float,
+                                  check_positive_int, fail)
+from torch_lm.checkpoint import (BEST, LAST, CheckpointError, build_checkpoint,
+                                 check_model_config_matches, check_vocab_matches, load_checkpoint,
+                                 load_model_state, save_checkpoint)
+from torch_lm.data import (BatchSampler, CharVocab, HeldoutResult, check_split_fits, heldout_loss,
+                           split_ids, step_seed)
+from torch_lm.diagnostics import grad_norms, summarize_activations
+from torch_lm.metrics import RunningMean
+from torch_lm.neural_lm import NeuralLM
+from torch_lm.tensorboard_log import TensorBoardLogger
+
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+# Parameter dtypes. No bfloat16/float16 autocast: the project's modules compute softmax and
+# LayerNorm statistics by hand, and under autocast those would run in 16 bits.
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, logging and run settings (the model's are in ``ModelConfig``).
+
+    ``batch_size`` is the global batch (data-parallel ranks split it). ``lr`` warms up linearly
+    over ``warmup_steps`` and then follows a cosine down to ``min_lr`` at ``max_steps``.
+    ``grad_clip`` is the max global gradient norm (0 = off). ``time_budget`` stops training after
+    that many wall-clock seconds of this process (0 = no limit); the lr schedule still refers to
+    ``max_steps``. Every ``log_interval`` steps the running train loss and diagnostics are logged,
+    every ``eval_interval`` steps the held-out loss is computed (``eval_batch_size`` windows per
+    forward), a ``sample_length``-character sample is generated and ``last.pt``/``best.pt`` are
+    saved in ``run_dir``. ``resume`` continues from ``run_dir/last.pt``.
+    """
+
+    batch_size: int = 512
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.99)
+    grad_clip: float = 1.0
+    max_steps: int = 5000
+    time_budget: float = 0.0
+    eval_interval: int = 500
+    log_interval: int = 50
+    eval_batch_size: int = 4096
+    sample_length: int = 300
+    seed: int = 1337
+    device: str = "auto"
+    dtype: str = "float32"
+    run_dir: str = "runs/neural_lm"
+    resume: bool = False
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        where = "TrainConfig"
+        for name in ("batch_size", "max_steps", "eval_interval", "log_interval", "eval_batch_size"):
+            check_positive_int(where, name, getattr(self, name))
+        for name in ("warmup_steps", "sample_length", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                fail(where, f"{name} must be an integer >= 0, got {value!r}")
+        check_positive_float(where, "lr", self.lr)
+        for name in ("min_lr", "weight_decay", "grad_clip", "time_budget"):
+            check_nonnegative_float(where, name, getattr(self, name))
+        if self.min_lr > self.lr:
+            fail(where, f"min_lr must not exceed lr, got min_lr={self.min_lr!r} > lr={self.lr!r}")
+        object.__setattr__(self, "betas", tuple(self.betas))
+        if len(self.betas) != 2 or not all(
+                isinstance(b, (int, float)) and not isinstance(b, bool) and 0.0 <= b < 1.0
+                for b in self.betas):
+            fail(where, f"betas must be two numbers in [0, 1), got {self.betas!r}")
+        if not isinstance(self.device, str) or not DEVICE_PATTERN.fullmatch(self.device):
+            fail(where, f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.dtype not in DTYPES:
+            fail(where, f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if not isinstance(self.run_dir, str) or not self.run_dir:
+            fail(where, f"run_dir must be a non-empty path, got {self.run_dir!r}")
+
+    def to_dict(self) -> dict:
+        """A plain dict (lists, not tuples) for checkpoints, JSON and TensorBoard hparams."""
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """Inverse of ``to_dict``; unknown keys are an error."""
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            fail("TrainConfig", f"unknown keys {unknown}; known keys are "
+                                f"{sorted(cls.__dataclass_fields__)}")
+        return cls(**d)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training (or held-out) loss became NaN or infinite; training stopped."""
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT: ``last.pt`` was saved at ``step``; ``--resume`` continues from there."""
+
+    def __init__(self, step: int, checkpoint: Path):
+        super().__init__(f"interrupted at step {step}; saved {checkpoint} "
+                         f"(continue with --resume)")
+        self.step = step
+        self.checkpoint = checkpoint
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure helpers
+# ---------------------------------------------------------------------------------------------
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda``/``cuda:N`` only if that device exists."""
+    if not DEVICE_PATTERN.fullmatch(name):
+        fail("device", f"must be auto, cpu, cuda or cuda:N, got {name!r}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            fail("device", f"{name} requested but CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            fail("device", f"{name} requested but only {torch.cuda.device_count()} CUDA "
+                           f"device(s) exist")
+    return device
+
+
+def lr_at(step: int, config: TrainConfig) -> float:
+    """Learning rate of the step with 0-based index ``step``: a pure function, so resuming needs
+    no scheduler state.
+
+    Linear warmup ``lr * (step + 1) / warmup_steps`` for the first ``warmup_steps`` steps, then a
+    half cosine from ``lr`` down to ``min_lr`` at ``max_steps`` (and ``min_lr`` beyond).
+    """
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    decay_steps = config.max_steps - config.warmup_steps
+    if decay_steps <= 0 or step >= config.max_steps:
+        return config.min_lr if decay_steps > 0 else config.lr
+    progress = (step - config.warmup_steps) / decay_steps  # [0, 1)
+    return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on the Linear weight matrices only.
+
+    Biases and LayerNorm gains/shifts are not decayed: they set offsets and scales rather than
+    the model's capacity, and pulling a LayerNorm gain towards 0 just shrinks the signal. The
+    embedding is not decayed because decoupled decay shrinks every row at every step, while a
+    rare character's row only gets a gradient when that character is in the batch: its vector
+    would be eroded towards 0 between its few updates.
+    """
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        is_matrix = param.ndim >= 2 and not name.startswith("embedding.")
+        (decay if is_matrix else no_decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def sample_prompt(vocab: CharVocab) -> str:
+    """Samples start at a new line when the vocabulary has one (as the plays' speeches do)."""
+    return "\n" if "\n" in vocab else vocab.to_list()[0]
+
+
+@contextlib.contextmanager
+def stop_on_sigint() -> Iterator[dict[str, bool]]:
+    """Within the block, SIGINT sets ``flag["stop"]`` instead of raising, so the loop can finish
+    its step and save ``last.pt``; a second SIGINT raises KeyboardInterrupt at once.
+
+    Signal handlers can only be installed from the main thread; elsewhere the flag never flips.
+    """
+    flag = {"stop": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag["stop"]:
+            raise KeyboardInterrupt
+        flag["stop"] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# ---------------------------------------------------------------------------------------------
+# The training run
+# ---------------------------------------------------------------------------------------------
+
+class Trainer:
+    """State of one training run; ``train()`` builds one and calls ``run()``."""
+
+    def __init__(self, model_config: ModelConfig, config: TrainConfig, text: str):
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.vocab = CharVocab.from_text(text)
+        if model_config.vocab_size != len(self.vocab):
+            fail("train", f"model_config.vocab_size is {model_config.vocab_size} but the text has "
+                          f"{len(self.vocab)} distinct characters")
+        self.model_config = model_config
+        self.run_dir = Path(config.run_dir)
+
+        ids = self.vocab.encode(text)
+        self.train_ids, self.val_ids = split_ids(ids)
+        check_split_fits(len(self.train_ids), len(self.val_ids), model_config.context)
+        self.train_ids = self.train_ids.to(self.device)
+        self.val_ids = self.val_ids.to(self.device)
+        self.sampler = BatchSampler(self.train_ids, model_config.context, config.batch_size,
+                                    config.seed)
+
+        self.model = self._build_model()
+        self.optimizer = torch.optim.AdamW(parameter_groups(self.model, config.weight_decay),
+                                           lr=config.lr, betas=config.betas)
+        self.dropout_generator = torch.Generator(self.device).manual_seed(
+            step_seed(config.seed, 0, "dropout"))
+        self.step = 0
+        self.best_val_loss = math.inf
+        self.running = RunningMean()
+        self.last_saved_step: int | None = None
+        checkpoint = self._prepare_run_dir()
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        # Compiled forward for ordinary steps; log steps use the eager module so the activation
+        # hooks do not force a recompilation (same parameters, same maths).
+        self.compiled_model = torch.compile(self.model) if config.compile else self.model
+
+        # Device-side bookkeeping: no host sync per step.
+        self.first_bad_step = torch.full((), sys.maxsize, dtype=torch.int64, device=self.device)
+        self.logger = TensorBoardLogger(self.run_dir,
+                                        purge_step=self.step if checkpoint is not None else None)
+        self.train_history: list[tuple[int, float]] = []
+        self.val_history: list[tuple[int, float]] = []
+        self.last_eval: HeldoutResult | None = None
+        self.train_seconds = 0.0
+        self.trained_steps = 0
+        self.grad_norms: dict[str, float] = {}
+        self.activation_stats: dict[str, dict[str, float]] = {}
+        self._mark_throughput()
+
+    # ----------------------------------------------------------------------------- setup
+    def _build_model(self) -> NeuralLM:
+        """The model in the configured dtype, initialised from the seed, on the device."""
+        model = NeuralLM(self.model_config).to(DTYPES[self.config.dtype])
+        model.reset_parameters(generator=torch.Generator().manual_seed(
+            step_seed(self.config.seed, 0, "init")))
+        return model.to(self.device).train()
+
+    def _prepare_run_dir(self) -> dict | None:
+        """The checkpoint to resume from, or None for a fresh run.
+
+        A fresh run refuses a run dir that already holds ``last.pt``: it would overwrite that run's
+        checkpoints and interleave two runs in one TensorBoard curve.
+        """
+        last = self.run_dir / LAST
+        if not self.config.resume:
+            if last.exists():
+                fail("train", f"{last} already exists; pass --resume to continue that run or "
+                              f"choose another --run-dir")
+            return None
+        if not last.exists():
+            raise CheckpointError(f"--resume: no checkpoint at {last}")
+        checkpoint = load_checkpoint(last, map_location=self.device)
+        check_vocab_matches(last, checkpoint, self.vocab)
+        check_model_config_matches(last, checkpoint, self.model_config)
+        return checkpoint
+
+    def _restore(self, checkpoint: dict) -> None:
+        """Weights, AdamW state, dropout generator, step, best loss and running loss from ``last.pt``."""
+        path = self.run_dir / LAST
+        load_model_state(path, self.model, checkpoint)
+        try:
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            self.dropout_generator.set_state(checkpoint["rng"]["dropout"].cpu())
+            self.running.update(checkpoint["running"]["loss_sum"], checkpoint["running"]["tokens"])
+        except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as error:
+            raise CheckpointError(f"checkpoint {path}: optimizer, RNG or running-loss state does "
+                                  f"not fit ({' '.join(str(error).split())[:160]})") from None
+        self.step = checkpoint["step"]
+        self.best_val_loss = checkpoint["best_val_loss"]
+
+    # ----------------------------------------------------------------------------- the loop
+    def run(self) -> dict[str, Any]:
+        """Train to ``max_steps`` (or the time budget), evaluating and checkpointing on the way."""
+        config = self.config
+        status = "completed"
+        start = time.monotonic()
+        bar = tqdm(total=config.max_steps, initial=self.step, desc="train", unit="step",
+                   dynamic_ncols=True, disable=not self.logger.enabled)
+        try:
+            with stop_on_sigint() as sigint:
+                self._mark_throughput()
+                while self.step < config.max_steps:
+                    if sigint["stop"]:
+                        raise self._interrupt()
+                    if config.time_budget and time.monotonic() - start >= config.time_budget:
+                        status = "time_budget"
+                        break
+                    self._train_step(capture=(self.step + 1) % config.log_interval == 0)
+                    bar.update(1)
+                    if self.step % config.log_interval == 0:
+                        self._log(bar)
+                    if self.step % config.eval_interval == 0:
+                        self._evaluate_and_save(bar)
+                if self.last_eval is None or self.val_history[-1][0] != self.step:
+                    self._evaluate_and_save(bar)
+        except BaseException:
+            self.logger.close()
+            raise
+        finally:
+            bar.close()
+        self._log_end_of_run()
+        return self._summary(status, time.monotonic() - start)
+
+    def _train_step(self, capture: bool) -> None:
+        """One AdamW step; with ``capture``, also measure activations and gradient norms."""
+        config, step = self.config, self.step
+        lr = lr_at(step, config)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x, y = self.sampler.batch(step)
+        with (self.model.capture_activations() if capture else contextlib.nullcontext({})) as acts:
+            forward = self.model if capture else self.compiled_model
+            _, loss = forward(x, y, generator=self.dropout_generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if capture:
+            # Before clipping: the norms show what the data asked for, not what clipping allowed.
+            self.activation_stats = summarize_activations(acts, self.model_config.activation)
+            self.grad_norms = grad_norms(self.model)
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+        self.optimizer.step()
+
+        loss = loss.detach()
+        self.running.update(loss.double() * len(y), len(y))
+        self.first_bad_step = torch.where(torch.isfinite(loss), self.first_bad_step,
+                                          self.first_bad_step.clamp(max=step + 1))
+        self.step += 1
+        self._interval_steps += 1
+
+    def _check_finite(self) -> None:
+        """Raise ``NonFiniteLossError`` naming the first step whose loss was NaN or infinite."""
+        bad_step = int(self.first_bad_step)
+        if bad_step != sys.maxsize:
+            kept = (f"the last good checkpoint is {self.run_dir / LAST} (step "
+                    f"{self.last_saved_step})" if self.last_saved_step is not None
+                    else "no checkpoint was written before it")
+            raise NonFiniteLossError(f"training loss became non-finite at step {bad_step}; "
+                                     f"stopped ({kept}); try a lower --lr or --grad-clip")
+
+    def _mark_throughput(self) -> None:
+        """Start a throughput interval (after evaluations too, so they do not count as training)."""
+        self._interval_start = time.monotonic()
+        self._interval_steps = 0
+
+    def _log(self, bar: tqdm) -> None:
+        """A log step: the only per-interval host sync (loss, diagnostics, throughput)."""
+        self._check_finite()
+        loss = self.running.mean
+        self.running.reset()
+        elapsed = time.monotonic() - self._interval_start
+        tokens_per_sec = self._interval_steps * self.config.batch_size / max(elapsed, 1e-9)
+        self.train_seconds += elapsed
+        self.trained_steps += self._interval_steps
+        self.logger.log_train(self.step, loss, lr_at(self.step - 1, self.config), tokens_per_sec,
+                              self.grad_norms, self.activation_stats)
+        self.train_history.append((self.step, loss))
+        bar.set_postfix({"loss": f"{loss:.4f}", "ppl": f"{math.exp(loss):.2f}",
+                         "tok/s": f"{tokens_per_sec:,.0f}"}, refresh=False)
+        self._mark_throughput()
+
+    def _evaluate_and_save(self, bar: tqdm) -> None:
+        """Held-out loss, a sample, histograms; then ``last.pt`` (and ``best.pt`` if improved)."""
+        self._check_finite()
+        self.train_seconds += time.monotonic() - self._interval_start
+        self.trained_steps += self._interval_steps
+        result = heldout_loss(self.model, self.train_ids, self.val_ids, self.model_config.context,
+                              self.config.eval_batch_size, self.device)
+        if not math.isfinite(result.loss):
+            raise NonFiniteLossError(f"held-out loss is non-finite at step {self.step}; stopped "
+                                     f"(last good checkpoint: step {self.last_saved_step})")
+        self.last_eval = result
+        self.val_history.append((self.step, result.loss))
+        self.logger.log_eval(self.step, result, self.model, self._sample())
+        improved = result.loss < self.best_val_loss
+        self.best_val_loss = min(self.best_val_loss, result.loss)
+        self._save(also_best=improved)
+        if self.logger.enabled:
+            bar.write(f"step {self.step}: val loss {result.loss:.4f}, perplexity "
+                      f"{result.perplexity:.3f}{' (best)' if improved else ''}")
+        self._mark_throughput()
+
+    def _sample(self) -> str:
+        """A ``sample_length``-character sample; its generator is seeded by (seed, step) so that
+        sampling never disturbs the training randomness."""
+        if self.config.sample_length == 0:
+            return ""
+        generator = torch.Generator(self.device).manual_seed(
+            step_seed(self.config.seed, self.step, "sample"))
+        prompt = self.vocab.encode(sample_prompt(self.vocab)).to(self.device)[None]  # (1, 1)
+        ids = self.model.generate(prompt, self.config.sample_length, generator=generator)
+        return self.vocab.decode(ids[0])
+
+    def _save(self, also_best: bool = False) -> None:
+        """Atomically write ``last.pt`` (and the same checkpoint as ``best.pt``)."""
+        checkpoint = build_checkpoint(
+            self.model, self.optimizer, self.model_config, self.config.to_dict(), self.vocab,
+            self.step, self.best_val_loss, {"dropout": self.dropout_generator.get_state()},
+            self.running.total, self.running.count)
+        save_checkpoint(self.run_dir / LAST, checkpoint)
+        if also_best:
+            save_checkpoint(self.run_dir / BEST, checkpoint)
+        self.last_saved_step = self.step
+
+    def _interrupt(self) -> TrainingInterrupted:
+        """Save ``last.pt`` at the current step (if the loss is still finite) for ``--resume``."""
+        self._check_finite()
+        self._save()
+        self.logger.close()
+        return TrainingInterrupted(self.step, self.run_dir / LAST)
+
+    def _log_end_of_run(self) -> None:
+        """The projector embedding and the hparams (whose metrics are the final ``loss/val``)."""
+        self.logger.log_embedding(self.step, self.model.state_dict()["embedding.weight"],
+                                  self.vocab)
+        self.logger.log_hparams(self.model_config.to_dict(), self.config.to_dict())
+        self.logger.close()
+
+    def _summary(self, status: str, elapsed: float) -> dict[str, Any]:
+        """What ``train`` returns (JSON-serialisable)."""
+        result = self.last_eval
+        return {
+            "status": status,
+            "steps": self.step,
+            "val_loss": result.loss,
+            "val_ppl": result.perplexity,
+            "bpc": result.bpc,
+            "positions": result.positions,
+            "best_val_loss": self.best_val_loss,
+            "train_loss": self.train_history[-1][1] if self.train_history else None,
+            "train_history": [list(item) for item in self.train_history],
+            "val_history": [list(item) for item in self.val_history],
+            "tokens_per_sec": self.trained_steps * self.config.batch_size
+                              / max(self.train_seconds, 1e-9),
+            "elapsed_seconds": elapsed,
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "device": str(self.device),
+            "run_dir": str(self.run_dir),
+        }
+
+
+def train(model_config: ModelConfig, train_config: TrainConfig, text: str) -> dict[str, Any]:
+    """Train a ``NeuralLM`` on ``text`` (split 90/10) and return a summary dict.
+
+    Writes TensorBoard events, ``last.pt`` and ``best.pt`` to ``train_config.run_dir``.
+    ``model_config.vocab_size`` must equal the number of distinct characters of ``text``.
+    Raises ``ValueError`` for bad settings, ``DataError``/``CheckpointError`` for unusable
+    inputs, ``NonFiniteLossError`` if the loss diverges and ``TrainingInterrupted`` on SIGINT
+    (after saving ``last.pt``). Seeds only its own generators (initialisation, batches, dropout,
+    samples): the global torch RNG is left alone.
+    """
+    return Trainer(model_config, train_config, text).run()
