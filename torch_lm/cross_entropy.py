@@ -16,13 +16,13 @@ from torch import nn
 from numpy_ref.validation import (
     check_dim_matches,
     check_float_dtype,
-    check_index_range,
     check_integer_dtype,
     check_ndim,
     check_nonempty_last_axis,
     check_positive_float,
     fail,
 )
+from torch_lm._checks import check_ids_in_range, is_integer_dtype
 
 
 def _shifted_scaled_logits(where: str, x: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -50,11 +50,6 @@ def log_softmax(x: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     return shifted - shifted.exp().sum(dim=-1, keepdim=True).log()
 
 
-def _is_integer_dtype(dtype: torch.dtype) -> bool:
-    """True for integer dtypes; bool is not a class index."""
-    return not dtype.is_floating_point and not dtype.is_complex and dtype != torch.bool
-
-
 def _check_cross_entropy_args(logits: torch.Tensor, targets: torch.Tensor) -> None:
     """The same checks, in the same order, as ``numpy_ref.cross_entropy.cross_entropy``."""
     where = "cross_entropy"
@@ -62,10 +57,10 @@ def _check_cross_entropy_args(logits: torch.Tensor, targets: torch.Tensor) -> No
     check_ndim(where, "logits", logits.shape, [2])
     if logits.shape[0] == 0 or logits.shape[1] == 0:
         fail(where, f"logits must have at least one row and one class, got shape {tuple(logits.shape)}")
-    check_integer_dtype(where, "targets", _is_integer_dtype(targets.dtype), targets.dtype)
+    check_integer_dtype(where, "targets", is_integer_dtype(targets.dtype), targets.dtype)
     check_ndim(where, "targets", targets.shape, [1])
     check_dim_matches(where, "targets", targets.shape, 0, "logits", logits.shape, 0)
-    check_index_range(where, "targets", int(targets.min()), int(targets.max()), logits.shape[1])
+    check_ids_in_range(where, "targets", targets, logits.shape[1])
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

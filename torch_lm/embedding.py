@@ -12,18 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from numpy_ref.validation import (
-    check_float_dtype,
-    check_index_range,
-    check_integer_dtype,
-    check_ndim,
-    check_positive_int,
-)
-
-
-def _is_integer_dtype(dtype: torch.dtype) -> bool:
-    """True for integer dtypes; bool is not a token id."""
-    return not dtype.is_floating_point and not dtype.is_complex and dtype != torch.bool
+from numpy_ref.validation import check_float_dtype, check_integer_dtype, check_ndim, check_positive_int
+from torch_lm._checks import check_ids_in_range, is_integer_dtype
 
 
 def embedding(idx: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -32,11 +22,10 @@ def embedding(idx: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     idx (...) integers in [0, V), weight (V, E) float -> (..., E) of weight's dtype.
     """
     where = "embedding"
-    check_integer_dtype(where, "idx", _is_integer_dtype(idx.dtype), idx.dtype)
+    check_integer_dtype(where, "idx", is_integer_dtype(idx.dtype), idx.dtype)
     check_float_dtype(where, "weight", weight.is_floating_point(), weight.dtype)
     check_ndim(where, "weight", weight.shape, [2])
-    if idx.numel() > 0:  # an empty batch has no extremes to check (and looks nothing up)
-        check_index_range(where, "idx", int(idx.min()), int(idx.max()), weight.shape[0])
+    check_ids_in_range(where, "idx", idx, weight.shape[0])
     # index_select on int64 ids rather than weight[idx]: a uint8 index would be read as a mask.
     rows = weight.index_select(0, idx.reshape(-1).long())           # (...) -> (N, E)
     return rows.reshape(*idx.shape, weight.shape[1])                # (N, E) -> (..., E)

@@ -16,6 +16,7 @@ import numbers
 import torch
 
 from numpy_ref.validation import check_integer_dtype, check_ndim, check_same_shape, fail
+from torch_lm._checks import is_integer_dtype
 
 
 def perplexity(mean_loss: torch.Tensor | float) -> torch.Tensor:
@@ -38,8 +39,7 @@ def token_weighted_mean(losses: torch.Tensor, counts: torch.Tensor) -> torch.Ten
     losses = torch.as_tensor(losses, dtype=torch.float64)
     counts = torch.as_tensor(counts, device=losses.device)
     check_ndim(where, "losses", losses.shape, [1])
-    is_integer = not counts.is_floating_point() and not counts.is_complex() and counts.dtype != torch.bool
-    check_integer_dtype(where, "counts", is_integer, counts.dtype)
+    check_integer_dtype(where, "counts", is_integer_dtype(counts.dtype), counts.dtype)
     check_same_shape(where, "counts", counts.shape, "losses", losses.shape)
     if counts.numel() > 0 and int(counts.min()) < 0:
         fail(where, f"counts must be >= 0 (tokens per batch), got a minimum of {int(counts.min())}")

@@ -24,7 +24,8 @@ from torch import nn
 from numpy_ref.config import ModelConfig
 from numpy_ref.neural_lm import (OUTPUT_INIT_SCALE, check_idx, check_mask_names, check_targets,
                                  hidden_fan_ins, hidden_layer_names, layer_names)
-from numpy_ref.validation import check_index_range, check_integer_dtype, check_ndim, check_positive_int
+from numpy_ref.validation import check_integer_dtype, check_ndim, check_positive_int
+from torch_lm._checks import check_ids_in_range, is_integer_dtype
 from torch_lm.activations import make_activation
 from torch_lm.cross_entropy import cross_entropy, softmax
 from torch_lm.dropout import Dropout
@@ -36,11 +37,6 @@ from torch_lm.linear import Linear
 # character vocabulary, where id 0 of Tiny Shakespeare is "\n": a short prompt then reads as
 # the start of a new line, which is where such prompts ("ROMEO:") occur in the text.
 PAD_ID = 0
-
-
-def _is_integer(t: torch.Tensor) -> bool:
-    """True for integer tensors; bool is not a token id."""
-    return not t.dtype.is_floating_point and not t.dtype.is_complex and t.dtype != torch.bool
 
 
 class HiddenLayer(nn.Module):
@@ -123,9 +119,9 @@ class NeuralLM(nn.Module):
     def _check_inputs(self, idx, targets, masks) -> None:
         """Shape and dtype errors, shared with ``neural_lm_forward`` (ids: see the components)."""
         where = "NeuralLM.forward"
-        check_idx(where, self.config, tuple(idx.shape), _is_integer(idx), idx.dtype)
+        check_idx(where, self.config, tuple(idx.shape), is_integer_dtype(idx.dtype), idx.dtype)
         if targets is not None:
-            check_targets(where, tuple(idx.shape), tuple(targets.shape), _is_integer(targets), targets.dtype)
+            check_targets(where, tuple(idx.shape), tuple(targets.shape), is_integer_dtype(targets.dtype), targets.dtype)
         check_mask_names(where, self.config, masks or {})
 
     # ------------------------------------------------------------------------- introspection
@@ -177,15 +173,13 @@ class NeuralLM(nn.Module):
         dropout) and restores the previous mode.
         """
         where = "NeuralLM.generate"
-        check_integer_dtype(where, "idx", _is_integer(idx), idx.dtype)
+        check_integer_dtype(where, "idx", is_integer_dtype(idx.dtype), idx.dtype)
         check_ndim(where, "idx", tuple(idx.shape), (2,))
         check_positive_int(where, "max_new_tokens", max_new_tokens)
         if top_k is not None:
             check_positive_int(where, "top_k", top_k)
-        if idx.numel() > 0:  # the forward sees only the last `context` ids; check them all
-            lowest, highest = torch.stack([idx.min(), idx.max()]).tolist()
-            check_index_range(where, "idx", lowest, highest, self.config.vocab_size)
-        C, (B, t) = self.config.context, idx.shape
+        check_ids_in_range(where, "idx", idx, self.config.vocab_size)  # all, not just the last `context`
+        C, B = self.config.context, idx.shape[0]
         pad = torch.full((B, C), PAD_ID, dtype=torch.long, device=idx.device)
         seq = torch.cat([pad, idx.long()], dim=1)                            # (B, C + t)
         was_training = self.training
