@@ -1,0 +1,155 @@
+"""Trajectory parity: whole training runs of numpy_ref and torch_lm agree step by step.
+
+30 steps of the small config (fusion levels, LayerNorm, a residual block), both optimisers, with
+and without dropout; float64 to 1e-10 relative, float32 to ``torch_lm.trajectory.tolerance``.
+Also: the run's inputs are deterministic, a real difference is caught, and the script's exit codes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from numpy_ref import trajectory as numpy_trajectory
+from numpy_ref.trajectory import TrajectoryConfig
+from torch_lm import trajectory
+from torch_lm.trajectory import main, model_config_named, run_parity, tolerance
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "trajectory_parity.py"
+STEPS = 30
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.2], ids=["no-dropout", "dropout"])
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_numpy_and_torch_runs_agree(dtype, optimizer, dropout):
+    run = TrajectoryConfig(optimizer=optimizer, steps=STEPS, warmup_steps=3, seed=7)
+    report = run_parity(model_config_named("small", dropout), dtype, run)
+    assert report.tolerance == tolerance(dtype, STEPS, optimizer)
+    assert report.loss_max_rel_diff <= report.tolerance
+    assert report.param_max_rel_diff <= report.tolerance, report.worst_param
+    assert report.passed
+    # The parameters must really move, far beyond the tolerance, or agreeing would prove little.
+    assert report.param_rel_change > 0.05
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_one_percent_lr_difference_exceeds_the_tolerance(dtype, optimizer):
+    """The tolerances are not so loose that a real difference passes: a 1 % larger lr on the
+    torch side, 10 steps, must exceed them (measured: ~1e-2, against 2e-3 for float32 AdamW)."""
+    model_config = model_config_named("small")
+    run = TrajectoryConfig(optimizer=optimizer, steps=10, warmup_steps=1)
+    params = trajectory.initial_params(model_config, 0, dtype)
+    batches = numpy_trajectory.make_batches(model_config, run)
+    masks = numpy_trajectory.make_dropout_masks(model_config, run)
+    np_params, np_losses = numpy_trajectory.train(params, model_config, run, batches, masks)
+    torch_params, torch_losses = trajectory.train(params, model_config, replace(run, lr=run.lr * 1.01),
+                                                  batches, masks)
+    assert max(trajectory.param_rel_diffs(np_params, torch_params).values()) > 2 * tolerance(dtype, 10, optimizer)
+    assert trajectory.loss_max_rel_diff(np_losses, torch_losses) > 1e-5
+
+
+def test_numpy_loop_computes_in_float32_when_given_float32():
+    """A silent upcast would make float32 parity meaningless (and hide float32-only problems)."""
+    model_config = model_config_named("small", dropout=0.2)
+    run = TrajectoryConfig(steps=2, warmup_steps=1)
+    params = trajectory.initial_params(model_config, 0, "float32")
+    final, losses = numpy_trajectory.train(params, model_config, run,
+                                           numpy_trajectory.make_batches(model_config, run),
+                                           numpy_trajectory.make_dropout_masks(model_config, run))
+    assert losses.dtype == np.float32
+    assert {v.dtype for v in final.values()} == {np.dtype(np.float32)}
+
+
+def test_non_finite_losses_count_as_infinitely_different():
+    assert trajectory.loss_max_rel_diff(np.array([1.0, np.nan]), np.array([1.0, 2.0])) == float("inf")
+    assert trajectory.param_rel_diffs({"w": np.array([np.inf])}, {"w": np.array([1.0])}) == {"w": float("inf")}
+
+
+def test_inputs_are_deterministic_and_masks_have_the_layer_shapes():
+    model_config = model_config_named("small", dropout=0.5)
+    run = TrajectoryConfig(steps=3, batch_size=5, warmup_steps=0, seed=3)
+    first, second = numpy_trajectory.make_batches(model_config, run), numpy_trajectory.make_batches(model_config, run)
+    for (x1, y1), (x2, y2) in zip(first, second):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+    assert first[0][0].shape == (5, 8) and first[0][1].shape == (5,)
+    masks = numpy_trajectory.make_dropout_masks(model_config, run)
+    assert {name: m.shape for name, m in masks[0].items()} == {
+        "hidden.0": (5, 4, 16), "hidden.1": (5, 2, 16), "hidden.2": (5, 1, 16), "blocks.0": (5, 16)}
+    assert 0.3 < np.mean(masks[0]["hidden.0"]) < 0.7
+    assert numpy_trajectory.make_dropout_masks(model_config_named("small"), run) == [{}, {}, {}]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"optimizer": "adam"}, "optimizer"),
+    ({"steps": 0}, "steps"),
+    ({"steps": 5, "warmup_steps": 6}, "warmup_steps"),
+    ({"betas": (1.0, 0.99)}, r"betas\[0\]"),
+    ({"grad_clip": -1.0}, "grad_clip"),
+    ({"seed": -1}, "seed"),
+])
+def test_bad_run_config_raises(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TrajectoryConfig(**kwargs)
+
+
+def test_numpy_loop_needs_one_masks_dict_per_batch():
+    model_config = model_config_named("small")
+    run = TrajectoryConfig(steps=2, warmup_steps=1)
+    params = trajectory.initial_params(model_config, 0, "float64")
+    with pytest.raises(ValueError, match="masks"):
+        numpy_trajectory.train(params, model_config, run, numpy_trajectory.make_batches(model_config, run), [{}])
+
+
+def test_main_returns_1_when_the_tolerance_is_exceeded(capsys):
+    code = main(["--steps", "5", "--config", "small", "--tolerance", "1e-300", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 1 and report["passed"] is False
+    assert report["param_max_rel_diff"] > 1e-300
+
+
+def test_main_passes_and_prints_json(capsys):
+    code = main(["--steps", "5", "--config", "small", "--optimizer", "sgd", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["passed"] is True
+    assert report["steps"] == 5 and report["dtype"] == "float64" and report["config"] == "small"
+    assert report["loss_max_rel_diff"] <= 1e-10 and report["param_max_rel_diff"] <= 1e-10
+
+
+def test_help_exits_0(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0 and "--optimizer" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--steps", "0"], "--steps"),
+    (["--seed", "-1"], "--seed"),
+    (["--dtype", "float16"], "--dtype"),
+    (["--dropout", "1.0"], "--dropout"),
+    (["--optimizer", "adam"], "--optimizer"),
+    (["--tolerance", "nan"], "--tolerance"),
+])
+def test_bad_values_exit_2_with_one_line(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.count("\n") == 1 and message in err
+
+
+def test_script_exit_code_is_mains():
+    """The script file itself (one subprocess: importing torch costs seconds): exit 1 beyond tolerance."""
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--steps", "2", "--config", "small", "--tolerance", "1e-300", "--json"],
+        check=False, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert json.loads(result.stdout)["passed"] is False
