@@ -1,0 +1,122 @@
+"""Exercise 3.9: the trained character embeddings projected to 2-D with PCA and t-SNE, as labelled PNGs.
+
+SIDE-ONLY: this module exists in ``torch_lm`` only (DESIGN §1); ``scripts/plot_embeddings.py`` and
+the ``torch-lm-plot-embeddings`` console script call ``main``. The projections themselves are
+NumPy (``numpy_ref.projection``: PCA by SVD, exact t-SNE), deterministic for a seed.
+
+Every point is labelled with the vocabulary's readable label (``<space>``, ``<newline>``) and
+coloured by kind: vowels, consonants, capitals, digits, punctuation, whitespace, so one can see
+whether the model put similar characters together (e.g. vowels apart from consonants, a capital
+near its lower-case letter).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from numpy_ref.projection import pca, tsne
+from torch_lm.checkpoint import CheckpointError, checkpoint_vocab
+from torch_lm.cli import EXIT_FAILURE, EXIT_USAGE, OneLineParser, fail
+from torch_lm.data import CharVocab
+from torch_lm.evaluation import DEFAULT_CHECKPOINT, require_checkpoint
+
+CATEGORIES = ("vowel", "consonant", "capital", "digit", "punctuation", "whitespace")
+DEFAULT_PERPLEXITY = 15.0
+
+
+def category(ch: str) -> str:
+    """The kind of a character: vowel / consonant (lower-case letters), capital, digit,
+    whitespace, or punctuation (everything else)."""
+    if ch.isspace():
+        return "whitespace"
+    if ch.isdigit():
+        return "digit"
+    if ch.isalpha():
+        if ch.isupper():
+            return "capital"
+        return "vowel" if ch in "aeiou" else "consonant"
+    return "punctuation"
+
+
+def embeddings(checkpoint: dict) -> tuple[np.ndarray, CharVocab]:
+    """The character vectors (V, E) as float64 and the vocabulary of a checkpoint."""
+    weight = checkpoint["model"].get("embedding.weight")
+    if weight is None:
+        raise CheckpointError("the checkpoint has no embedding.weight: not a NeuralLM checkpoint")
+    return weight.detach().double().cpu().numpy(), checkpoint_vocab(checkpoint)
+
+
+def plot_points(points: np.ndarray, vocab: CharVocab, title: str, path: str | Path) -> Path:
+    """Scatter points (V, 2) coloured by ``category``, each labelled, with a legend; saved at ``path``."""
+    from torch_lm.figures import COLORS, figure, save
+
+    chars = vocab.to_list()
+    kinds = [category(ch) for ch in chars]
+    fig, ax = figure(9.0, 7.5)
+    for color, kind in zip(COLORS, CATEGORIES):
+        chosen = [i for i, k in enumerate(kinds) if k == kind]
+        if chosen:
+            ax.scatter(points[chosen, 0], points[chosen, 1], s=28, color=color, label=kind, alpha=0.85)
+    for i, ch in enumerate(chars):
+        ax.annotate(vocab.label(ch), points[i], textcoords="offset points", xytext=(4, 3), fontsize=9,
+                    color=COLORS[CATEGORIES.index(kinds[i])])
+    ax.set_title(title)
+    ax.grid(alpha=0.25)
+    ax.legend(loc="best", fontsize=9)
+    return save(fig, path)
+
+
+def plot_embeddings(checkpoint_path: str | Path, out_dir: str | Path, perplexity: float = DEFAULT_PERPLEXITY,
+                    seed: int = 0, prefix: str = "embeddings") -> dict:
+    """Write ``<out_dir>/<prefix>_pca.png`` and ``..._tsne.png``; return their paths and the numbers.
+
+    Raises ``CheckpointError`` for a missing or unusable checkpoint and ``ValueError`` when
+    ``perplexity`` does not fit the vocabulary (t-SNE needs it below V - 1).
+    """
+    weight, vocab = embeddings(require_checkpoint(checkpoint_path))
+    if not 1.0 <= perplexity < len(vocab) - 1:
+        raise ValueError(f"--perplexity must lie in [1, {len(vocab) - 1}) for this {len(vocab)}-character "
+                         f"vocabulary, got {perplexity:g}")
+    projected, _, ratio = pca(weight, k=2)
+    tsne_points, kl = tsne(weight, perplexity=perplexity, seed=seed)
+    out_dir = Path(out_dir)
+    pca_path = plot_points(projected, vocab, f"Character embeddings, PCA (PC1 {ratio[0]:.1%}, PC2 "
+                                             f"{ratio[1]:.1%} of the variance, E = {weight.shape[1]})",
+                           out_dir / f"{prefix}_pca.png")
+    tsne_path = plot_points(tsne_points, vocab, f"Character embeddings, t-SNE (perplexity {perplexity:g}, "
+                                                f"seed {seed}, KL {kl:.3f})",
+                            out_dir / f"{prefix}_tsne.png")
+    return {"pca_png": str(pca_path), "tsne_png": str(tsne_path), "explained_variance": ratio.tolist(),
+            "tsne_kl": kl, "pca": projected, "tsne": tsne_points}
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="plot_embeddings.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, metavar="PATH",
+                        help="a NeuralLM last.pt or best.pt (default: %(default)s)")
+    parser.add_argument("--out-dir", default="reports", help="where the PNGs go (default: %(default)s)")
+    parser.add_argument("--prefix", default="embeddings", help="file name prefix (default: %(default)s)")
+    parser.add_argument("--perplexity", type=float, default=DEFAULT_PERPLEXITY,
+                        help="t-SNE perplexity, in [1, V - 1) (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="t-SNE initialisation seed (default: %(default)s)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    began = time.perf_counter()
+    try:
+        result = plot_embeddings(args.checkpoint, args.out_dir, args.perplexity, args.seed, args.prefix)
+    except (CheckpointError, OSError) as error:
+        return fail(parser, str(error), EXIT_FAILURE)
+    except ValueError as error:
+        return fail(parser, str(error), EXIT_USAGE)
+    print(f"wrote {result['pca_png']} and {result['tsne_png']} in {time.perf_counter() - began:.1f} s",
+          file=sys.stderr)
+    return 0
