@@ -2,18 +2,14 @@
 
 SIDE-ONLY: this module exists in ``torch_lm`` only (DESIGN §1).
 
-matplotlib is a development extra (``pip install -e ".[dev]"``), not a dependency of the library,
-so it is imported here, once, with an error that says how to install it.
+matplotlib is imported here, once, so that every figure uses the same backend and style.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-try:
-    import matplotlib
-except ImportError:  # pragma: no cover - depends on the environment
-    raise ImportError('the report scripts draw figures with matplotlib: pip install -e ".[dev]"') from None
+import matplotlib
 
 matplotlib.use("Agg")  # before pyplot: render to files, never open a window
 
