@@ -98,7 +98,7 @@ def test_every_script_has_help(name, tmp_path):
                      "--activation", "--norm", "--dropout", "--batch-size", "--lr", "--max-steps",
                      "--time-budget", "--eval-interval", "--log-interval", "--run-dir",
                      "--resume", "--seed", "--device", "--dtype", "--data", "--compile",
-                     "--grad-clip"):
+                     "--grad-clip", "--checkpoint-interval"):
             assert flag in flat, flag
         assert f"(default: {TrainConfig().lr})" in flat
         assert f"(default: {ModelConfig().hidden_dim})" in flat
@@ -243,6 +243,8 @@ def assert_in_process_error(outcome: tuple[int, str], code: int, pattern: str) -
     (["--activation", "sigmoid"], 2, r"argument --activation: invalid choice: 'sigmoid'"),
     (["--min-lr", "1", "--lr", "0.1"], 2, r"min_lr must not exceed lr"),
     (["--batch-size", "0"], 2, r"batch_size must be a positive integer, got 0"),
+    (["--dropout", "-0.1"], 2, r"dropout must be a probability in \[0, 1\), got -0\.1"),
+    (["--checkpoint-interval", "-5"], 2, r"checkpoint_interval must be an integer >= 0, got -5"),
     (["--resume", "--run-dir", "nowhere"], 1, r"--resume: no checkpoint at nowhere/last\.pt"),
     (["--data", "absent.txt"], 1, r"data file absent\.txt not found"),
 ])

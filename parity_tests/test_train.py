@@ -91,6 +91,7 @@ def params_of(path) -> dict[str, torch.Tensor]:
     (dict(max_steps=2.5), "max_steps must be a positive integer"),
     (dict(warmup_steps=-1), "warmup_steps must be an integer >= 0"),
     (dict(seed=-1), "seed must be an integer >= 0"),
+    (dict(checkpoint_interval=-1), "checkpoint_interval must be an integer >= 0"),
     (dict(weight_decay=-0.1), "weight_decay must be a finite number >= 0"),
     (dict(grad_clip=float("nan")), "grad_clip must be a finite number >= 0"),
     (dict(time_budget=-5.0), "time_budget must be a finite number >= 0"),

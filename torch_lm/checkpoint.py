@@ -14,9 +14,11 @@ A checkpoint is a dict of plain data and tensors — nothing else — so that it
 ``vocab``          the characters in id order, a list of str
 ``step``           optimizer steps completed
 ``rng``            ``{"dropout": ByteTensor}``: the state of the training's dropout generator
+                   (data-parallel runs add ``"dropout/rank<r>"`` for every rank r > 0)
 ``best_val_loss``  best held-out loss so far (``inf`` before the first evaluation)
 ``running``        ``{"loss_sum": float, "tokens": int}``: the train-loss accumulator of the
-                   current log interval, so a resumed run logs the same numbers
+                   current log interval (summed over data-parallel ranks), so a resumed run
+                   logs the same numbers
 =================  ==========================================================================
 
 Training draws randomness only from its own dropout generator (saved) and from generators seeded
@@ -101,6 +103,20 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path
         raise
     fsync_directory(path.parent)
     return path
+
+
+def remove_stale_temporaries(run_dir: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files a crash (e.g. kill -9) left behind in the middle of
+    ``save_checkpoint`` for ``last.pt``/``best.pt``; return their paths.
+
+    Only for the start of a run, when no save can be in flight: each leftover may be as large as
+    a checkpoint, and a run that crashes repeatedly would otherwise pile them up.
+    """
+    run_dir = Path(run_dir)
+    stale = [tmp for name in (LAST, BEST) for tmp in run_dir.glob(f".{name}.*.tmp")]
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu"

@@ -16,6 +16,12 @@ Defaults are not written here: every training flag defaults to the ``ModelConfig
 ``TrainConfig`` field of the same name (shown in ``--help``). With ``--resume`` the defaults are
 the checkpoint's own settings instead, so ``train.py --run-dir R --resume`` continues run R
 unchanged, and any flag given explicitly overrides (a model flag must agree with the checkpoint).
+
+``torchrun --nproc_per_node=K scripts/train.py ...`` runs the same training data-parallel
+(``torch_lm.distributed``): ``--batch-size`` stays the global batch (it must be divisible by K),
+rank 0 alone prints the progress and the summary and writes the run directory. Every rank
+reports its own failures, tagged ``train.py[rank r]`` for r > 0, except those all ranks meet
+together (interrupt, non-finite loss), which rank 0 alone reports.
 """
 
 from __future__ import annotations
@@ -36,9 +42,11 @@ from torch_lm.checkpoint import (LAST, CheckpointError, checkpoint_model_config,
 from torch_lm.data import (DEFAULT_DATA_PATH, TINY_SHAKESPEARE_URL, CharVocab, DataError,
                            download, heldout_loss, install_from, load_text, split_ids,
                            verify_checksum)
+from torch_lm.distributed import (DistEnv, DistributedError, check_batch_divisible,
+                                  distributed_session)
 from torch_lm.neural_lm import NeuralLM
 from torch_lm.train import (DTYPES, NonFiniteLossError, TrainConfig, TrainingInterrupted,
-                            resolve_device, sample_prompt, train)
+                            rank_device, resolve_device, sample_prompt, train)
 
 MODEL_FLAGS = ("context", "embed_dim", "hidden_dim", "fusion", "n_blocks", "activation", "norm",
                "dropout")
@@ -147,6 +155,9 @@ def train_parser() -> OneLineParser:
                    help=f"stop after SEC seconds, 0 = no limit (default: {run.time_budget})")
     t.add_argument("--eval-interval", type=int, help=f"steps between evaluations (default: {run.eval_interval})")
     t.add_argument("--log-interval", type=int, help=f"steps between log lines (default: {run.log_interval})")
+    t.add_argument("--checkpoint-interval", type=int, metavar="N",
+                   help=f"also save last.pt every N steps, 0 = only at evaluations (default: "
+                        f"{run.checkpoint_interval})")
     t.add_argument("--eval-batch-size", type=int,
                    help=f"windows per forward in evaluation (default: {run.eval_batch_size})")
     t.add_argument("--sample-length", type=int,
@@ -188,12 +199,20 @@ def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfi
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
-    """``train.py``: parse, check, read the text, train; print a one-line summary."""
+    """``train.py``: parse, check, read the text, train (as one rank under torchrun); print a
+    one-line summary."""
     parser = train_parser()
+    try:
+        env = DistEnv.from_env()
+    except ValueError as error:
+        return fail(parser, str(error), EXIT_USAGE)
+    if not env.is_main:
+        parser.prog = f"{parser.prog}[rank {env.rank}]"
     args = parser.parse_args(argv)
     try:
         model_config, train_config = configs_from_args(args)
-        resolve_device(train_config.device)
+        check_batch_divisible(train_config.batch_size, env.world_size)
+        device = rank_device(train_config.device, env)
     except CheckpointError as error:
         return fail(parser, str(error), EXIT_FAILURE)
     except ValueError as error:
@@ -201,15 +220,20 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     try:
         text = load_text(getattr(args, "data", None))
         model_config = replace(model_config, vocab_size=len(CharVocab.from_text(text)))
-        summary = train(model_config, train_config, text)
-    except TrainingInterrupted as stop:
-        return fail(parser, str(stop), EXIT_INTERRUPTED)
+        with distributed_session(env, device) as distributed:
+            summary = train(model_config, train_config, text, distributed)
+    except TrainingInterrupted as stop:  # every rank stopped at this step; rank 0 saved
+        return fail(parser, str(stop), EXIT_INTERRUPTED) if env.is_main else EXIT_INTERRUPTED
     except KeyboardInterrupt:
         return fail(parser, "interrupted", EXIT_INTERRUPTED)
-    except (DataError, CheckpointError, NonFiniteLossError, OSError) as error:
+    except NonFiniteLossError as error:  # agreed on by every rank
+        return fail(parser, str(error), EXIT_FAILURE) if env.is_main else EXIT_FAILURE
+    except (DataError, CheckpointError, DistributedError, OSError) as error:
         return fail(parser, str(error), EXIT_FAILURE)
     except ValueError as error:
         return fail(parser, str(error), EXIT_USAGE)
+    if not env.is_main:
+        return 0
     print(f"{summary['status']}: {summary['steps']} steps, val loss {summary['val_loss']:.4f} "
           f"nats/char (perplexity {summary['val_ppl']:.3f}, {summary['bpc']:.3f} bpc), best "
           f"{summary['best_val_loss']:.4f}; checkpoints and events in {summary['run_dir']}")

@@ -16,6 +16,16 @@ from ``last.pt`` reproduces the uninterrupted run exactly on the CPU.
 Host synchronisation happens only at log steps, evaluations and checkpoints: the running loss is
 accumulated on the device, and non-finite losses are tracked there too (the first bad step is
 remembered) and reported at the next sync point.
+
+Data parallelism (``torch_lm.distributed``): with K ranks each step takes this rank's ``B/K``
+rows of the global batch and ``DistributedDataParallel`` averages the gradients, so the step is
+the single-process step. The logged train loss and the held-out loss are reduced over the ranks;
+SIGINT, the time budget and non-finite losses are agreed on by all ranks before anyone acts; only
+rank 0 writes files. Each rank draws its own dropout masks (stream ``dropout/rank<r>``; rank 0's
+is the single-process stream), so with dropout > 0 a K-rank run is a different — equally valid —
+sample of masks than a 1-process run; with dropout 0 the two agree to rounding (~1e-15 in
+float64). Checkpoints hold every rank's dropout generator, so a resume with the same K is exact;
+ranks that find no saved state (a larger K) reseed theirs from ``(seed, step)``.
 """
 
 from __future__ import annotations
@@ -39,11 +49,12 @@ from numpy_ref.validation import (check_nonnegative_float, check_positive_float,
                                   check_positive_int, fail)
 from torch_lm.checkpoint import (BEST, LAST, CheckpointError, build_checkpoint,
                                  check_model_config_matches, check_vocab_matches, load_checkpoint,
-                                 load_model_state, save_checkpoint)
+                                 load_model_state, remove_stale_temporaries, save_checkpoint)
 from torch_lm.data import (BatchSampler, CharVocab, HeldoutResult, check_split_fits, heldout_loss,
                            split_ids, step_seed)
 from torch_lm.diagnostics import grad_norms, summarize_activations
-from torch_lm.metrics import RunningMean
+from torch_lm.distributed import DistEnv, Distributed, StopVote, shard_bounds
+from torch_lm.metrics import RunningMean, bits_per_char, perplexity
 from torch_lm.neural_lm import NeuralLM
 from torch_lm.tensorboard_log import TensorBoardLogger
 
@@ -64,7 +75,9 @@ class TrainConfig:
     ``max_steps``. Every ``log_interval`` steps the running train loss and diagnostics are logged,
     every ``eval_interval`` steps the held-out loss is computed (``eval_batch_size`` windows per
     forward), a ``sample_length``-character sample is generated and ``last.pt``/``best.pt`` are
-    saved in ``run_dir``. ``resume`` continues from ``run_dir/last.pt``.
+    saved in ``run_dir``; every ``checkpoint_interval`` steps (0 = only at evaluations)
+    ``last.pt`` is saved as well, so a crash loses at most that many steps. ``resume`` continues
+    from ``run_dir/last.pt``.
     """
 
     batch_size: int = 512
@@ -78,6 +91,7 @@ class TrainConfig:
     time_budget: float = 0.0
     eval_interval: int = 500
     log_interval: int = 50
+    checkpoint_interval: int = 0
     eval_batch_size: int = 4096
     sample_length: int = 300
     seed: int = 1337
@@ -91,7 +105,7 @@ class TrainConfig:
         where = "TrainConfig"
         for name in ("batch_size", "max_steps", "eval_interval", "log_interval", "eval_batch_size"):
             check_positive_int(where, name, getattr(self, name))
-        for name in ("warmup_steps", "sample_length", "seed"):
+        for name in ("warmup_steps", "sample_length", "seed", "checkpoint_interval"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 fail(where, f"{name} must be an integer >= 0, got {value!r}")
@@ -129,7 +143,7 @@ class TrainConfig:
 
 
 class NonFiniteLossError(RuntimeError):
-    """The training (or held-out) loss became NaN or infinite; training stopped."""
+    """The training or held-out loss (or the weights) became NaN or infinite; training stopped."""
 
 
 class TrainingInterrupted(Exception):
@@ -160,6 +174,29 @@ def resolve_device(name: str) -> torch.device:
             fail("device", f"{name} requested but only {torch.cuda.device_count()} CUDA "
                            f"device(s) exist")
     return device
+
+
+def rank_device(name: str, env: DistEnv) -> torch.device:
+    """The device of one data-parallel rank: ``cpu``, or with CUDA the GPU ``cuda:LOCAL_RANK``.
+
+    With one process this is ``resolve_device``. With several, ``auto`` and ``cuda`` mean each
+    rank's own GPU; an explicit ``cuda:N`` is refused, because it would put every rank of a
+    machine on the same GPU.
+    """
+    if env.world_size == 1:
+        return resolve_device(name)
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if name not in ("auto", "cuda"):
+        fail("device", f"with {env.world_size} data-parallel ranks use cuda (each rank takes "
+                       f"cuda:LOCAL_RANK) or cpu, not {name!r}")
+    return resolve_device(f"cuda:{env.local_rank}")
+
+
+def dropout_stream(rank: int) -> str:
+    """Name of rank ``rank``'s dropout generator, both its seed stream and its checkpoint key;
+    rank 0 keeps the single-process name, so 1-process runs and checkpoints are unchanged."""
+    return "dropout" if rank == 0 else f"dropout/rank{rank}"
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
@@ -231,9 +268,11 @@ def stop_on_sigint() -> Iterator[dict[str, bool]]:
 class Trainer:
     """State of one training run; ``train()`` builds one and calls ``run()``."""
 
-    def __init__(self, model_config: ModelConfig, config: TrainConfig, text: str):
+    def __init__(self, model_config: ModelConfig, config: TrainConfig, text: str,
+                 distributed: Distributed | None = None):
         self.config = config
-        self.device = resolve_device(config.device)
+        self.dist = distributed or Distributed(resolve_device(config.device))
+        self.device = self.dist.device
         self.vocab = CharVocab.from_text(text)
         if model_config.vocab_size != len(self.vocab):
             fail("train", f"model_config.vocab_size is {model_config.vocab_size} but the text has "
@@ -247,13 +286,15 @@ class Trainer:
         self.train_ids = self.train_ids.to(self.device)
         self.val_ids = self.val_ids.to(self.device)
         self.sampler = BatchSampler(self.train_ids, model_config.context, config.batch_size,
-                                    config.seed)
+                                    config.seed, rank=self.dist.rank,
+                                    world_size=self.dist.world_size)
+        self.eval_prefix, self.eval_shard = self._eval_shard()
 
         self.model = self._build_model()
         self.optimizer = torch.optim.AdamW(parameter_groups(self.model, config.weight_decay),
                                            lr=config.lr, betas=config.betas)
         self.dropout_generator = torch.Generator(self.device).manual_seed(
-            step_seed(config.seed, 0, "dropout"))
+            step_seed(config.seed, 0, dropout_stream(self.dist.rank)))
         self.step = 0
         self.best_val_loss = math.inf
         self.running = RunningMean()
@@ -261,14 +302,20 @@ class Trainer:
         checkpoint = self._prepare_run_dir()
         if checkpoint is not None:
             self._restore(checkpoint)
+        # After the restore: DDP broadcasts rank 0's weights (equal anyway) and hooks averaging.
+        self.parallel_model = self.dist.wrap(self.model)
         # Compiled forward for ordinary steps; log steps use the eager module so the activation
         # hooks do not force a recompilation (same parameters, same maths).
-        self.compiled_model = torch.compile(self.model) if config.compile else self.model
+        self.compiled_model = (torch.compile(self.parallel_model) if config.compile
+                               else self.parallel_model)
 
         # Device-side bookkeeping: no host sync per step.
         self.first_bad_step = torch.full((), sys.maxsize, dtype=torch.int64, device=self.device)
-        self.logger = TensorBoardLogger(self.run_dir,
-                                        purge_step=self.step if checkpoint is not None else None)
+        # A resumed run replaces what the previous one logged after its checkpoint; events of
+        # the checkpoint's own step were written before it was saved, so they stay.
+        purge_step = self.step + 1 if checkpoint is not None else None
+        self.logger = TensorBoardLogger(self.run_dir, enabled=self.dist.is_main,
+                                        purge_step=purge_step)
         self.train_history: list[tuple[int, float]] = []
         self.val_history: list[tuple[int, float]] = []
         self.last_eval: HeldoutResult | None = None
@@ -286,6 +333,17 @@ class Trainer:
             step_seed(self.config.seed, 0, "init")))
         return model.to(self.device).train()
 
+    def _eval_shard(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's share of the held-out positions and the ``context`` ids before it.
+
+        ``heldout_loss(model, prefix, shard)`` then predicts exactly the shard's positions with
+        the same contexts the whole evaluation gives them; with one rank it is the whole split.
+        """
+        context = self.model_config.context
+        start, stop = shard_bounds(len(self.val_ids), self.dist.rank, self.dist.world_size)
+        stream = torch.cat([self.train_ids[len(self.train_ids) - context:], self.val_ids])
+        return stream[start:start + context], self.val_ids[start:stop]
+
     def _prepare_run_dir(self) -> dict | None:
         """The checkpoint to resume from, or None for a fresh run.
 
@@ -293,6 +351,8 @@ class Trainer:
         checkpoints and interleave two runs in one TensorBoard curve.
         """
         last = self.run_dir / LAST
+        if self.dist.is_main:
+            remove_stale_temporaries(self.run_dir)
         if not self.config.resume:
             if last.exists():
                 fail("train", f"{last} already exists; pass --resume to continue that run or "
@@ -306,18 +366,27 @@ class Trainer:
         return checkpoint
 
     def _restore(self, checkpoint: dict) -> None:
-        """Weights, AdamW state, dropout generator, step, best loss and running loss from ``last.pt``."""
+        """Weights, AdamW state, dropout generator, step, best loss and running loss from ``last.pt``.
+
+        The running loss saved is the sum over all ranks, so only rank 0 takes it back.
+        """
         path = self.run_dir / LAST
         load_model_state(path, self.model, checkpoint)
+        self.step = checkpoint["step"]
+        self.best_val_loss = checkpoint["best_val_loss"]
+        stream = dropout_stream(self.dist.rank)
         try:
             self.optimizer.load_state_dict(checkpoint["optimizer"])
-            self.dropout_generator.set_state(checkpoint["rng"]["dropout"].cpu())
-            self.running.update(checkpoint["running"]["loss_sum"], checkpoint["running"]["tokens"])
+            if stream in checkpoint["rng"]:
+                self.dropout_generator.set_state(checkpoint["rng"][stream].cpu())
+            else:  # more ranks than the run that saved it: a fresh stream, still reproducible
+                self.dropout_generator.manual_seed(step_seed(self.config.seed, self.step, stream))
+            if self.dist.is_main:
+                self.running.update(checkpoint["running"]["loss_sum"],
+                                    checkpoint["running"]["tokens"])
         except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as error:
             raise CheckpointError(f"checkpoint {path}: optimizer, RNG or running-loss state does "
                                   f"not fit ({' '.join(str(error).split())[:160]})") from None
-        self.step = checkpoint["step"]
-        self.best_val_loss = checkpoint["best_val_loss"]
 
     # ----------------------------------------------------------------------------- the loop
     def run(self) -> dict[str, Any]:
@@ -330,10 +399,16 @@ class Trainer:
         try:
             with stop_on_sigint() as sigint:
                 self._mark_throughput()
+                vote = StopVote(self.dist)
                 while self.step < config.max_steps:
-                    if sigint["stop"]:
+                    # Every rank stops at the same step, or the others would wait forever in
+                    # the next gradient all-reduce.
+                    interrupted, out_of_time = vote(
+                        sigint["stop"],
+                        bool(config.time_budget) and time.monotonic() - start >= config.time_budget)
+                    if interrupted:
                         raise self._interrupt()
-                    if config.time_budget and time.monotonic() - start >= config.time_budget:
+                    if out_of_time:
                         status = "time_budget"
                         break
                     self._train_step(capture=(self.step + 1) % config.log_interval == 0)
@@ -342,6 +417,10 @@ class Trainer:
                         self._log(bar)
                     if self.step % config.eval_interval == 0:
                         self._evaluate_and_save(bar)
+                    elif config.checkpoint_interval and self.step % config.checkpoint_interval == 0:
+                        self._check_finite()
+                        self._save()
+                vote.settle()
                 if self.last_eval is None or self.val_history[-1][0] != self.step:
                     self._evaluate_and_save(bar)
         except BaseException:
@@ -360,12 +439,14 @@ class Trainer:
             group["lr"] = lr
         x, y = self.sampler.batch(step)
         with (self.model.capture_activations() if capture else contextlib.nullcontext({})) as acts:
-            forward = self.model if capture else self.compiled_model
+            forward = self.parallel_model if capture else self.compiled_model
             _, loss = forward(x, y, generator=self.dropout_generator)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if capture:
             # Before clipping: the norms show what the data asked for, not what clipping allowed.
+            # With DDP the gradients are already averaged over the ranks (the global batch's);
+            # the activation statistics are this rank's rows.
             self.activation_stats = summarize_activations(acts, self.model_config.activation)
             self.grad_norms = grad_norms(self.model)
         if config.grad_clip > 0:
@@ -380,14 +461,28 @@ class Trainer:
         self._interval_steps += 1
 
     def _check_finite(self) -> None:
-        """Raise ``NonFiniteLossError`` naming the first step whose loss was NaN or infinite."""
-        bad_step = int(self.first_bad_step)
+        """Raise ``NonFiniteLossError`` naming the first step whose loss was NaN or infinite on
+        any rank (every rank raises together)."""
+        bad_step = int(self.dist.all_reduce(self.first_bad_step.clone(), "min"))
         if bad_step != sys.maxsize:
-            kept = (f"the last good checkpoint is {self.run_dir / LAST} (step "
-                    f"{self.last_saved_step})" if self.last_saved_step is not None
-                    else "no checkpoint was written before it")
-            raise NonFiniteLossError(f"training loss became non-finite at step {bad_step}; "
-                                     f"stopped ({kept}); try a lower --lr or --grad-clip")
+            raise self._diverged(f"training loss became non-finite at step {bad_step}")
+
+    def _check_finite_weights(self) -> None:
+        """Raise ``NonFiniteLossError`` if a weight is NaN or infinite: a huge but finite loss can
+        produce a non-finite update, and such weights must never replace a good checkpoint.
+
+        DDP keeps the weights identical on every rank, so all ranks reach the same verdict.
+        """
+        finite = torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all()
+        if not finite:
+            raise self._diverged(f"weights became non-finite at step {self.step}")
+
+    def _diverged(self, what: str) -> NonFiniteLossError:
+        """The error that stops a diverged run, naming the checkpoint left in place."""
+        kept = (f"the last good checkpoint is {self.run_dir / LAST} (step "
+                f"{self.last_saved_step})" if self.last_saved_step is not None
+                else "no checkpoint was written before it")
+        return NonFiniteLossError(f"{what}; stopped ({kept}); try a lower --lr or --grad-clip")
 
     def _mark_throughput(self) -> None:
         """Start a throughput interval (after evaluations too, so they do not count as training)."""
@@ -397,7 +492,8 @@ class Trainer:
     def _log(self, bar: tqdm) -> None:
         """A log step: the only per-interval host sync (loss, diagnostics, throughput)."""
         self._check_finite()
-        loss = self.running.mean
+        loss_sum, tokens = self._running_totals()
+        loss = loss_sum / tokens
         self.running.reset()
         elapsed = time.monotonic() - self._interval_start
         tokens_per_sec = self._interval_steps * self.config.batch_size / max(elapsed, 1e-9)
@@ -406,23 +502,44 @@ class Trainer:
         self.logger.log_train(self.step, loss, lr_at(self.step - 1, self.config), tokens_per_sec,
                               self.grad_norms, self.activation_stats)
         self.train_history.append((self.step, loss))
-        bar.set_postfix({"loss": f"{loss:.4f}", "ppl": f"{math.exp(loss):.2f}",
+        bar.set_postfix({"loss": f"{loss:.4f}", "ppl": f"{float(perplexity(loss)):.2f}",
                          "tok/s": f"{tokens_per_sec:,.0f}"}, refresh=False)
         self._mark_throughput()
+
+    def _running_totals(self) -> tuple[float, int]:
+        """(sum of token losses, tokens) of the current log interval over all ranks."""
+        totals = torch.tensor([self.running.total, self.running.count], dtype=torch.float64,
+                              device=self.device)
+        loss_sum, tokens = self.dist.all_reduce(totals).tolist()
+        return loss_sum, int(tokens)
+
+    def _heldout(self) -> HeldoutResult:
+        """The held-out protocol over every val position: each rank evaluates its shard and the
+        (sum of losses, positions) pairs are summed, so each position counts exactly once."""
+        loss_sum, positions = 0.0, 0
+        if len(self.eval_shard):
+            shard = heldout_loss(self.model, self.eval_prefix, self.eval_shard,
+                                 self.model_config.context, self.config.eval_batch_size,
+                                 self.device)
+            loss_sum, positions = shard.loss * shard.positions, shard.positions
+        totals = torch.tensor([loss_sum, positions], dtype=torch.float64, device=self.device)
+        loss_sum, positions = self.dist.all_reduce(totals).tolist()
+        mean = loss_sum / positions
+        return HeldoutResult(loss=mean, perplexity=float(perplexity(mean)),
+                             bpc=float(bits_per_char(mean)), positions=int(positions))
 
     def _evaluate_and_save(self, bar: tqdm) -> None:
         """Held-out loss, a sample, histograms; then ``last.pt`` (and ``best.pt`` if improved)."""
         self._check_finite()
         self.train_seconds += time.monotonic() - self._interval_start
         self.trained_steps += self._interval_steps
-        result = heldout_loss(self.model, self.train_ids, self.val_ids, self.model_config.context,
-                              self.config.eval_batch_size, self.device)
+        result = self._heldout()
         if not math.isfinite(result.loss):
-            raise NonFiniteLossError(f"held-out loss is non-finite at step {self.step}; stopped "
-                                     f"(last good checkpoint: step {self.last_saved_step})")
+            raise self._diverged(f"held-out loss is non-finite at step {self.step}")
         self.last_eval = result
         self.val_history.append((self.step, result.loss))
-        self.logger.log_eval(self.step, result, self.model, self._sample())
+        self.logger.log_eval(self.step, result, self.model,
+                             self._sample() if self.dist.is_main else "")
         improved = result.loss < self.best_val_loss
         self.best_val_loss = min(self.best_val_loss, result.loss)
         self._save(also_best=improved)
@@ -443,20 +560,31 @@ class Trainer:
         return self.vocab.decode(ids[0])
 
     def _save(self, also_best: bool = False) -> None:
-        """Atomically write ``last.pt`` (and the same checkpoint as ``best.pt``)."""
-        checkpoint = build_checkpoint(
-            self.model, self.optimizer, self.model_config, self.config.to_dict(), self.vocab,
-            self.step, self.best_val_loss, {"dropout": self.dropout_generator.get_state()},
-            self.running.total, self.running.count)
-        save_checkpoint(self.run_dir / LAST, checkpoint)
-        if also_best:
-            save_checkpoint(self.run_dir / BEST, checkpoint)
+        """Atomically write ``last.pt`` (and the same checkpoint as ``best.pt``) on rank 0.
+
+        Collective: every rank contributes its dropout generator state and running loss.
+        """
+        self._check_finite_weights()
+        loss_sum, tokens = self._running_totals()
+        states = self.dist.all_gather(self.dropout_generator.get_state())
+        if self.dist.is_main:
+            self.logger.flush()
+            checkpoint = build_checkpoint(
+                self.model, self.optimizer, self.model_config, self.config.to_dict(), self.vocab,
+                self.step, self.best_val_loss,
+                {dropout_stream(rank): state for rank, state in enumerate(states)},
+                loss_sum, tokens)
+            save_checkpoint(self.run_dir / LAST, checkpoint)
+            if also_best:
+                save_checkpoint(self.run_dir / BEST, checkpoint)
         self.last_saved_step = self.step
 
     def _interrupt(self) -> TrainingInterrupted:
         """Save ``last.pt`` at the current step (if the loss is still finite) for ``--resume``."""
         self._check_finite()
         self._save()
+        # No rank exits (and makes torchrun stop the others) before rank 0 has written last.pt.
+        self.dist.barrier()
         self.logger.close()
         return TrainingInterrupted(self.step, self.run_dir / LAST)
 
@@ -486,12 +614,17 @@ class Trainer:
             "elapsed_seconds": elapsed,
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "device": str(self.device),
+            "world_size": self.dist.world_size,
             "run_dir": str(self.run_dir),
         }
 
 
-def train(model_config: ModelConfig, train_config: TrainConfig, text: str) -> dict[str, Any]:
+def train(model_config: ModelConfig, train_config: TrainConfig, text: str,
+          distributed: Distributed | None = None) -> dict[str, Any]:
     """Train a ``NeuralLM`` on ``text`` (split 90/10) and return a summary dict.
+
+    ``distributed`` (from ``torch_lm.distributed.distributed_session``) makes this process one
+    data-parallel rank; without it the run is a single process on ``train_config.device``.
 
     Writes TensorBoard events, ``last.pt`` and ``best.pt`` to ``train_config.run_dir``.
     ``model_config.vocab_size`` must equal the number of distinct characters of ``text``.
@@ -500,4 +633,4 @@ def train(model_config: ModelConfig, train_config: TrainConfig, text: str) -> di
     (after saving ``last.pt``). Seeds only its own generators (initialisation, batches, dropout,
     samples): the global torch RNG is left alone.
     """
-    return Trainer(model_config, train_config, text).run()
+    return Trainer(model_config, train_config, text, distributed).run()
