@@ -16,31 +16,49 @@ WaveNet-style hierarchical fusion and optional residual blocks)::
 
 ``fusion=()`` is the flat Bengio MLP: the whole context is concatenated and fed to one
 hidden layer. ``fusion=(2, 2, 2)`` with ``context=8`` fuses pairs, then pairs of pairs, ...
+``fusion=None`` (the default) means ``default_fusion(context)``: ``(8, 2)`` at the default
+context of 16 — eight characters per group, then the two groups.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from numpy_ref.validation import check_positive_int, check_probability, fail
 
 ACTIVATIONS = ("tanh", "relu")
+DEFAULT_GROUP = 8  # characters fused by the first level of the default architecture
+
+
+def default_fusion(context: int) -> tuple[int, ...]:
+    """The fusion used when none is given: groups of ``DEFAULT_GROUP`` characters, then one
+    level over all the groups — ``(8, context // 8)`` for a context that is a multiple of 8
+    above 8 (``(8, 2)`` for the default context 16) — and the flat MLP ``()`` otherwise.
+
+    So ``--context 32`` alone keeps the default's shape, ``(8, 4)``, and a short context alone
+    gives the plain Bengio MLP rather than an error.
+    """
+    if isinstance(context, int) and context > DEFAULT_GROUP and context % DEFAULT_GROUP == 0:
+        return (DEFAULT_GROUP, context // DEFAULT_GROUP)
+    return ()
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Hyperparameters of the character NeuralLM (see the module docstring for the shapes)."""
 
+    # The defaults are the recipe that won the search recorded in docs/EXPERIMENTS.md.
     vocab_size: int = 65
-    context: int = 8            # T: characters of context
-    embed_dim: int = 24         # E: size of each character vector
+    context: int = 16           # T: characters of context
+    embed_dim: int = 32         # E: size of each character vector
     hidden_dim: int = 512       # H: width of every hidden layer
-    fusion: tuple[int, ...] = field(default_factory=tuple)  # group sizes per level; product == context
+    fusion: tuple[int, ...] | None = None  # group sizes per level, product == context; () = flat
+                                           # MLP; None = default_fusion(context), (8, 2) here
     n_blocks: int = 0           # residual H -> H blocks after the fusion levels
     activation: str = "tanh"    # "tanh" or "relu"
-    norm: bool = False          # LayerNorm after each hidden Linear, before the activation
-    dropout: float = 0.0        # inverted dropout after each hidden activation
+    norm: bool = True           # LayerNorm after each hidden Linear, before the activation
+    dropout: float = 0.1        # inverted dropout after each hidden activation
     layernorm_eps: float = 1e-5
 
     def __post_init__(self) -> None:
@@ -52,7 +70,8 @@ class ModelConfig:
         if self.activation not in ACTIVATIONS:
             fail(where, f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         check_probability(where, "dropout", self.dropout)
-        object.__setattr__(self, "fusion", tuple(self.fusion))
+        fusion = default_fusion(self.context) if self.fusion is None else tuple(self.fusion)
+        object.__setattr__(self, "fusion", fusion)
         for g in self.fusion:
             check_positive_int(where, "every fusion group size", g)
         if self.fusion and math.prod(self.fusion) != self.context:
@@ -77,4 +96,5 @@ class ModelConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             fail("ModelConfig", f"unknown keys {unknown}; known keys are {sorted(known)}")
-        return cls(**{**d, "fusion": tuple(d.get("fusion", ()))})
+        fusion = d.get("fusion")
+        return cls(**{**d, "fusion": None if fusion is None else tuple(fusion)})

@@ -235,7 +235,7 @@ def assert_in_process_error(outcome: tuple[int, str], code: int, pattern: str) -
 
 @pytest.mark.parametrize("args, code, pattern", [
     (["--device", "cuda:7"], 2, r"cuda:7 requested but"),
-    (["--fusion", "2,3"], 2, r"fusion \(2, 3\) multiplies to 6, but context is 8"),
+    (["--context", "8", "--fusion", "2,3"], 2, r"fusion \(2, 3\) multiplies to 6, but context is 8"),
     (["--fusion", "two"], 2, r"argument --fusion: expected comma-separated integers"),
     (["--betas", "0.9"], 2, r"argument --betas: expected two comma-separated numbers"),
     (["--betas", "0.9,1.5"], 2, r"betas must be two numbers in \[0, 1\)"),

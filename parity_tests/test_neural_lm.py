@@ -242,7 +242,7 @@ def test_initialisation_statistics_and_initial_loss_near_ln_v(config):
 # ----------------------------------------------------------------------------- generate
 @pytest.fixture
 def generator_model() -> NeuralLM:
-    config = ModelConfig(vocab_size=11, context=4, embed_dim=5, hidden_dim=16, fusion=(2, 2))
+    config = ModelConfig(vocab_size=11, context=4, embed_dim=5, hidden_dim=16, fusion=(2, 2), norm=False, dropout=0.0)
     model = NeuralLM(config)
     model.reset_parameters(torch.Generator().manual_seed(3))
     with torch.no_grad():

@@ -132,8 +132,9 @@ def train_parser() -> OneLineParser:
     m.add_argument("--hidden-dim", type=int, help=f"hidden width (default: {model.hidden_dim})")
     m.add_argument("--fusion", type=int_list, metavar="G,G,...",
                    help="group sizes of the hierarchical fusion levels, product = context, e.g. "
-                        "2,2,2; 'none' for the flat MLP (default: "
-                        f"{','.join(map(str, model.fusion)) or 'none'})")
+                        "2,2,2; 'none' for the flat MLP (default: groups of 8 characters, then "
+                        f"all groups, for a context that is a multiple of 8 above 8: "
+                        f"{','.join(map(str, model.fusion))} at context {model.context}; flat otherwise)")
     m.add_argument("--n-blocks", type=int, help=f"residual blocks (default: {model.n_blocks})")
     m.add_argument("--activation", choices=ACTIVATIONS,
                    help=f"hidden activation (default: {model.activation})")
@@ -181,7 +182,8 @@ def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfi
     given = vars(args)
     model_flags = {k: v for k, v in given.items() if k in MODEL_FLAGS}
     train_flags = {k: v for k, v in given.items() if k in TrainConfig.__dataclass_fields__}
-    model_base, train_base = ModelConfig().to_dict(), TrainConfig().to_dict()
+    # fusion None: derived from the (possibly given) context, see numpy_ref.config.default_fusion
+    model_base, train_base = {**ModelConfig().to_dict(), "fusion": None}, TrainConfig().to_dict()
     if given.get("resume"):
         last = Path(train_flags.get("run_dir", train_base["run_dir"])) / LAST
         if not last.exists():

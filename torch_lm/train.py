@@ -45,6 +45,7 @@ import torch
 from tqdm import tqdm
 
 from numpy_ref.config import ModelConfig
+from numpy_ref.optim import no_decay_keys, warmup_cosine_lr
 from numpy_ref.validation import (check_nonnegative_float, check_positive_float,
                                   check_positive_int, fail)
 from torch_lm.checkpoint import (BEST, LAST, CheckpointError, build_checkpoint,
@@ -81,15 +82,15 @@ class TrainConfig:
     """
 
     batch_size: int = 512
-    lr: float = 3e-3
-    min_lr: float = 3e-4
-    warmup_steps: int = 100
+    lr: float = 2e-3
+    min_lr: float = 2e-4
+    warmup_steps: int = 200
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.99)
     grad_clip: float = 1.0
-    max_steps: int = 5000
+    max_steps: int = 18000
     time_budget: float = 0.0
-    eval_interval: int = 500
+    eval_interval: int = 2000
     log_interval: int = 50
     checkpoint_interval: int = 0
     eval_batch_size: int = 4096
@@ -97,7 +98,7 @@ class TrainConfig:
     seed: int = 1337
     device: str = "auto"
     dtype: str = "float32"
-    run_dir: str = "runs/neural_lm"
+    run_dir: str = "runs/default"
     resume: bool = False
     compile: bool = False
 
@@ -201,22 +202,18 @@ def dropout_stream(rank: int) -> str:
 
 def lr_at(step: int, config: TrainConfig) -> float:
     """Learning rate of the step with 0-based index ``step``: a pure function, so resuming needs
-    no scheduler state.
-
-    Linear warmup ``lr * (step + 1) / warmup_steps`` for the first ``warmup_steps`` steps, then a
-    half cosine from ``lr`` down to ``min_lr`` at ``max_steps`` (and ``min_lr`` beyond).
+    no scheduler state. Linear warmup over ``warmup_steps``, then a half cosine from ``lr`` down
+    to ``min_lr`` at ``max_steps``: ``numpy_ref.optim.warmup_cosine_lr``, the schedule whose
+    NumPy/torch trajectories ``parity_tests/test_trajectory.py`` proves equal. A run shorter
+    than the warmup warms up over its whole length.
     """
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    decay_steps = config.max_steps - config.warmup_steps
-    if decay_steps <= 0 or step >= config.max_steps:
-        return config.min_lr if decay_steps > 0 else config.lr
-    progress = (step - config.warmup_steps) / decay_steps  # [0, 1)
-    return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1.0 + math.cos(math.pi * progress))
+    warmup = min(config.warmup_steps, config.max_steps)
+    return warmup_cosine_lr(step, config.lr, warmup, config.max_steps, config.min_lr)
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: weight decay on the Linear weight matrices only.
+    """AdamW groups: weight decay on the Linear weight matrices only (``no_decay_keys``, shared
+    with the NumPy optimiser of the trajectory parity).
 
     Biases and LayerNorm gains/shifts are not decayed: they set offsets and scales rather than
     the model's capacity, and pulling a LayerNorm gain towards 0 just shrinks the signal. The
@@ -224,12 +221,10 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[s
     rare character's row only gets a gradient when that character is in the batch: its vector
     would be eroded towards 0 between its few updates.
     """
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        is_matrix = param.ndim >= 2 and not name.startswith("embedding.")
-        (decay if is_matrix else no_decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+    named = dict(model.named_parameters())
+    exempt = no_decay_keys(named)
+    return [{"params": [p for k, p in named.items() if k not in exempt], "weight_decay": weight_decay},
+            {"params": [p for k, p in named.items() if k in exempt], "weight_decay": 0.0}]
 
 
 def sample_prompt(vocab: CharVocab) -> str:
