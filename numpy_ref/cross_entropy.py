@@ -39,7 +39,8 @@ def _shifted_scaled_logits(where: str, x, temperature) -> tuple[np.ndarray, floa
     check_float_dtype(where, "x", np.issubdtype(x.dtype, np.floating), x.dtype)
     check_nonempty_last_axis(where, "x", x.shape)
     t = check_positive_float(where, "temperature", temperature)
-    z = x / t  # a Python float is "weak" (NEP 50): float32 / t stays float32
+    # x / 1 == x exactly, so skip that pass. A Python float is "weak" (NEP 50): float32 / t stays float32.
+    z = x if t == 1.0 else x / t
     return z - z.max(axis=-1, keepdims=True), t
 
 
@@ -49,8 +50,8 @@ def softmax_forward(x, temperature: float = 1.0) -> tuple[np.ndarray, tuple]:
     x (..., V) float -> p (..., V), same dtype, rows summing to 1; cache for ``softmax_backward``.
     """
     shifted, t = _shifted_scaled_logits("softmax_forward", x, temperature)
-    e = np.exp(shifted)
-    p = e / e.sum(axis=-1, keepdims=True)
+    p = np.exp(shifted, out=shifted)          # in place: shifted is a fresh array of ours
+    p /= p.sum(axis=-1, keepdims=True)
     return p, (p, t)
 
 
@@ -72,7 +73,8 @@ def log_softmax_forward(x, temperature: float = 1.0) -> tuple[np.ndarray, tuple]
     x (..., V) float -> lp (..., V), same dtype, every entry <= 0; cache for ``log_softmax_backward``.
     """
     shifted, t = _shifted_scaled_logits("log_softmax_forward", x, temperature)
-    lp = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    lp = shifted                               # in place: shifted is a fresh array of ours
+    lp -= np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
     return lp, (lp, t)
 
 

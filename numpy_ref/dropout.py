@@ -39,7 +39,9 @@ def dropout_forward(x: np.ndarray, p: float, rng: np.random.Generator | None = N
         if rng is None:
             fail(where, "rng is required to draw a keep-mask when mask is None, train=True and p > 0")
         mask = make_keep_mask(x.shape, p, rng)
-    return x * mask / (1 - p), (mask, p, x.shape)
+    out = x * mask
+    out /= 1 - p  # in place: one activation-sized array per call, not two
+    return out, (mask, p, x.shape)
 
 
 def dropout_backward(dout: np.ndarray, cache) -> np.ndarray:
@@ -48,7 +50,9 @@ def dropout_backward(dout: np.ndarray, cache) -> np.ndarray:
     check_same_shape("dropout_backward", "dout", dout.shape, "x", shape)
     if mask is None:
         return dout
-    return dout * mask / (1 - p)
+    dx = dout * mask
+    dx /= 1 - p  # in place, as in the forward
+    return dx
 
 
 def _check_mask(where: str, mask: np.ndarray, shape: tuple[int, ...]) -> None:

@@ -22,10 +22,12 @@ def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None):
     Returns ``out`` (..., D_out) in x's dtype, and the cache ``(x, w, has_bias)`` for backward.
     """
     _check_inputs(x, w, b)
-    out = x @ w.T  # (..., D_in) @ (D_in, D_out) -> (..., D_out)
+    # One (N, D_in) @ (D_in, D_out) product over all N rows: ``x @ w.T`` on a 3-D x such as the
+    # NeuralLM's (B, 1, D_in) would be B separate (1, D_in) products, several times slower.
+    out = _rows(x) @ w.T  # (N, D_in) @ (D_in, D_out) -> (N, D_out), a fresh array
     if b is not None:
-        out = out + b  # b broadcasts over the leading dimensions
-    return out, (x, w, b is not None)
+        out += b  # in place (out is ours): b broadcasts over the rows
+    return out.reshape(x.shape[:-1] + (w.shape[0],)), (x, w, b is not None)  # (..., D_out)
 
 
 def linear_backward(dout: np.ndarray, cache):
@@ -42,12 +44,16 @@ def linear_backward(dout: np.ndarray, cache):
     d_out, d_in = w.shape
     check_same_shape("linear_backward", "dout", dout.shape, "out", x.shape[:-1] + (d_out,))
     check_same_dtype("linear_backward", "dout", dout.dtype, "x", x.dtype)
-    dx = dout @ w  # (..., D_out) @ (D_out, D_in) -> (..., D_in)
-    dout_rows = dout.reshape(-1, d_out)  # (N, D_out)
-    x_rows = x.reshape(-1, d_in)  # (N, D_in)
-    dw = dout_rows.T @ x_rows  # (D_out, N) @ (N, D_in) -> (D_out, D_in): the sum of outer products
+    dout_rows = _rows(dout)  # (N, D_out)
+    dx = (dout_rows @ w).reshape(x.shape)  # (N, D_out) @ (D_out, D_in) -> (N, D_in) -> (..., D_in)
+    dw = dout_rows.T @ _rows(x)  # (D_out, N) @ (N, D_in) -> (D_out, D_in): the sum of outer products
     db = dout_rows.sum(axis=0) if has_bias else None  # (D_out,)
     return dx, dw, db
+
+
+def _rows(a: np.ndarray) -> np.ndarray:
+    """(..., D) -> (N, D), every leading dimension flattened into rows (a view when it can be)."""
+    return a.reshape(-1, a.shape[-1])
 
 
 def _check_inputs(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> None:

@@ -17,6 +17,17 @@ DTYPE_PAIRS = [(np.float64, torch.float64), (np.float32, torch.float32)]
 DTYPE_IDS = ["float64", "float32"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Every test runs torch on one intra-op thread: the tensors here are small, so threads only
+    add overhead, and on a shared 2-core machine two threads spin against other processes and
+    run ~10-100x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(params=DTYPE_PAIRS, ids=DTYPE_IDS)
 def dtypes(request):
     """Parametrises a test over float64 and float32: yields ``(np_dtype, torch_dtype)``."""

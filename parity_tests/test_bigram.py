@@ -31,15 +31,6 @@ from torch_lm import bigram as tb
 V = 6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny tensors: extra intra-op threads only contend with other processes for 2 cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def markov_text(n: int = 3000, seed: int = 0) -> np.ndarray:
     """Ids (n,) from a random order-2 Markov chain over V tokens with some impossible transitions,
     so bigram and trigram counts have zeros, repeats and different row totals."""

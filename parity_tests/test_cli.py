@@ -60,15 +60,6 @@ def assert_one_line_error(result: subprocess.CompletedProcess, code: int, patter
     assert re.search(pattern, lines[0]), lines[0]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """In-process calls share the machine's 2 cores too: one intra-op thread, as in subprocesses."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     """A working directory with a small text file ``text.txt``."""

@@ -22,15 +22,6 @@ needs_real_text = pytest.mark.skipif(not REAL_TEXT.is_file(), reason=f"no offlin
 UNREACHABLE_URL = "http://127.0.0.1:9/tinyshakespeare.txt"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The machine's 2 cores are shared: one intra-op thread avoids oversubscription stalls."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # ----------------------------------------------------------------------------- the real text
 @needs_real_text
 def test_real_text_split_and_vocabulary():

@@ -19,16 +19,6 @@ from parity_tests.conftest import assert_close, to_torch
 from torch_lm.neural_lm import NeuralLM
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """These tensors are tiny: intra-op threads only add overhead, and on the shared 2-core
-    machine two threads contending with other processes run ~100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 CONFIGS = {
     "fusion222-tanh-norm-1block": ModelConfig(vocab_size=9, context=8, embed_dim=3, hidden_dim=12,
                                               fusion=(2, 2, 2), norm=True, n_blocks=1),

@@ -30,15 +30,6 @@ RUN = [*TINY_MODEL, "--dropout", "0", "--dtype", "float64", "--max-steps", str(S
 EXACT = dict(rtol=1e-12, atol=1e-15)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The machine's 2 cores are shared: one intra-op thread avoids oversubscription stalls."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def losses(records: list[dict], tag: str) -> tuple[list[int], torch.Tensor]:
     """Steps and values of ``tag`` in ``metrics.jsonl`` records."""
     picked = [(r["step"], r[tag]) for r in records if tag in r]

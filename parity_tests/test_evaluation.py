@@ -22,14 +22,6 @@ from torch_lm.ngram import NGramLM
 V = 5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def split():
     """(train (900,), val (100,)) ids of a random order-1 Markov chain over V tokens."""

@@ -45,15 +45,6 @@ from test_cli import OFFLINE, REPO, TINY_MODEL, assert_in_process_error, call, s
 from test_train import read_events, scalar_values
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The machine's 2 cores are shared: one intra-op thread, as the subprocesses get."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def text_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("faults") / "text.txt"

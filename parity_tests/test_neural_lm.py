@@ -27,16 +27,6 @@ from parity_tests.conftest import assert_close, grads_to_numpy, state_dict_to_nu
 from torch_lm.neural_lm import PAD_ID, NeuralLM
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """These tensors are tiny: intra-op threads only add overhead, and on the shared 2-core
-    machine two threads contending with other processes run ~100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(**overrides) -> ModelConfig:
     """A small config (V 7, context 4, E 3, H 6) with overrides."""
     return ModelConfig(**{"vocab_size": 7, "context": 4, "embed_dim": 3, "hidden_dim": 6} | overrides)

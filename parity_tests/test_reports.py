@@ -40,14 +40,6 @@ def tiny_play(n_chars: int = 4000, seed: int = 0) -> str:
     return "".join(parts)[:n_chars]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     """A directory with ``text.txt`` and a tiny trained NeuralLM in ``run/`` (best.pt + events)."""

@@ -50,15 +50,6 @@ def run_config(run_dir, **overrides) -> TrainConfig:
     return TrainConfig(**(settings | overrides))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The machine's 2 cores are shared: one intra-op thread avoids oversubscription stalls."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def straight_run(tmp_path_factory):
     """One uninterrupted 40-step run, shared by the tests that only read its outputs."""

@@ -32,7 +32,8 @@ def _shifted_scaled_logits(where: str, x: torch.Tensor, temperature: float) -> t
     """
     check_float_dtype(where, "x", x.is_floating_point(), x.dtype)
     check_nonempty_last_axis(where, "x", x.shape)
-    z = x / check_positive_float(where, "temperature", temperature)
+    t = check_positive_float(where, "temperature", temperature)
+    z = x if t == 1.0 else x / t  # x / 1 == x exactly: skip a pass (and its backward) per call
     # Softmax is invariant to a per-row shift, so the maximum is a constant of the row: detached,
     # no gradient flows through the argmax (its contribution would cancel exactly anyway).
     return z - z.amax(dim=-1, keepdim=True).detach()
@@ -70,9 +71,13 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     the same value as ``F.cross_entropy(logits, targets)``.
     """
     _check_cross_entropy_args(logits, targets)
-    lp = log_softmax(logits)                                       # (N, V)
-    picked = lp.gather(1, targets.long().unsqueeze(1)).squeeze(1)  # (N, 1) -> (N,)
-    return -picked.mean()                                          # (N,) -> ()
+    # -log_softmax(logits)[n, t] = logsumexp(shifted[n]) - shifted[n, t]: the same numbers as
+    # gathering from the full log-softmax (IEEE negation and subtraction are exact mirrors),
+    # without materialising (and differentiating) the (N, V) log-probabilities.
+    shifted = _shifted_scaled_logits("cross_entropy", logits, 1.0)        # (N, V)
+    log_sum_exp = shifted.exp().sum(dim=-1).log()                         # (N,)
+    picked = shifted.gather(1, targets.long().unsqueeze(1)).squeeze(1)    # (N, 1) -> (N,)
+    return (log_sum_exp - picked).mean()                                  # (N,) -> ()
 
 
 class CrossEntropyLoss(nn.Module):

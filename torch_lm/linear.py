@@ -2,6 +2,9 @@
 
 The product is written out rather than delegated to ``F.linear`` (the tests' witness);
 autograd derives the gradients that ``numpy_ref.linear.linear_backward`` spells out by hand.
+Like the reference, every leading dimension is flattened into one batch of rows, so the whole
+layer is a single GEMM, with the bias added inside it (``torch.addmm``) rather than by a second
+pass over the output.
 """
 
 from __future__ import annotations
@@ -46,16 +49,25 @@ class Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., in_features) float, weight's dtype -> (..., out_features)."""
         self._check_input(x)
-        out = x @ self.weight.T  # (..., D_in) @ (D_in, D_out) -> (..., D_out)
-        if self.bias is not None:
-            out = out + self.bias  # broadcast over the leading dimensions
-        return out
+        rows = x.reshape(-1, self.in_features)  # (..., D_in) -> (N, D_in)
+        if self.bias is None:
+            out = rows @ self.weight.T  # (N, D_in) @ (D_in, D_out) -> (N, D_out)
+        else:
+            out = torch.addmm(self.bias, rows, self.weight.T)  # bias + rows @ weight.T, (N, D_out)
+        return out.reshape(*x.shape[:-1], self.out_features)  # (N, D_out) -> (..., D_out)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
     def _check_input(self, x: torch.Tensor) -> None:
-        """The same ValueErrors as ``numpy_ref.linear.linear_forward`` for the same mistakes."""
+        """The same ValueErrors as ``numpy_ref.linear.linear_forward`` for the same mistakes.
+
+        Runs on every forward, so a valid input is recognised first from a few attributes; the
+        checks that name the mistake run only otherwise.
+        """
+        if x.ndim and x.shape[-1] == self.in_features and x.dtype == self.weight.dtype \
+                and x.is_floating_point():
+            return
         check_float_dtype("Linear", "x", x.is_floating_point(), x.dtype)
         check_nonempty_last_axis("Linear", "x", tuple(x.shape))
         check_dim_matches("Linear", "x", tuple(x.shape), -1, "weight", tuple(self.weight.shape), 1)

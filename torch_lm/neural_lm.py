@@ -122,7 +122,8 @@ class NeuralLM(nn.Module):
         check_idx(where, self.config, tuple(idx.shape), is_integer_dtype(idx.dtype), idx.dtype)
         if targets is not None:
             check_targets(where, tuple(idx.shape), tuple(targets.shape), is_integer_dtype(targets.dtype), targets.dtype)
-        check_mask_names(where, self.config, masks or {})
+        if masks:  # no masks (every training step) cannot hold an unknown name
+            check_mask_names(where, self.config, masks)
 
     # ------------------------------------------------------------------------- introspection
     def hidden_layers(self) -> list[tuple[str, HiddenLayer]]:
