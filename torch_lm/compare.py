@@ -585,7 +585,7 @@ def build_parser() -> OneLineParser:
                                                                    "(default: %(default)s)")
     parser.add_argument("--sweep-json", metavar="PATH", help="sweep results to include (default: "
                                                              "sweep.json next to the report)")
-    parser.add_argument("--sweep-steps", type=sweep.positive_int, default=TrainConfig().max_steps,
+    parser.add_argument("--sweep-steps", type=sweep.positive_int, default=sweep.DEFAULT_STEPS,
                         help="with --all: optimizer steps per context of the sweep (default: %(default)s)")
     parser.add_argument("--sweep-contexts", type=sweep.contexts_list, default=sweep.DEFAULT_CONTEXTS,
                         metavar="C,C,...", help="with --all: the sweep's contexts (default: 1,2,4,8,16)")

@@ -35,7 +35,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from numpy_ref.config import ModelConfig
+from numpy_ref.config import ModelConfig, default_fusion
 from torch_lm.checkpoint import LAST
 from torch_lm.cli import EXIT_FAILURE, EXIT_USAGE, OneLineParser, fail
 from torch_lm.data import DataError, CharVocab, load_text, sha256_of, split_ids
@@ -47,13 +47,17 @@ DEFAULT_CONTEXTS = (1, 2, 4, 8, 16)
 DEFAULT_JSON = "reports/sweep.json"
 DEFAULT_PNG = "reports/sweep_context.png"
 DEFAULT_RUNS_ROOT = "runs/sweep"
-FUSIONS = ("flat", "pairs")
+FUSIONS = ("default", "flat", "pairs")
+DEFAULT_STEPS = 3000  # per context: a fixed budget that ranks the contexts in ~4 minutes on 2 cores
 MODEL_FLAGS = ("embed_dim", "hidden_dim")
 TRAIN_FLAGS = ("batch_size", "lr", "seed", "device", "eval_interval")
 
 
 def fusion_for(context: int, mode: str) -> tuple[int, ...]:
-    """() for the flat model; (2,) * log2(C) for ``pairs`` (C must be a power of two; C = 1 -> ())."""
+    """The default architecture's fusion for this context (``default_fusion``: (8, 2) at 16, flat
+    below), () for the flat model, (2,) * log2(C) for ``pairs`` (C a power of two; C = 1 -> ())."""
+    if mode == "default":
+        return default_fusion(context)
     if mode == "flat" or context == 1:
         return ()
     if context & (context - 1):
@@ -226,12 +230,13 @@ def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="sweep_context.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--contexts", type=contexts_list, default=DEFAULT_CONTEXTS, metavar="C,C,...",
                         help="context lengths to train (default: 1,2,4,8,16)")
-    parser.add_argument("--steps", type=positive_int, default=run.max_steps,
+    parser.add_argument("--steps", type=positive_int, default=DEFAULT_STEPS,
                         help="optimizer steps per context, the equal budget (default: %(default)s)")
     parser.add_argument("--time-budget", type=nonnegative_float, default=0.0, metavar="SEC",
                         help="also stop each run after SEC seconds, 0 = no cap (default: 0)")
-    parser.add_argument("--fusion", choices=FUSIONS, default="flat",
-                        help="flat MLP, or hierarchical pairs for power-of-two contexts (default: flat)")
+    parser.add_argument("--fusion", choices=FUSIONS, default="default",
+                        help="the default model's fusion for each context (groups of 8 from context 16), "
+                             "the flat MLP, or hierarchical pairs for power-of-two contexts (default: default)")
     parser.add_argument("--embed-dim", type=positive_int, help=f"default: {model.embed_dim}")
     parser.add_argument("--hidden-dim", type=positive_int, help=f"default: {model.hidden_dim}")
     parser.add_argument("--batch-size", type=positive_int, help=f"default: {run.batch_size}")
