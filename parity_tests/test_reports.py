@@ -12,6 +12,7 @@ import random
 import re
 import runpy
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,9 @@ from numpy_ref.config import ModelConfig
 from torch_lm import compare, embedding_plot, sweep
 from torch_lm.cli import model_from_checkpoint
 from torch_lm.data import CharVocab, heldout_loss, split_ids
+from torch_lm.evaluation import slice_split
 from torch_lm.ngram import NGramLM
-from torch_lm.train import TrainConfig, train
+from torch_lm.train import TrainConfig, Trainer, train
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = "to be or not the king queen hath thee thou my lord good night sweet prince".split()
@@ -42,15 +44,18 @@ def tiny_play(n_chars: int = 4000, seed: int = 0) -> str:
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    """A directory with ``text.txt`` and a tiny trained NeuralLM in ``run/`` (best.pt + events)."""
+    """A directory with ``text.txt``, a tiny trained NeuralLM in ``run/`` (best.pt + events) and
+    the same recipe trained without the train slice in ``holdout/`` (the mixture's tuner)."""
     path = tmp_path_factory.mktemp("reports")
     text = tiny_play()
     (path / "text.txt").write_text(text)
     model = ModelConfig(vocab_size=len(set(text)), context=4, embed_dim=4, hidden_dim=16)
     run = TrainConfig(batch_size=32, max_steps=20, eval_interval=10, log_interval=5, sample_length=10,
                       eval_batch_size=1024, device="cpu", run_dir=str(path / "run"))
+    _, slice_ids = slice_split(split_ids(CharVocab.from_text(text).encode(text))[0])
     with contextlib.redirect_stderr(io.StringIO()):
         train(model, run, text)
+        train(model, replace(run, run_dir=str(path / "holdout"), holdout_tail=len(slice_ids)), text)
     return path
 
 
@@ -147,7 +152,7 @@ def test_character_categories():
 def run_compare(workdir: Path, *extra) -> tuple[int, str]:
     code, _, err = call(compare.main, [
         "--checkpoint", workdir / "run" / "best.pt", "--data", workdir / "text.txt",
-        "--out", workdir / "reports" / "REPORT.md", "--fit-steps", 5, "--sample-length", 100,
+        "--tuning-checkpoint", workdir / "holdout" / "best.pt", "--out", workdir / "reports" / "REPORT.md", "--fit-steps", 5, "--sample-length", 100,
         "--kn-order", 3, *extra])
     return code, err
 
@@ -183,12 +188,31 @@ def test_compare_writes_a_deterministic_report_from_computed_numbers(workdir, sw
     assert summary["convergence"][0]["table"] - summary["convergence"][0]["count_mle"] > -1e-12
 
 
+def test_compare_refuses_a_tuning_model_that_saw_the_slice(workdir):
+    code, err = run_compare(workdir, "--tuning-checkpoint", workdir / "run" / "best.pt")
+    assert_one_line_error(code, err, 1, "not trained with the .* train slice held out")
+
+
+def test_holdout_tail_keeps_the_slice_out_of_every_batch(workdir, tmp_path):
+    """The tuner's sampler draws windows from train minus the slice only, so no target (nor
+    context) of any batch lies in the slice."""
+    tuner = torch.load(workdir / "holdout" / "best.pt", weights_only=True)
+    text = (workdir / "text.txt").read_text()
+    train_ids = split_ids(CharVocab.from_text(text).encode(text))[0]
+    holdout = tuner["train_config"]["holdout_tail"]
+    assert holdout == len(slice_split(train_ids)[1]) > 0
+    config = replace(TrainConfig.from_dict(tuner["train_config"]), run_dir=str(tmp_path / "t"))
+    trainer = Trainer(ModelConfig.from_dict(tuner["model_config"]), config, text)
+    assert torch.equal(trainer.sampler.ids, train_ids[:len(train_ids) - holdout])
+
+
 def test_compare_all_regenerates_sweep_and_embeddings(workdir, monkeypatch):
     """The one command: sweep (one context, 1 step) + embedding plots + report."""
     monkeypatch.chdir(workdir)                                          # runs/sweep is relative
     out = workdir / "all" / "REPORT.md"
     code, _, err = call(compare.main, [
         "--all", "--sweep-steps", 1, "--sweep-contexts", 1, "--checkpoint", workdir / "run" / "best.pt",
+        "--tuning-checkpoint", workdir / "all-holdout" / "best.pt",
         "--data", workdir / "text.txt", "--out", out, "--fit-steps", 5, "--sample-length", 50,
         "--kn-order", 3])
     assert code == 0, err
@@ -197,6 +221,8 @@ def test_compare_all_regenerates_sweep_and_embeddings(workdir, monkeypatch):
     report = out.read_text()
     assert "python scripts/compare.py --all" in report and "embeddings_tsne.png" in report
     assert all((out.parent / name).is_file() for name in ("sweep_context.png", "embeddings_pca.png"))
+    tuner = torch.load(workdir / "all-holdout" / "best.pt", weights_only=True)   # --all trained it
+    assert tuner["train_config"]["holdout_tail"] > 0 and tuner["train_config"]["max_steps"] == 20
 
 
 # ----------------------------------------------------------------------------- bad input

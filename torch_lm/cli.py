@@ -159,6 +159,9 @@ def train_parser() -> OneLineParser:
     t.add_argument("--checkpoint-interval", type=int, metavar="N",
                    help=f"also save last.pt every N steps, 0 = only at evaluations (default: "
                         f"{run.checkpoint_interval})")
+    t.add_argument("--holdout-tail", type=int, metavar="N",
+                   help=f"leave the last N train characters out of training, to tune something on "
+                        f"them (default: {run.holdout_tail})")
     t.add_argument("--eval-batch-size", type=int,
                    help=f"windows per forward in evaluation (default: {run.eval_batch_size})")
     t.add_argument("--sample-length", type=int,

@@ -26,14 +26,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
+from numpy_ref.config import ModelConfig
 from numpy_ref.ngram import DEFAULT_DISCOUNT
 from torch_lm import bigram, embedding_plot, sweep
 from torch_lm.checkpoint import CheckpointError, check_vocab_matches
@@ -45,8 +47,9 @@ from torch_lm.evaluation import (DEFAULT_CHECKPOINT, CharModel, MixtureModel, Ne
                                  slice_split, tune_on_slice, words)
 from torch_lm.ngram import NGramLM
 from torch_lm.tensorboard_log import markdown_code_block
-from torch_lm.train import NonFiniteLossError, TrainConfig, resolve_device, sample_prompt
+from torch_lm.train import NonFiniteLossError, TrainConfig, resolve_device, sample_prompt, train
 
+DEFAULT_TUNING_CHECKPOINT = "runs/default-holdout/best.pt"  # the recipe without the train slice
 K_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)   # add-k pseudo-counts tried on the train slice
 L2_GRID = (0.0, 0.1, 0.3, 1.0, 3.0)                 # neural-table prior strengths (bigram.l2_penalty)
 TABLE_LR = 1.0                                       # Adam on a free logit table: converges in ~300 steps
@@ -158,12 +161,44 @@ def neural_row(checkpoint_path: str, data: Data, device: torch.device) -> tuple[
     return row, info
 
 
-def mixture_row(neural: Row, kn_full: Row, kn_order: int, data: Data) -> tuple[Row, dict]:
-    """p = lam p_NeuralLM + (1 - lam) p_KN with lam chosen on the train slice (KN fitted without it),
-    then scored on val with the KN of the full train text."""
+def train_tuning_model(args: argparse.Namespace, data: Data) -> None:
+    """``--all``: train the checkpoint's own recipe (its model and train configs) again with the
+    train slice held out of its batches (``TrainConfig.holdout_tail``), into
+    ``args.tuning_checkpoint``'s directory, so the mixture weight is tuned on text that neither of
+    the mixture's parts was fitted on."""
+    recipe = require_checkpoint(args.checkpoint)
+    _, slice_ids = slice_split(data.train)
+    run_dir = Path(args.tuning_checkpoint).parent
+    if (run_dir / "last.pt").exists():
+        shutil.rmtree(run_dir)                  # --all regenerates everything, this run included
+    print(f"tuning model: the recipe of {args.checkpoint} with the last {len(slice_ids):,} train "
+          f"characters held out, into {run_dir}", file=sys.stderr)
+    model_config = ModelConfig.from_dict(recipe["model_config"])
+    train_config = replace(TrainConfig.from_dict(recipe["train_config"]), run_dir=str(run_dir),
+                           holdout_tail=len(slice_ids), device=args.device, resume=False)
+    train(model_config, train_config, data.text)
+
+
+def tuning_model(path: str, data: Data, device: torch.device) -> NeuralModel:
+    """The NeuralLM trained without the train slice (``train_tuning_model``); refuse one that saw it."""
+    checkpoint = require_checkpoint(path)
+    check_vocab_matches(path, checkpoint, data.vocab)
+    _, slice_ids = slice_split(data.train)
+    if checkpoint["train_config"].get("holdout_tail", 0) != len(slice_ids):
+        raise CheckpointError(f"{path}: not trained with the {len(slice_ids):,}-character train slice "
+                              "held out (run python scripts/compare.py --all)")
+    model, _ = model_from_checkpoint(path, device)
+    return NeuralModel(model, model.config.context, len(data.vocab))
+
+
+def mixture_row(neural: Row, tuner: NeuralModel, kn_full: Row, kn_order: int,
+                data: Data) -> tuple[Row, dict]:
+    """p = lam p_NeuralLM + (1 - lam) p_KN with lam chosen on the train slice by the two models
+    fitted without it (``tuner``, and a KN of the rest of train), then scored on val with the
+    NeuralLM and the KN of the full train text."""
     fit_ids, slice_ids = slice_split(data.train)
     kn_fit = fit_ngram(fit_ids, kn_order, len(data.vocab), "mkn")
-    lam, slice_loss = mixture_weight(heldout_probs(neural.model, fit_ids, slice_ids),
+    lam, slice_loss = mixture_weight(heldout_probs(tuner, fit_ids, slice_ids),
                                      heldout_probs(kn_fit, fit_ids, slice_ids))
     probs = lam * neural.probs + (1 - lam) * kn_full.probs
     row = Row("mixture", f"NeuralLM + modified KN {kn_order}-gram mixture", "mixture",
@@ -454,8 +489,9 @@ def build_report(ctx: dict) -> str:
             f"p = λ p_NeuralLM + (1 − λ) p_KN. λ = {mix['lambda']:.2f} minimises the loss on the "
             f"{mix['slice_positions']:,}-character train slice (slice loss {mix['slice_loss']:.4f}), with "
             f"the KN model fitted on train *without* the slice; on val the KN model is refitted on all of "
-            f"train. Caveat: the NeuralLM itself was trained on the whole train text, slice included, so "
-            f"on the slice it looks better than on unseen text and λ may lean towards it. For information "
+            f"train. The NeuralLM that tunes λ is the same recipe trained with the slice held out of its "
+            f"batches (`{DEFAULT_TUNING_CHECKPOINT}`, `--holdout-tail`), so neither part has seen the slice; "
+            f"on val λ mixes the NeuralLM and KN of the full train text. For information "
             f"only (not used): the λ that would be best on val is {mix['val_optimal_lambda_for_information']:.2f} "
             f"(val loss {mix['val_loss_at_that_lambda']:.4f}).", "",
             "## Neural bigram mini-project: gradient training meets the count model", "",
@@ -497,7 +533,8 @@ def compare(args: argparse.Namespace, data: Data, device: torch.device, regenera
     rows = count_rows(data, args.kn_order, args.fit_steps)
     best_count = rows[-1]
     neural, neural_info = neural_row(args.checkpoint, data, device)
-    mixture, mixture_info = mixture_row(neural, best_count, args.kn_order, data)
+    tuner = tuning_model(args.tuning_checkpoint, data, device)
+    mixture, mixture_info = mixture_row(neural, tuner, best_count, args.kn_order, data)
     rows += [neural, mixture]
     sha = sha256_of(data.text.encode("utf-8"))
     sweep_json = Path(args.sweep_json) if args.sweep_json else out_dir / "sweep.json"
@@ -580,6 +617,9 @@ def build_parser() -> OneLineParser:
                         help="first run the context sweep and the embedding plots, then the report")
     parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, metavar="PATH",
                         help="the trained NeuralLM (default: %(default)s)")
+    parser.add_argument("--tuning-checkpoint", default=DEFAULT_TUNING_CHECKPOINT, metavar="PATH",
+                        help="the same recipe trained without the train slice, which tunes the mixture "
+                             "weight (--all trains it; default: %(default)s)")
     parser.add_argument("--data", metavar="PATH", help="text file (default: Tiny Shakespeare in data/)")
     parser.add_argument("--out", default="reports/REPORT.md", help="the report; figures go next to it "
                                                                    "(default: %(default)s)")
@@ -620,6 +660,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_vocab_matches(args.checkpoint, checkpoint, data.vocab)
         if args.all:
             run_all_first(args)
+            train_tuning_model(args, data)
         summary = compare(args, data, device, regenerated=args.all)
     except (DataError, CheckpointError, FileExistsError, NonFiniteLossError, OSError) as error:
         return fail(parser, str(error), EXIT_FAILURE)

@@ -78,7 +78,9 @@ class TrainConfig:
     forward), a ``sample_length``-character sample is generated and ``last.pt``/``best.pt`` are
     saved in ``run_dir``; every ``checkpoint_interval`` steps (0 = only at evaluations)
     ``last.pt`` is saved as well, so a crash loses at most that many steps. ``resume`` continues
-    from ``run_dir/last.pt``.
+    from ``run_dir/last.pt``. ``holdout_tail`` characters at the end of the train split are left
+    out of the training batches, so that something else (a mixture weight) can be tuned on text
+    the model never saw; evaluation is unchanged.
     """
 
     batch_size: int = 512
@@ -101,6 +103,7 @@ class TrainConfig:
     run_dir: str = "runs/default"
     resume: bool = False
     compile: bool = False
+    holdout_tail: int = 0
 
     def __post_init__(self) -> None:
         where = "TrainConfig"
@@ -280,7 +283,8 @@ class Trainer:
         check_split_fits(len(self.train_ids), len(self.val_ids), model_config.context)
         self.train_ids = self.train_ids.to(self.device)
         self.val_ids = self.val_ids.to(self.device)
-        self.sampler = BatchSampler(self.train_ids, model_config.context, config.batch_size,
+        trained_on = self.train_ids[:len(self.train_ids) - config.holdout_tail]  # (N - holdout,)
+        self.sampler = BatchSampler(trained_on, model_config.context, config.batch_size,
                                     config.seed, rank=self.dist.rank,
                                     world_size=self.dist.world_size)
         self.eval_prefix, self.eval_shard = self._eval_shard()
