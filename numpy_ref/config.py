@@ -1,7 +1,9 @@
 """``ModelConfig``: the NeuralLM's hyperparameters, shared by both engines.
 
 Pure Python (no NumPy, no torch) so that ``numpy_ref`` and ``torch_lm`` build the same
-architecture from the same object, and a checkpoint can store it as a plain dict.
+architecture from the same object, and a checkpoint can store it as a plain dict. It has no
+torch twin on purpose: ``torch_lm`` imports it from here (one definition, not two to keep equal);
+its checks are exercised by ``parity_tests/test_neural_lm.py`` and ``test_cli.py``.
 
 The architecture family (DESIGN §1, NeuralLM; Bengio et al. 2003, with makemore's
 WaveNet-style hierarchical fusion and optional residual blocks)::

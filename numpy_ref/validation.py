@@ -1,7 +1,9 @@
 """Argument checks shared by ``numpy_ref`` and ``torch_lm``.
 
 Pure Python on shapes (tuples) and numbers, so the reference stays torch-free and both sides
-raise the same ``ValueError`` text for the same mistake. Every message names the function, the
+raise the same ``ValueError`` text for the same mistake. No torch twin on purpose: ``torch_lm``
+imports these (its tensor-only checks are in ``torch_lm/_checks.py``); every component's
+bad-input tests exercise them on both engines. Every message names the function, the
 argument and what was seen.
 """
 
