@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from numpy_ref.dropout import dropout_backward, dropout_forward, make_keep_mask
 from numpy_ref.gradcheck import numerical_gradient_array, rel_error
 from torch_lm.dropout import Dropout
+from torch_lm.dropout import keep_threshold
 from torch_lm.dropout import make_keep_mask as torch_keep_mask
 
 # `dtypes` is a constant pair per test, so reusing it across hypothesis examples is safe.
@@ -145,6 +146,45 @@ def test_keep_masks_keep_with_probability_one_minus_p():
                  torch_keep_mask((N,), 0.25, torch.Generator().manual_seed(1)).numpy()):
         assert mask.dtype == np.bool_
         assert abs(mask.mean() - 0.75) < 5 * math.sqrt(0.25 * 0.75 / N)
+
+
+# --- the CPU sampler: a 32-bit threshold, drawn a byte first ------------------------------------------
+
+def test_keep_threshold_rounds_p_to_32_bits():
+    assert keep_threshold(0.0) == 0
+    assert keep_threshold(0.5) == 2 ** 31
+    assert keep_threshold(0.1) == 429496730                 # round(0.1 * 2**32) = round(429496729.6)
+    assert keep_threshold(1 - 2 ** -40) == 2 ** 32 - 1      # would round to 2**32, which no word reaches
+
+
+def test_cpu_keep_rate_is_exact_where_the_top_byte_ties():
+    # threshold 2**31 + 2**23: top byte 128, low bits 2**23. A top byte of 128 (1 entry in 256) is
+    # kept only when its low 24 bits reach 2**23, i.e. half the time: exact keep rate 1 - p =
+    # 0.498046875. Dropping every tie would give 127/256 = 0.49609, keeping them 0.5, each > 7 SE off.
+    p, n = 0.5 + 2 ** -9, 4_000_000
+    assert keep_threshold(p) == 2 ** 31 + 2 ** 23
+    mask = torch_keep_mask((n,), p, torch.Generator().manual_seed(5))
+    assert abs(mask.double().mean().item() - (1 - p)) < 4 * math.sqrt(p * (1 - p) / n)
+
+
+def test_cpu_masks_are_a_function_of_the_generator_and_advance_it():
+    first, again = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    a, b = torch_keep_mask((64, 64), 0.3, first), torch_keep_mask((64, 64), 0.3, again)
+    assert torch.equal(a, b)                                  # same state, same mask
+    assert not torch.equal(torch_keep_mask((64, 64), 0.3, first), a)   # the state moved on
+    with torch.random.fork_rng():                             # no generator: torch's default one
+        torch.manual_seed(7)
+        assert torch.equal(torch_keep_mask((64, 64), 0.3), a)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_dropout_masks_in_every_float_dtype_agree_with_make_keep_mask(dtype):
+    x = torch.ones(50, 40, dtype=dtype)
+    out = Dropout(0.25)(x, generator=torch.Generator().manual_seed(2))
+    mask = torch_keep_mask((50, 40), 0.25, torch.Generator().manual_seed(2))
+    assert out.dtype == dtype
+    assert torch.equal(out != 0, mask)
+    assert torch.equal(out[mask], torch.full((int(mask.sum()),), 1 / 0.75, dtype=dtype))
 
 
 # --- bad input -----------------------------------------------------------------------------------------
