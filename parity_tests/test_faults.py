@@ -31,7 +31,7 @@ import pytest
 import torch
 
 from numpy_ref.config import ModelConfig
-from torch_lm import checkpoint as ckpt
+from torch_lm import data as data_module
 from torch_lm.checkpoint import (CheckpointError, build_checkpoint, load_checkpoint,
                                  remove_stale_temporaries, save_checkpoint)
 from torch_lm.cli import train_main
@@ -215,23 +215,39 @@ def die(*args, **kwargs) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-REAL_TORCH_SAVE = torch.save
+REAL_FDOPEN = os.fdopen
 
 
-def write_half_then_die(obj, f) -> None:
-    """Stands in for ``torch.save``: serialise, write the first half, die."""
-    buffer = io.BytesIO()
-    REAL_TORCH_SAVE(obj, buffer)
-    f.write(buffer.getvalue()[:len(buffer.getvalue()) // 2])
-    f.flush()
-    die()
+class HalfWriteThenDie:
+    """A file that writes the first half of what it is given, flushes it, and dies."""
+
+    def __init__(self, file):
+        self.file = file
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def write(self, data) -> None:
+        data = bytes(data)
+        self.file.write(data[:len(data) // 2])
+        self.file.flush()
+        die()
+
+
+def fdopen_half_write_then_die(fd, *args, **kwargs):
+    """Stands in for ``os.fdopen`` in ``write_atomically``: the temporary file gets torn."""
+    return HalfWriteThenDie(REAL_FDOPEN(fd, *args, **kwargs))
 
 
 @pytest.mark.parametrize("target, attribute, crash, survivor", [
-    (torch, "save", write_half_then_die, 1),
+    (torch, "save", die, 1),  # still serialising in memory: no file touched yet
+    (os, "fdopen", fdopen_half_write_then_die, 1),  # half the bytes in the temporary file
     (os, "replace", die, 1),  # the temporary file is complete and fsynced, not yet renamed
-    (ckpt, "fsync_directory", die, 2),  # renamed: the new checkpoint is in place
-], ids=["inside torch.save", "before the rename", "after the rename"])
+    (data_module, "fsync_directory", die, 2),  # renamed: the new checkpoint is in place
+], ids=["inside torch.save", "mid-write", "before the rename", "after the rename"])
 def test_a_crash_while_writing_a_checkpoint_leaves_a_loadable_last_pt(
         target, attribute, crash, survivor, tmp_path):
     path = save_checkpoint(tmp_path / "last.pt", small_checkpoint(step=1))
@@ -247,8 +263,8 @@ def test_a_crash_while_writing_a_checkpoint_leaves_a_loadable_last_pt(
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
     assert load_checkpoint(path)["step"] == survivor
     leftovers = sorted(tmp_path.glob(".last.pt.*.tmp"))
-    assert len(leftovers) == (1 if survivor == 1 else 0)
-    if crash is write_half_then_die:
+    assert len(leftovers) == (1 if attribute in ("fdopen", "replace") else 0)
+    if crash is fdopen_half_write_then_die:
         with pytest.raises(CheckpointError, match="truncated"):
             load_checkpoint(leftovers[0])  # the crash really did tear the file it was writing
     assert remove_stale_temporaries(tmp_path) == leftovers
