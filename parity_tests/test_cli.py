@@ -21,7 +21,7 @@ import torch
 from numpy_ref.config import ModelConfig
 from torch_lm.checkpoint import load_checkpoint
 from torch_lm.cli import download_main, evaluate_main, generate_main, train_main
-from torch_lm.train import TrainConfig
+from torch_lm.train import Trainer, TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_TEXT = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
@@ -289,6 +289,25 @@ def test_a_float64_run_is_evaluated_in_float64(workdir, tmp_path, capsys):
     assert figures["val_loss"] == pytest.approx(load_checkpoint(run_dir / "last.pt")["best_val_loss"],
                                                 rel=1e-13)
     assert load_checkpoint(run_dir / "last.pt")["model"]["output.weight"].dtype == torch.float64
+
+
+def test_sigterm_exits_143_after_saving(workdir, tmp_path, monkeypatch, capsys):
+    original = Trainer._train_step
+
+    def step_then_terminate(self, capture):
+        original(self, capture)
+        if self.step == 3:
+            signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(Trainer, "_train_step", step_then_terminate)
+    run_dir = tmp_path / "term"
+    outcome = call(capsys, train_main, "--data", str(workdir / "text.txt"), *TINY_MODEL,
+                   "--max-steps", "50", "--run-dir", str(run_dir))
+    code, err = outcome
+    assert code == 143, err
+    assert re.fullmatch(r"train\.py: error: interrupted \(SIGTERM\) at step 3; saved .*last\.pt "
+                        r"\(continue with --resume\)", err.strip().splitlines()[-1]), err
+    assert load_checkpoint(run_dir / "last.pt")["step"] == 3
 
 
 def test_missing_checkpoints(tmp_path, capsys):

@@ -22,7 +22,7 @@ from torch_lm.data import CharVocab
 from torch_lm.neural_lm import NeuralLM
 from torch_lm.tensorboard_log import markdown_code_block
 from torch_lm.train import (NonFiniteLossError, Trainer, TrainConfig, TrainingInterrupted, lr_at,
-                            parameter_groups, resolve_device, train)
+                            make_optimizer, parameter_groups, resolve_device, train)
 
 WORDS = "to be or not the king queen hath thee thou my lord good night sweet prince".split()
 
@@ -92,6 +92,8 @@ def params_of(path) -> dict[str, torch.Tensor]:
     (dict(device="cuda:x"), "device must be auto, cpu, cuda or cuda:N"),
     (dict(dtype="float16"), "dtype must be one of"),
     (dict(run_dir=""), "run_dir must be a non-empty path"),
+    (dict(fused_optimizer="yes"), "fused_optimizer must be True or False"),
+    (dict(compile=1), "compile must be True or False"),
 ])
 def test_bad_train_config_values_are_refused(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -135,6 +137,47 @@ def test_weight_decay_applies_to_linear_weights_only():
     assert sorted(names[id(p)] for p in decay["params"]) == [
         "blocks.0.linear.weight", "hidden.0.linear.weight", "hidden.1.linear.weight", "output.weight"]
     assert len(decay["params"]) + len(no_decay["params"]) == len(names)
+
+
+def test_make_optimizer_is_fused_unless_told_otherwise_or_unavailable(monkeypatch):
+    model, config = NeuralLM(MODEL), TrainConfig()
+    fused = make_optimizer(model, config)
+    assert fused.defaults["fused"] is True                     # torch >= 2.4 has a CPU kernel
+    assert [g["weight_decay"] for g in fused.param_groups] == [0.1, 0.0]
+    assert not make_optimizer(model, replace(config, fused_optimizer=False)).defaults["fused"]
+
+    real_adamw = torch.optim.AdamW
+
+    def adamw_without_fused(params, fused=None, **kwargs):   # what a CPU torch 2.3 says
+        if fused:
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors "
+                               "of supported devices")
+        return real_adamw(params, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "AdamW", adamw_without_fused)
+    assert not make_optimizer(model, config).defaults["fused"]
+
+
+@pytest.mark.parametrize("dtype, rtol", [(torch.float64, 1e-13), (torch.float32, 1e-5)])
+def test_fused_adamw_takes_the_op_by_op_steps_to_rounding(dtype, rtol):
+    # The same 20 steps (fixed gradients, lr changing as in training) through both kernels.
+    models = {fused: NeuralLM(MODEL).to(dtype) for fused in (True, False)}
+    models[False].load_state_dict(models[True].state_dict())
+    start = {name: value.clone() for name, value in models[True].state_dict().items()}
+    config = TrainConfig(lr=1e-2)
+    optimizers = {f: make_optimizer(m, replace(config, fused_optimizer=f)) for f, m in models.items()}
+    generator = torch.Generator().manual_seed(0)
+    for step in range(20):
+        grads = [torch.randn(p.shape, generator=generator, dtype=dtype) for p in models[True].parameters()]
+        for fused, model in models.items():
+            for p, g in zip(model.parameters(), grads):
+                p.grad = g.clone()
+            for group in optimizers[fused].param_groups:
+                group["lr"] = lr_at(step, config)
+            optimizers[fused].step()
+    for (name, a), b in zip(models[True].state_dict().items(), models[False].state_dict().values()):
+        assert not torch.equal(a, start[name])                                 # the steps moved it
+        torch.testing.assert_close(a, b, rtol=rtol, atol=rtol * a.abs().max().item())
 
 
 # ----------------------------------------------------------------------------- the TensorBoard contract
@@ -252,14 +295,14 @@ def test_seeded_cpu_runs_are_reproducible(straight_run, tmp_path):
 
 
 # ----------------------------------------------------------------------------- SIGINT and resume
-def interrupt_after(monkeypatch, stop_step: int) -> None:
-    """Deliver a real SIGINT to this process right after optimizer step ``stop_step``."""
+def interrupt_after(monkeypatch, stop_step: int, signum: int = signal.SIGINT) -> None:
+    """Deliver a real ``signum`` to this process right after optimizer step ``stop_step``."""
     original = Trainer._train_step
 
     def step_then_maybe_interrupt(self, capture):
         original(self, capture)
         if self.step == stop_step:
-            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signum)
 
     monkeypatch.setattr(Trainer, "_train_step", step_then_maybe_interrupt)
 
@@ -290,6 +333,24 @@ def test_resume_after_sigint_gives_the_same_numbers_as_a_straight_run(straight_r
     # TensorBoard shows one continuous curve equal to the straight run's.
     assert scalar_values(read_events(run_dir), "loss/train") == scalar_values(
         read_events(straight_dir), "loss/train")
+
+
+def test_sigterm_stops_and_saves_like_sigint(straight_run, tmp_path, monkeypatch):
+    # What `kill`, a batch scheduler, `docker stop` or torchrun's agent send: the same clean stop.
+    straight_dir, _ = straight_run
+    run_dir = tmp_path / "terminated"
+    handlers_before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    interrupt_after(monkeypatch, 7, signal.SIGTERM)
+    with pytest.raises(TrainingInterrupted, match=r"interrupted \(SIGTERM\) at step 7; saved") as stop:
+        train(MODEL, run_config(run_dir), TEXT)
+    monkeypatch.undo()
+    assert stop.value.signum == signal.SIGTERM
+    assert {s: signal.getsignal(s) for s in handlers_before} == handlers_before
+    resumed = train(MODEL, run_config(run_dir, resume=True), TEXT)
+    assert resumed["steps"] == 40
+    final, reference = load_checkpoint(run_dir / "last.pt"), load_checkpoint(straight_dir / "last.pt")
+    for name, value in reference["model"].items():
+        assert torch.equal(final["model"][name], value), name
 
 
 def test_resume_refuses_other_data_or_another_model(straight_run, tmp_path):

@@ -66,13 +66,14 @@ from numpy_ref.neural_lm import init_params, neural_lm_backward, neural_lm_forwa
 from numpy_ref.ngram import NGramLM
 from numpy_ref.optim import AdamW as NumpyAdamW
 from numpy_ref.optim import no_decay_keys
+from torch_lm.allocator import keep_freed_memory
 from torch_lm.cli import OneLineParser
 from torch_lm.data import DEFAULT_DATA_PATH, BatchSampler, CharVocab, read_text, split_ids
 from torch_lm.diagnostics import grad_norms, summarize_activations
 from torch_lm.metrics import RunningMean
 from torch_lm.neural_lm import NeuralLM
 from torch_lm.tensorboard_log import TensorBoardLogger
-from torch_lm.train import DTYPES, TrainConfig, lr_at, parameter_groups
+from torch_lm.train import DTYPES, TrainConfig, lr_at, make_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
 # Development fallback only: the offline copy beside a clone (DESIGN §3).
@@ -269,7 +270,7 @@ def matmul_flops(config: ModelConfig, batch: int) -> int:
 class TrainLoop:
     """The pieces of ``Trainer._train_step`` and ``Trainer._log`` on the CPU, each timed.
 
-    Built from the same public functions as the trainer (``parameter_groups``, ``lr_at``,
+    Built from the same public functions as the trainer (``make_optimizer``, ``lr_at``,
     ``BatchSampler``, ``grad_norms``, ``summarize_activations``, ``RunningMean``,
     ``TensorBoardLogger``), in the same order; ``run_interval`` is ``log_interval`` steps whose
     last captures the diagnostics and is followed by the log step.
@@ -281,8 +282,7 @@ class TrainLoop:
         self.model_config = model_config
         self.model = NeuralLM(model_config).to(DTYPES[config.dtype]).train()
         self.forward = torch.compile(self.model) if config.compile else self.model
-        self.optimizer = torch.optim.AdamW(parameter_groups(self.model, config.weight_decay),
-                                           lr=config.lr, betas=config.betas)
+        self.optimizer = make_optimizer(self.model, config)
         self.sampler = BatchSampler(ids, model_config.context, config.batch_size, config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.running = RunningMean()
@@ -434,8 +434,7 @@ def torch_step(config: ModelConfig, train: TrainConfig, x: np.ndarray, y: np.nda
     model = NeuralLM(config).to(dtype).train()
     if params is not None:
         model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in params.items()})
-    optimizer = torch.optim.AdamW(parameter_groups(model, train.weight_decay), lr=train.lr,
-                                  betas=train.betas)
+    optimizer = make_optimizer(model, train)
     generator = torch.Generator().manual_seed(train.seed)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
 
@@ -793,6 +792,7 @@ def main(argv: Sequence[str] | None = None, plan: BenchPlan | None = None) -> in
     """``scripts/bench.py``; ``plan`` overrides ``default_plan`` (tests use tiny sizes)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as train_main does: the trainer's step is measured as it runs
     if args.threads:
         torch.set_num_threads(args.threads)
     try:

@@ -10,7 +10,7 @@ a traceback. Exit codes:
   an unknown or unavailable device, a prompt with characters outside the vocabulary;
 * 1 — running failed: the text is missing (offline) or corrupt, a checkpoint is unreadable or
   does not fit the data, the loss diverged, a file could not be written;
-* 130 — interrupted (SIGINT); training saved ``last.pt`` first.
+* 130 — interrupted by SIGINT (Ctrl-C), 143 by SIGTERM; training saved ``last.pt`` first.
 
 Defaults are not written here: every training flag defaults to the ``ModelConfig`` /
 ``TrainConfig`` field of the same name (shown in ``--help``). With ``--resume`` the defaults are
@@ -37,6 +37,7 @@ import torch
 
 from numpy_ref.config import ACTIVATIONS, ModelConfig
 from numpy_ref.validation import check_positive_float, check_positive_int
+from torch_lm.allocator import keep_freed_memory
 from torch_lm.checkpoint import (LAST, CheckpointError, checkpoint_model_config,
                                  checkpoint_vocab, load_checkpoint, load_model_state)
 from torch_lm.data import (DEFAULT_DATA_PATH, TINY_SHAKESPEARE_URL, CharVocab, DataError,
@@ -173,6 +174,9 @@ def train_parser() -> OneLineParser:
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     t.add_argument("--compile", action=argparse.BooleanOptionalAction,
                    help=f"torch.compile the model (default: {run.compile})")
+    t.add_argument("--fused-optimizer", action=argparse.BooleanOptionalAction,
+                   help=f"AdamW's fused kernel where torch has one; --no-fused-optimizer takes the "
+                        f"op-by-op path that numpy_ref.optim mirrors (default: {run.fused_optimizer})")
     return parser
 
 
@@ -225,10 +229,12 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     try:
         text = load_text(getattr(args, "data", None))
         model_config = replace(model_config, vocab_size=len(CharVocab.from_text(text)))
+        keep_freed_memory()  # no page faults for each step's fresh tensors (torch_lm/allocator.py)
         with distributed_session(env, device) as distributed:
             summary = train(model_config, train_config, text, distributed)
     except TrainingInterrupted as stop:  # every rank stopped at this step; rank 0 saved
-        return fail(parser, str(stop), EXIT_INTERRUPTED) if env.is_main else EXIT_INTERRUPTED
+        code = 128 + stop.signum  # the shell's convention: 130 after Ctrl-C, 143 after SIGTERM
+        return fail(parser, str(stop), code) if env.is_main else code
     except KeyboardInterrupt:
         return fail(parser, "interrupted", EXIT_INTERRUPTED)
     except NonFiniteLossError as error:  # agreed on by every rank

@@ -20,8 +20,8 @@ remembered) and reported at the next sync point.
 Data parallelism (``torch_lm.distributed``): with K ranks each step takes this rank's ``B/K``
 rows of the global batch and ``DistributedDataParallel`` averages the gradients, so the step is
 the single-process step. The logged train loss and the held-out loss are reduced over the ranks;
-SIGINT, the time budget and non-finite losses are agreed on by all ranks before anyone acts; only
-rank 0 writes files. Each rank draws its own dropout masks (stream ``dropout/rank<r>``; rank 0's
+SIGINT/SIGTERM, the time budget and non-finite losses are agreed on by all ranks before anyone
+acts; only rank 0 writes files. Each rank draws its own dropout masks (stream ``dropout/rank<r>``; rank 0's
 is the single-process stream), so with dropout > 0 a K-rank run is a different — equally valid —
 sample of masks than a 1-process run; with dropout 0 the two agree to rounding (~1e-15 in
 float64). Checkpoints hold every rank's dropout generator, so a resume with the same K is exact;
@@ -80,7 +80,8 @@ class TrainConfig:
     ``last.pt`` is saved as well, so a crash loses at most that many steps. ``resume`` continues
     from ``run_dir/last.pt``. ``holdout_tail`` characters at the end of the train split are left
     out of the training batches, so that something else (a mixture weight) can be tuned on text
-    the model never saw; evaluation is unchanged.
+    the model never saw; evaluation is unchanged. ``fused_optimizer`` takes AdamW's fused kernel
+    where torch has one (``make_optimizer``); ``compile`` runs the forward under ``torch.compile``.
     """
 
     batch_size: int = 512
@@ -103,6 +104,7 @@ class TrainConfig:
     run_dir: str = "runs/default"
     resume: bool = False
     compile: bool = False
+    fused_optimizer: bool = True
     holdout_tail: int = 0
 
     def __post_init__(self) -> None:
@@ -129,6 +131,9 @@ class TrainConfig:
             fail(where, f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if not isinstance(self.run_dir, str) or not self.run_dir:
             fail(where, f"run_dir must be a non-empty path, got {self.run_dir!r}")
+        for name in ("resume", "compile", "fused_optimizer"):
+            if not isinstance(getattr(self, name), bool):
+                fail(where, f"{name} must be True or False, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict:
         """A plain dict (lists, not tuples) for checkpoints, JSON and TensorBoard hparams."""
@@ -151,13 +156,18 @@ class NonFiniteLossError(RuntimeError):
 
 
 class TrainingInterrupted(Exception):
-    """SIGINT: ``last.pt`` was saved at ``step``; ``--resume`` continues from there."""
+    """SIGINT or SIGTERM: ``last.pt`` was saved at ``step``; ``--resume`` continues from there.
 
-    def __init__(self, step: int, checkpoint: Path):
-        super().__init__(f"interrupted at step {step}; saved {checkpoint} "
+    ``signum`` is the signal that stopped this process (SIGINT when another rank's vote did).
+    """
+
+    def __init__(self, step: int, checkpoint: Path, signum: int = signal.SIGINT):
+        how = "" if signum == signal.SIGINT else f" ({signal.Signals(signum).name})"
+        super().__init__(f"interrupted{how} at step {step}; saved {checkpoint} "
                          f"(continue with --resume)")
         self.step = step
         self.checkpoint = checkpoint
+        self.signum = int(signum)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,19 +240,44 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[s
             {"params": [p for k, p in named.items() if k in exempt], "weight_decay": 0.0}]
 
 
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """The trainer's AdamW on ``parameter_groups``, fused when ``config.fused_optimizer`` allows.
+
+    The fused kernel updates every parameter in one pass per tensor instead of one op per term of
+    the update (measured on 2 CPU cores, default model: 1.0 against 2.0 ms per step, see
+    reports/BENCH.md). It computes the same update as the single-tensor path that
+    ``numpy_ref.optim.AdamW`` mirrors op by op, but not in the same order, so the two differ in
+    the last bit or so per step (the trajectory parity keeps the single-tensor path:
+    ``torch_lm.trajectory.make_optimizer``). Torch versions or devices without a fused AdamW
+    (CPU before torch 2.4) fall back to the default implementation.
+    """
+    groups = parameter_groups(model, config.weight_decay)
+    if config.fused_optimizer:
+        try:
+            return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, fused=True)
+        except RuntimeError:  # "fused=True requires ... supported devices": this torch has none
+            pass
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+
+
 def sample_prompt(vocab: CharVocab) -> str:
     """Samples start at a new line when the vocabulary has one (as the plays' speeches do)."""
     return "\n" if "\n" in vocab else vocab.to_list()[0]
 
 
+# Ctrl-C, and the polite stop of ``kill``, batch schedulers, ``docker stop`` and torchrun's agent.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextlib.contextmanager
-def stop_on_sigint() -> Iterator[dict[str, bool]]:
-    """Within the block, SIGINT sets ``flag["stop"]`` instead of raising, so the loop can finish
-    its step and save ``last.pt``; a second SIGINT raises KeyboardInterrupt at once.
+def stop_on_signals() -> Iterator[dict[str, Any]]:
+    """Within the block, SIGINT or SIGTERM sets ``flag["stop"]`` (and ``flag["signal"]``) instead
+    of ending the process, so the loop can finish its step and save ``last.pt``; a second one
+    raises KeyboardInterrupt at once. The previous handlers are restored on exit.
 
     Signal handlers can only be installed from the main thread; elsewhere the flag never flips.
     """
-    flag = {"stop": False}
+    flag: dict[str, Any] = {"stop": False, "signal": signal.SIGINT}
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return
@@ -250,13 +285,14 @@ def stop_on_sigint() -> Iterator[dict[str, bool]]:
     def handler(signum, frame):
         if flag["stop"]:
             raise KeyboardInterrupt
-        flag["stop"] = True
+        flag["stop"], flag["signal"] = True, signum
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler_before in previous.items():
+            signal.signal(signum, handler_before)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,8 +326,7 @@ class Trainer:
         self.eval_prefix, self.eval_shard = self._eval_shard()
 
         self.model = self._build_model()
-        self.optimizer = torch.optim.AdamW(parameter_groups(self.model, config.weight_decay),
-                                           lr=config.lr, betas=config.betas)
+        self.optimizer = make_optimizer(self.model, config)
         self.dropout_generator = torch.Generator(self.device).manual_seed(
             step_seed(config.seed, 0, dropout_stream(self.dist.rank)))
         self.step = 0
@@ -396,17 +431,17 @@ class Trainer:
         bar = tqdm(total=config.max_steps, initial=self.step, desc="train", unit="step",
                    dynamic_ncols=True, disable=not self.logger.enabled)
         try:
-            with stop_on_sigint() as sigint:
+            with stop_on_signals() as stop_signal:
                 self._mark_throughput()
                 vote = StopVote(self.dist)
                 while self.step < config.max_steps:
                     # Every rank stops at the same step, or the others would wait forever in
                     # the next gradient all-reduce.
                     interrupted, out_of_time = vote(
-                        sigint["stop"],
+                        stop_signal["stop"],
                         bool(config.time_budget) and time.monotonic() - start >= config.time_budget)
                     if interrupted:
-                        raise self._interrupt()
+                        raise self._interrupt(stop_signal["signal"])
                     if out_of_time:
                         status = "time_budget"
                         break
@@ -578,14 +613,14 @@ class Trainer:
                 save_checkpoint(self.run_dir / BEST, checkpoint)
         self.last_saved_step = self.step
 
-    def _interrupt(self) -> TrainingInterrupted:
+    def _interrupt(self, signum: int) -> TrainingInterrupted:
         """Save ``last.pt`` at the current step (if the loss is still finite) for ``--resume``."""
         self._check_finite()
         self._save()
         # No rank exits (and makes torchrun stop the others) before rank 0 has written last.pt.
         self.dist.barrier()
         self.logger.close()
-        return TrainingInterrupted(self.step, self.run_dir / LAST)
+        return TrainingInterrupted(self.step, self.run_dir / LAST, signum)
 
     def _log_end_of_run(self) -> None:
         """The projector embedding and the hparams (whose metrics are the final ``loss/val``)."""
@@ -628,8 +663,8 @@ def train(model_config: ModelConfig, train_config: TrainConfig, text: str,
     Writes TensorBoard events, ``last.pt`` and ``best.pt`` to ``train_config.run_dir``.
     ``model_config.vocab_size`` must equal the number of distinct characters of ``text``.
     Raises ``ValueError`` for bad settings, ``DataError``/``CheckpointError`` for unusable
-    inputs, ``NonFiniteLossError`` if the loss diverges and ``TrainingInterrupted`` on SIGINT
-    (after saving ``last.pt``). Seeds only its own generators (initialisation, batches, dropout,
+    inputs, ``NonFiniteLossError`` if the loss diverges and ``TrainingInterrupted`` on SIGINT or
+    SIGTERM (after saving ``last.pt``). Seeds only its own generators (initialisation, batches, dropout,
     samples): the global torch RNG is left alone.
     """
     return Trainer(model_config, train_config, text, distributed).run()
