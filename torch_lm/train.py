@@ -21,11 +21,12 @@ Data parallelism (``torch_lm.distributed``): with K ranks each step takes this r
 rows of the global batch and ``DistributedDataParallel`` averages the gradients, so the step is
 the single-process step. The logged train loss and the held-out loss are reduced over the ranks;
 SIGINT/SIGTERM, the time budget and non-finite losses are agreed on by all ranks before anyone
-acts; only rank 0 writes files. Each rank draws its own dropout masks (stream ``dropout/rank<r>``; rank 0's
-is the single-process stream), so with dropout > 0 a K-rank run is a different — equally valid —
-sample of masks than a 1-process run; with dropout 0 the two agree to rounding (~1e-15 in
-float64). Checkpoints hold every rank's dropout generator, so a resume with the same K is exact;
-ranks that find no saved state (a larger K) reseed theirs from ``(seed, step)``.
+acts; only rank 0 writes files. Each rank draws its own dropout masks (stream
+``dropout/rank<r>``; rank 0's is the single-process stream), so with dropout > 0 a K-rank run is
+a different — equally valid — sample of masks than a 1-process run; with dropout 0 the two
+agree to rounding (~1e-15 in float64). Checkpoints hold every rank's dropout generator, so a
+resume with the same K is exact; ranks that find no saved state (a larger K) reseed theirs from
+``(seed, step)``.
 """
 
 from __future__ import annotations
@@ -664,7 +665,7 @@ def train(model_config: ModelConfig, train_config: TrainConfig, text: str,
     ``model_config.vocab_size`` must equal the number of distinct characters of ``text``.
     Raises ``ValueError`` for bad settings, ``DataError``/``CheckpointError`` for unusable
     inputs, ``NonFiniteLossError`` if the loss diverges and ``TrainingInterrupted`` on SIGINT or
-    SIGTERM (after saving ``last.pt``). Seeds only its own generators (initialisation, batches, dropout,
-    samples): the global torch RNG is left alone.
+    SIGTERM (after saving ``last.pt``). Seeds only its own generators (initialisation, batches,
+    dropout, samples): the global torch RNG is left alone.
     """
     return Trainer(model_config, train_config, text, distributed).run()
