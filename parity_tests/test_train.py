@@ -180,6 +180,19 @@ def test_fused_adamw_takes_the_op_by_op_steps_to_rounding(dtype, rtol):
         torch.testing.assert_close(a, b, rtol=rtol, atol=rtol * a.abs().max().item())
 
 
+@pytest.mark.slow
+def test_compiled_training_follows_the_eager_run(tmp_path):
+    # --compile: same masks (the NumPy pieces run eagerly inside the compiled forward), the same
+    # losses up to the compiler's different rounding.
+    settings = dict(max_steps=10, eval_interval=10, log_interval=5)
+    eager = train(MODEL, run_config(tmp_path / "eager", **settings), TEXT)
+    compiled = train(MODEL, run_config(tmp_path / "compiled", compile=True, **settings), TEXT)
+    assert [step for step, _ in compiled["train_history"]] == [5, 10]
+    for (_, a), (_, b) in zip(eager["train_history"] + eager["val_history"],
+                              compiled["train_history"] + compiled["val_history"]):
+        assert a == pytest.approx(b, rel=1e-4)
+
+
 # ----------------------------------------------------------------------------- the TensorBoard contract
 def test_a_short_run_writes_every_tag_of_the_contract(straight_run):
     run_dir, _ = straight_run

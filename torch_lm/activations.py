@@ -45,14 +45,20 @@ def tanh(x: torch.Tensor) -> torch.Tensor:
     return torch.tanh(x)
 
 
+@torch.compiler.disable  # torch.compile would trace np.tanh back into torch.tanh
+def _numpy_tanh(x: torch.Tensor) -> torch.Tensor:
+    """``np.tanh`` of a float32 CPU tensor, as a new tensor of x's shape."""
+    array = x.detach().numpy()
+    return torch.from_numpy(np.tanh(array, out=np.empty_like(array)))  # out=: 0-d stays an array
+
+
 class _NumPyTanh(torch.autograd.Function):
     """``np.tanh`` forward for float32 CPU tensors; the backward is ``torch.tanh``'s own,
     ``tanh_backward(grad, out) = grad * (1 - out^2)``, which autograd can differentiate again."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        array = x.detach().numpy()
-        out = torch.from_numpy(np.tanh(array, out=np.empty_like(array)))  # out=: 0-d stays an array
+        out = _numpy_tanh(x)
         ctx.save_for_backward(out)
         return out
 

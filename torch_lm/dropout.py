@@ -47,6 +47,7 @@ def keep_threshold(p: float) -> int:
     return min(round(p * 2 ** WORD_BITS), 2 ** WORD_BITS - 1)
 
 
+@torch.compiler.disable  # NumPy's generator is state torch.compile must not trace into a graph
 def _cpu_keep_mask(shape: tuple[int, ...], p: float, generator: torch.Generator | None,
                    np_dtype: type = np.bool_) -> torch.Tensor:
     """CPU keep-mask of ``shape``, True (or 1.0 in a float ``np_dtype``) with probability 1 - p.
