@@ -181,6 +181,7 @@ def test_fused_adamw_takes_the_op_by_op_steps_to_rounding(dtype, rtol):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 def test_compiled_training_follows_the_eager_run(tmp_path):
     # --compile: same masks (the NumPy pieces run eagerly inside the compiled forward), the same
     # losses up to the compiler's different rounding.
