@@ -1,15 +1,25 @@
 """numpy_ref/projection.py (NumPy-only, no torch twin): PCA recovers a known rotation, t-SNE
 calibrates its perplexities, its gradient matches central differences, it keeps well-separated
-clusters apart and is deterministic for a seed; bad arguments are refused."""
+clusters apart, stays bounded and reaches scikit-learn's KL and trustworthiness whatever the last
+bits of its input, and is deterministic; bad arguments are refused."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn import manifold
 
 from numpy_ref.gradcheck import numerical_gradient, rel_error
-from numpy_ref.projection import (conditional_probabilities, joint_probabilities, kl_and_gradient,
-                                  pca, squared_distances, tsne)
+from numpy_ref.projection import (auto_learning_rate, conditional_probabilities, joint_probabilities,
+                                  kl_and_gradient, pca, pca_initialisation, squared_distances, tsne)
+
+# The NumPy t-SNE and scikit-learn's exact t-SNE follow the same schedule but round differently
+# (scikit-learn computes P in float32), and t-SNE is chaotic: the two land in different local
+# optima of nearly the same quality. Measured over ten perturbed inputs (docs/tsne.md): |KL
+# difference| <= 0.02 on the clusters below, <= 0.03 on the character embeddings; trustworthiness
+# at most 0.01 lower.
+KL_MARGIN = 0.05
+TRUSTWORTHINESS_MARGIN = 0.02
 
 
 def rotation(d: int, rng: np.random.Generator) -> np.ndarray:
@@ -77,25 +87,70 @@ def clusters(seed: int = 0):
     return x, np.repeat(np.arange(4), 16)
 
 
-def test_tsne_keeps_well_separated_clusters_apart():
-    x, labels = clusters()
-    y, kl = tsne(x, perplexity=10.0, seed=0)
+def perturbed(x: np.ndarray, seed: int) -> np.ndarray:
+    """x with every entry changed by about one part in 1e12 (seed 0: x itself)."""
+    if seed == 0:
+        return x
+    return x * (1.0 + 1e-12 * np.random.default_rng(seed).standard_normal(x.shape))
+
+
+def island_ratio(y: np.ndarray, labels: np.ndarray) -> float:
+    """Closest distance between two clusters over the widest distance inside one."""
     d = np.sqrt(squared_distances(y))
     same = labels[:, None] == labels[None, :]
     np.fill_diagonal(same, False)
-    widest_cluster = d[same].max()
-    closest_clusters = d[labels[:, None] != labels[None, :]].min()
-    assert closest_clusters > 3 * widest_cluster           # every cluster is an island
-    assert 0 < kl < 1
+    return d[labels[:, None] != labels[None, :]].min() / d[same].max()
 
 
-def test_tsne_is_deterministic_for_a_seed():
+@pytest.mark.parametrize("learning_rate", ["auto", 100.0])
+@pytest.mark.parametrize("perturbation", [0, 1, 2, 3, 4])
+def test_tsne_keeps_well_separated_clusters_apart(perturbation, learning_rate):
+    """Every cluster an island, and the embedding bounded, whatever the input's last bits (the
+    trajectory itself is chaotic: these inputs take different paths to it), also at twice the
+    "auto" learning rate, where a velocity carried across the end of the exaggeration would
+    throw the clusters apart."""
+    x, labels = clusters()
+    y, kl = tsne(perturbed(x, perturbation), perplexity=10.0, learning_rate=learning_rate)
+    assert island_ratio(y, labels) > 3
+    assert np.abs(y).max() < 100                           # a few cluster widths, not drifting apart
+    assert 0 < kl < 0.3
+
+
+@pytest.mark.parametrize("perturbation", [0, 1, 2])
+def test_tsne_reaches_scikit_learns_kl_and_trustworthiness(perturbation):
+    """The same points through scikit-learn's exact t-SNE (same schedule, PCA start, learning
+    rate "auto"): final KL within KL_MARGIN, trustworthiness within TRUSTWORTHINESS_MARGIN."""
+    x, _ = clusters()
+    x = perturbed(x, perturbation)
+    y, kl = tsne(x, perplexity=10.0)
+    reference = manifold.TSNE(perplexity=10.0, init="pca", learning_rate="auto", method="exact",
+                              max_iter=2000, random_state=0)
+    y_sklearn = reference.fit_transform(x)
+    assert abs(kl - reference.kl_divergence_) <= KL_MARGIN
+    ours = manifold.trustworthiness(x, y, n_neighbors=5)
+    theirs = manifold.trustworthiness(x, y_sklearn, n_neighbors=5)
+    assert ours >= theirs - TRUSTWORTHINESS_MARGIN and ours > 0.95
+
+
+def test_tsne_learning_rate_auto_and_pca_start_follow_scikit_learn():
+    assert auto_learning_rate(65, 12.0) == 50.0            # small n: the floor
+    assert auto_learning_rate(4800, 12.0) == 100.0         # n / 12 / 4
+    x, _ = clusters()
+    start, projected = pca_initialisation(x), pca(x)[0]
+    np.testing.assert_allclose(start[:, 0].std(), 1e-4, rtol=1e-12)
+    np.testing.assert_allclose(start, projected / projected[:, 0].std() * 1e-4, rtol=1e-12)
+
+
+def test_tsne_is_deterministic():
     x, _ = clusters(seed=1)
-    first, kl_first = tsne(x, perplexity=8.0, seed=5, n_iter=300)
-    again, kl_again = tsne(x, perplexity=8.0, seed=5, n_iter=300)
-    other, _ = tsne(x, perplexity=8.0, seed=6, n_iter=300)
+    first, kl_first = tsne(x, perplexity=8.0, n_iter=300)
+    again, kl_again = tsne(x, perplexity=8.0, n_iter=300)
     assert np.array_equal(first, again) and kl_first == kl_again
-    assert not np.allclose(first, other)
+    random_first, _ = tsne(x, perplexity=8.0, seed=5, n_iter=300, init="random")
+    random_again, _ = tsne(x, perplexity=8.0, seed=5, n_iter=300, init="random")
+    other, _ = tsne(x, perplexity=8.0, seed=6, n_iter=300, init="random")
+    assert np.array_equal(random_first, random_again)
+    assert not np.allclose(random_first, other)
 
 
 @pytest.mark.parametrize("call, message", [
@@ -107,7 +162,10 @@ def test_tsne_is_deterministic_for_a_seed():
     (lambda: tsne(np.ones((10, 3)), perplexity=0.5), "perplexity"),
     (lambda: tsne(np.ones((10, 3)), perplexity=3.0, n_iter=0), "n_iter"),
     (lambda: tsne(np.ones((10, 3)), perplexity=3.0, learning_rate=0.0), "learning_rate"),
-], ids=["1-D", "one point", "k too big", "nan", "perplexity too big", "perplexity < 1", "n_iter 0", "lr 0"])
+    (lambda: tsne(np.ones((10, 3)), perplexity=3.0, learning_rate="fast"), "learning_rate"),
+    (lambda: tsne(np.ones((10, 3)), perplexity=3.0, init="spectral"), "init must be"),
+], ids=["1-D", "one point", "k too big", "nan", "perplexity too big", "perplexity < 1", "n_iter 0", "lr 0",
+        "lr word", "init"])
 def test_bad_arguments_are_refused(call, message):
     with pytest.raises(ValueError, match=message):
         call()

@@ -141,6 +141,7 @@ def test_plot_embeddings_writes_both_projections(workdir):
     assert code == 0, err
     for name in ("embeddings_pca.png", "embeddings_tsne.png"):
         assert (workdir / "emb" / name).read_bytes().startswith(b"\x89PNG")
+    assert re.search(r"t-SNE KL \d\.\d{4} \(NumPy reference \d\.\d{4}\)", err.splitlines()[-1])
 
 
 def test_character_categories():

@@ -1,8 +1,10 @@
 """Exercise 3.9: the trained character embeddings projected to 2-D with PCA and t-SNE, as labelled PNGs.
 
-SIDE-ONLY: this module exists in ``torch_lm`` only (DESIGN §1); ``scripts/plot_embeddings.py`` and
-the ``torch-lm-plot-embeddings`` console script call ``main``. The projections themselves are
-NumPy (``numpy_ref.projection``: PCA by SVD, exact t-SNE), deterministic for a seed.
+SIDE-ONLY: this module exists in ``torch_lm`` only (docs/DESIGN.md §1); ``scripts/plot_embeddings.py`` and
+the ``torch-lm-plot-embeddings`` console script call ``main``. PCA is the NumPy reference's
+(``numpy_ref.projection.pca``, SVD); the t-SNE is scikit-learn's exact method (PCA start, learning
+rate "auto"), the maintained implementation, and the NumPy reference's t-SNE runs beside it on the
+same points as a cross-check: both KLs are in the figure's title and in the returned numbers.
 
 Every point is labelled with the vocabulary's readable label (``<space>``, ``<newline>``) and
 coloured by kind: vowels, consonants, capitals, digits, punctuation, whitespace, so one can see
@@ -27,6 +29,7 @@ from torch_lm.evaluation import DEFAULT_CHECKPOINT, require_checkpoint
 
 CATEGORIES = ("vowel", "consonant", "capital", "digit", "punctuation", "whitespace")
 DEFAULT_PERPLEXITY = 15.0
+TSNE_ITERATIONS = 2000  # both t-SNEs stop earlier once 300 iterations bring no lower KL
 
 
 def category(ch: str) -> str:
@@ -71,8 +74,26 @@ def plot_points(points: np.ndarray, vocab: CharVocab, title: str, path: str | Pa
     return save(fig, path)
 
 
+def sklearn_tsne(x: np.ndarray, perplexity: float) -> tuple[np.ndarray, float]:
+    """scikit-learn's exact t-SNE of the rows of x (n, d): ``(y (n, 2), final KL)``, with the
+    NumPy reference's iteration budget (``TSNE_ITERATIONS``) so the two are compared like for like.
+    Deterministic: the PCA start leaves nothing to a seed."""
+    from sklearn.manifold import TSNE
+
+    model = TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto",
+                 method="exact", max_iter=TSNE_ITERATIONS, random_state=0)
+    return model.fit_transform(x).astype(np.float64), float(model.kl_divergence_)
+
+
+def tsne_trustworthiness(x: np.ndarray, y: np.ndarray, neighbours: int = 5) -> float:
+    """How well y (n, 2) keeps each point's ``neighbours`` nearest neighbours of x (n, d): 1 is perfect."""
+    from sklearn.manifold import trustworthiness
+
+    return float(trustworthiness(x, y, n_neighbors=neighbours))
+
+
 def plot_embeddings(checkpoint_path: str | Path, out_dir: str | Path, perplexity: float = DEFAULT_PERPLEXITY,
-                    seed: int = 0, prefix: str = "embeddings") -> dict:
+                    prefix: str = "embeddings") -> dict:
     """Write ``<out_dir>/<prefix>_pca.png`` and ``..._tsne.png``; return their paths and the numbers.
 
     Raises ``CheckpointError`` for a missing or unusable checkpoint and ``ValueError`` when
@@ -83,16 +104,21 @@ def plot_embeddings(checkpoint_path: str | Path, out_dir: str | Path, perplexity
         raise ValueError(f"--perplexity must lie in [1, {len(vocab) - 1}) for this {len(vocab)}-character "
                          f"vocabulary, got {perplexity:g}")
     projected, _, ratio = pca(weight, k=2)
-    tsne_points, kl = tsne(weight, perplexity=perplexity, seed=seed)
+    tsne_points, kl = sklearn_tsne(weight, perplexity)
+    reference_points, reference_kl = tsne(weight, perplexity=perplexity, n_iter=TSNE_ITERATIONS)
     out_dir = Path(out_dir)
     pca_path = plot_points(projected, vocab, f"Character embeddings, PCA (PC1 {ratio[0]:.1%}, PC2 "
                                              f"{ratio[1]:.1%} of the variance, E = {weight.shape[1]})",
                            out_dir / f"{prefix}_pca.png")
-    tsne_path = plot_points(tsne_points, vocab, f"Character embeddings, t-SNE (perplexity {perplexity:g}, "
-                                                f"seed {seed}, KL {kl:.3f})",
+    tsne_path = plot_points(tsne_points, vocab, f"Character embeddings, t-SNE (scikit-learn, perplexity "
+                                                f"{perplexity:g}, KL {kl:.3f}; NumPy reference KL "
+                                                f"{reference_kl:.3f})",
                             out_dir / f"{prefix}_tsne.png")
     return {"pca_png": str(pca_path), "tsne_png": str(tsne_path), "explained_variance": ratio.tolist(),
-            "tsne_kl": kl, "pca": projected, "tsne": tsne_points}
+            "tsne_kl": kl, "reference_tsne_kl": reference_kl,
+            "tsne_trustworthiness": tsne_trustworthiness(weight, tsne_points),
+            "reference_tsne_trustworthiness": tsne_trustworthiness(weight, reference_points),
+            "pca": projected, "tsne": tsne_points, "reference_tsne": reference_points}
 
 
 def build_parser() -> OneLineParser:
@@ -103,7 +129,6 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--prefix", default="embeddings", help="file name prefix (default: %(default)s)")
     parser.add_argument("--perplexity", type=float, default=DEFAULT_PERPLEXITY,
                         help="t-SNE perplexity, in [1, V - 1) (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="t-SNE initialisation seed (default: %(default)s)")
     return parser
 
 
@@ -112,11 +137,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     began = time.perf_counter()
     try:
-        result = plot_embeddings(args.checkpoint, args.out_dir, args.perplexity, args.seed, args.prefix)
+        result = plot_embeddings(args.checkpoint, args.out_dir, args.perplexity, args.prefix)
     except (CheckpointError, OSError) as error:
         return fail(parser, str(error), EXIT_FAILURE)
     except ValueError as error:
         return fail(parser, str(error), EXIT_USAGE)
-    print(f"wrote {result['pca_png']} and {result['tsne_png']} in {time.perf_counter() - began:.1f} s",
-          file=sys.stderr)
+    print(f"wrote {result['pca_png']} and {result['tsne_png']} in {time.perf_counter() - began:.1f} s; "
+          f"t-SNE KL {result['tsne_kl']:.4f} (NumPy reference {result['reference_tsne_kl']:.4f}), "
+          f"trustworthiness {result['tsne_trustworthiness']:.4f} "
+          f"({result['reference_tsne_trustworthiness']:.4f})", file=sys.stderr)
     return 0
