@@ -5,7 +5,7 @@ architecture from the same object, and a checkpoint can store it as a plain dict
 torch twin on purpose: ``torch_lm`` imports it from here (one definition, not two to keep equal);
 its checks are exercised by ``parity_tests/test_neural_lm.py`` and ``test_cli.py``.
 
-The architecture family (DESIGN §1, NeuralLM; Bengio et al. 2003, with makemore's
+The architecture family (docs/DESIGN.md §1, NeuralLM; Bengio et al. 2003, with makemore's
 WaveNet-style hierarchical fusion and optional residual blocks)::
 
     idx (B, T) ─ embedding ─> (B, T, E)

@@ -1,6 +1,6 @@
 """Numerical gradients by central differences, and the relative error used to compare them.
 
-Every hand-written backward pass in ``numpy_ref`` is checked against these (DESIGN §2):
+Every hand-written backward pass in ``numpy_ref`` is checked against these (docs/DESIGN.md §2):
 
     f'(x) ≈ (f(x + h) - f(x - h)) / (2h)        error O(h²) from truncation, O(eps·|f| / h) from rounding
 

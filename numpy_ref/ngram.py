@@ -1,5 +1,5 @@
 """Count n-gram (Markov) language models over integer token ids: add-k, interpolated Kneser-Ney
-and modified Kneser-Ney (DESIGN §1 "count n-gram LM", the stage-1 baseline).
+and modified Kneser-Ney (docs/DESIGN.md §1 "count n-gram LM", the stage-1 baseline).
 
 An order-``n`` model predicts token ``w`` from the ``n - 1`` tokens before it (the history ``h``).
 Every smoothing below is one *interpolation chain*: level ``m`` (an order-``m`` table, context of
@@ -335,7 +335,7 @@ class NGramLM:
         return interpolate(self.chain(length), history, ids[start:], self.vocab_size)
 
     def score(self, ids, start: int) -> float:
-        """Held-out protocol (DESIGN §3): mean -ln p(ids[i] | ids[i-n+1:i]) over i >= start, nats.
+        """Held-out protocol (docs/DESIGN.md §3): mean -ln p(ids[i] | ids[i-n+1:i]) over i >= start, nats.
 
         ids (T,) is train + val concatenated and start = len(train), so the first val tokens
         take their history from the end of train. ``inf`` if some token has probability 0

@@ -1,6 +1,6 @@
 """Shared helpers for the parity suite: moving arrays between the two engines and comparing them.
 
-Tolerances follow DESIGN §2: ``torch.testing.assert_close`` defaults for the dtype compared
+Tolerances follow docs/DESIGN.md §2: ``torch.testing.assert_close`` defaults for the dtype compared
 (float64: rtol 1e-7, atol 1e-7; float32: rtol 1.3e-6, atol 1e-5).
 """
 
@@ -11,6 +11,15 @@ from typing import Mapping
 import numpy as np
 import pytest
 import torch
+
+from torch_lm.data import DEFAULT_DATA_PATH
+
+# The tests that need Tiny Shakespeare find it where the project does (data/), and say how to put
+# it there when it is absent; the rest of the suite runs without it.
+TINY_SHAKESPEARE = DEFAULT_DATA_PATH
+needs_tiny_shakespeare = pytest.mark.skipif(
+    not TINY_SHAKESPEARE.is_file(),
+    reason="needs Tiny Shakespeare in data/: python scripts/download_data.py (offline: --from FILE)")
 
 # (numpy dtype, torch dtype) pairs every parity test runs in.
 DTYPE_PAIRS = [(np.float64, torch.float64), (np.float32, torch.float32)]

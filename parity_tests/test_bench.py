@@ -1,7 +1,7 @@
 """scripts/bench.py smoke tests: tiny sizes, the JSON and report contract, FLOP counting.
 
 No timing is asserted here: speed is judged by the figures the benchmark prints, as ratios
-within one run (DESIGN §5), never by a timed unit test.
+within one run (docs/DESIGN.md §5), never by a timed unit test.
 """
 
 from __future__ import annotations

@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import TINY_SHAKESPEARE, needs_tiny_shakespeare
 from numpy_ref.config import ModelConfig
 from torch_lm.checkpoint import load_checkpoint
 from torch_lm.cli import download_main, evaluate_main, generate_main, train_main
 from torch_lm.train import Trainer, TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
-REAL_TEXT = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
 WORDS = "to be or not the king queen hath thee thou my lord good night sweet prince".split()
 # Every download in these tests goes to a proxy that refuses connections: never the network.
 OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
@@ -83,7 +83,7 @@ def trained(workdir) -> tuple[Path, subprocess.CompletedProcess]:
 def test_every_script_has_help(name, tmp_path):
     result = script(name, "--help", cwd=tmp_path)
     assert result.returncode == 0 and result.stdout.startswith("usage:") and not result.stderr
-    if name == "train":  # every DESIGN §6 flag, defaults read from the dataclasses
+    if name == "train":  # every docs/DESIGN.md §6 flag, defaults read from the dataclasses
         flat = " ".join(result.stdout.split())
         for flag in ("--context", "--embed-dim", "--hidden-dim", "--fusion", "--n-blocks",
                      "--activation", "--norm", "--dropout", "--batch-size", "--lr", "--max-steps",
@@ -327,12 +327,12 @@ def test_download_offline_says_how_to_install(tmp_path, monkeypatch, capsys):
 
 
 # ----------------------------------------------------------------------------- download
-@pytest.mark.skipif(not REAL_TEXT.is_file(), reason=f"no offline copy at {REAL_TEXT}")
+@needs_tiny_shakespeare
 def test_download_from_a_local_copy_verifies_and_installs(tmp_path, capsys):
     dest = tmp_path / "data" / "tinyshakespeare.txt"
-    result = script("download_data", "--from", str(REAL_TEXT), "--dest", str(dest), cwd=tmp_path)
+    result = script("download_data", "--from", str(TINY_SHAKESPEARE), "--dest", str(dest), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "sha256 verified" in result.stdout and dest.read_bytes() == REAL_TEXT.read_bytes()
+    assert "sha256 verified" in result.stdout and dest.read_bytes() == TINY_SHAKESPEARE.read_bytes()
     assert download_main(["--dest", str(dest)]) == 0
     assert "already present (sha256 verified)" in capsys.readouterr().out
 

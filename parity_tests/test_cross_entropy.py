@@ -20,7 +20,7 @@ from numpy_ref.gradcheck import numerical_gradient, numerical_gradient_array, re
 from parity_tests.conftest import assert_close, to_numpy, to_torch
 from torch_lm import cross_entropy as tlm
 
-TOLERANCE = 1e-7  # DESIGN §2: rel_error bound for central differences in float64
+TOLERANCE = 1e-7  # docs/DESIGN.md §2: rel_error bound for central differences in float64
 # `dtypes` is an immutable (numpy dtype, torch dtype) pair, safe to share across examples.
 SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -1,5 +1,5 @@
 """torch_lm/data.py (side-only): finding and verifying the text, the vocabulary, the split, the
-batch sampler and the held-out protocol of DESIGN §3."""
+batch sampler and the held-out protocol of docs/DESIGN.md §3."""
 
 from __future__ import annotations
 
@@ -10,22 +10,21 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import TINY_SHAKESPEARE, needs_tiny_shakespeare
 from numpy_ref.config import ModelConfig
 from torch_lm.data import (TINY_SHAKESPEARE_SHA256, BatchSampler, CharVocab, DataError,
                            HeldoutResult, check_split_fits, download, heldout_loss, install_from,
                            load_text, read_text, resolve_data_path, split_ids, step_seed)
 from torch_lm.neural_lm import NeuralLM
 
-REAL_TEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
-needs_real_text = pytest.mark.skipif(not REAL_TEXT.is_file(), reason=f"no offline copy at {REAL_TEXT}")
 # Connection refused at once: a download that must fail without touching the network.
 UNREACHABLE_URL = "http://127.0.0.1:9/tinyshakespeare.txt"
 
 
 # ----------------------------------------------------------------------------- the real text
-@needs_real_text
+@needs_tiny_shakespeare
 def test_real_text_split_and_vocabulary():
-    text = read_text(REAL_TEXT)
+    text = read_text(TINY_SHAKESPEARE)
     vocab = CharVocab.from_text(text)
     train, val = split_ids(vocab.encode(text))
     assert len(text) == 1_115_394 and len(vocab) == 65
@@ -33,20 +32,20 @@ def test_real_text_split_and_vocabulary():
     assert vocab.decode(val[:20]) == text[1_003_854:1_003_874]
 
 
-@needs_real_text
+@needs_tiny_shakespeare
 def test_install_from_verifies_and_writes_the_file(tmp_path):
     dest = tmp_path / "data" / "tinyshakespeare.txt"
-    assert install_from(REAL_TEXT, dest) == dest
-    assert dest.read_bytes() == REAL_TEXT.read_bytes()
+    assert install_from(TINY_SHAKESPEARE, dest) == dest
+    assert dest.read_bytes() == TINY_SHAKESPEARE.read_bytes()
     assert resolve_data_path(None, default=dest, url=UNREACHABLE_URL) == dest  # found, verified
     assert list(dest.parent.iterdir()) == [dest]  # no temporary file left behind
 
 
-@needs_real_text
+@needs_tiny_shakespeare
 def test_download_verifies_checksum_and_writes_atomically(tmp_path):
     dest = tmp_path / "tinyshakespeare.txt"
-    download(dest, REAL_TEXT.as_uri())  # file:// exercises the same fetch path offline
-    assert dest.read_bytes() == REAL_TEXT.read_bytes()
+    download(dest, TINY_SHAKESPEARE.as_uri())  # file:// exercises the same fetch path offline
+    assert dest.read_bytes() == TINY_SHAKESPEARE.read_bytes()
 
 
 def test_install_from_rejects_a_wrong_file_and_writes_nothing(tmp_path):

@@ -17,7 +17,7 @@ from numpy_ref.gradcheck import numerical_gradient_array, rel_error
 from parity_tests.conftest import assert_close, grads_to_numpy, state_dict_to_numpy, to_numpy, to_torch
 from torch_lm.embedding import Embedding, embedding
 
-TOLERANCE = 1e-7  # DESIGN §2: rel_error bound for central differences in float64
+TOLERANCE = 1e-7  # docs/DESIGN.md §2: rel_error bound for central differences in float64
 # `dtypes` is an immutable (numpy dtype, torch dtype) pair, safe to share across examples.
 SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

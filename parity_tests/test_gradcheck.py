@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from numpy_ref.gradcheck import numerical_gradient, numerical_gradient_array, rel_error
 
-TOLERANCE = 1e-7  # DESIGN §2: rel_error bound for smooth functions in float64
+TOLERANCE = 1e-7  # docs/DESIGN.md §2: rel_error bound for smooth functions in float64
 
 
 def test_golden_derivative_of_square_at_3_is_6():

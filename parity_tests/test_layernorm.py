@@ -20,7 +20,7 @@ from numpy_ref.layernorm import layernorm_backward, layernorm_forward
 from parity_tests.conftest import assert_close, grads_to_numpy, state_dict_to_numpy, to_numpy, to_torch
 from torch_lm.layernorm import LayerNorm, layer_norm
 
-TOLERANCE = 1e-7  # DESIGN §2: rel_error bound for central differences in float64
+TOLERANCE = 1e-7  # docs/DESIGN.md §2: rel_error bound for central differences in float64
 # `dtypes` is an immutable (numpy dtype, torch dtype) pair, safe to share across examples.
 SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

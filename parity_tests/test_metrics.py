@@ -47,7 +47,7 @@ def test_uniform_model_over_v_classes_has_perplexity_v(vocab, rng):
 
 def test_golden_perplexity_and_bits():
     assert float(ref.perplexity(0.0)) == 1.0                     # certain of every token
-    assert float(ref.perplexity(1.539)) == pytest.approx(4.66, abs=5e-3)  # DESIGN §5, Kneser-Ney
+    assert float(ref.perplexity(1.539)) == pytest.approx(4.66, abs=5e-3)  # docs/DESIGN.md §5, Kneser-Ney
     assert float(ref.bits_per_char(math.log(2))) == pytest.approx(1.0, rel=1e-15)
     assert float(tlm.perplexity(0.0)) == 1.0
     assert float(tlm.bits_per_char(math.log(2))) == pytest.approx(1.0, rel=1e-15)

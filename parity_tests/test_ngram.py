@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_close, to_torch
+from conftest import TINY_SHAKESPEARE, assert_close, needs_tiny_shakespeare, to_torch
 from numpy_ref import ngram as ref
 from torch_lm import ngram as tlm
 
@@ -392,20 +392,14 @@ def test_script_exit_codes_as_a_process(tmp_path):
 
 # ------------------------------------------------------------------ reference figures (full data)
 
-DATA_CANDIDATES = [REPO.parent / "shared" / "data" / "tinyshakespeare.txt",
-                   REPO / "data" / "tinyshakespeare.txt"]
-DATA = next((path for path in DATA_CANDIDATES if path.is_file()), None)
-
-
-# DESIGN §5 figures: (order, smoothing, k, val loss in nats/char), reproduced to ±0.002
+# docs/DESIGN.md §5 figures: (order, smoothing, k, val loss in nats/char), reproduced to ±0.002
 REFERENCE_FIGURES = [(1, "addk", 0.0, 3.347), (4, "addk", 0.1, 1.784), (3, "kn", 1.0, 2.041),
                      (6, "kn", 1.0, 1.539), (7, "mkn", 1.0, 1.517)]
-needs_data = pytest.mark.skipif(DATA is None, reason="Tiny Shakespeare not found in ../shared/data or data/")
 
 
 def tiny_shakespeare_ids() -> np.ndarray:
     """The full text as ids into its sorted character set: (1,115,394,) int64, V = 65."""
-    text = DATA.read_text(encoding="utf-8")
+    text = TINY_SHAKESPEARE.read_text(encoding="utf-8")
     vocab = np.array([ord(ch) for ch in sorted(set(text))])
     ids = np.searchsorted(vocab, np.array([ord(ch) for ch in text]))
     assert (len(ids), len(vocab)) == (1_115_394, 65)
@@ -413,9 +407,9 @@ def tiny_shakespeare_ids() -> np.ndarray:
 
 
 @pytest.mark.slow
-@needs_data
+@needs_tiny_shakespeare
 def test_reference_figures_on_tiny_shakespeare():
-    """Every count-model figure of DESIGN §5 with the NumPy engine (about 2 s)."""
+    """Every count-model figure of docs/DESIGN.md §5 with the NumPy engine (about 2 s)."""
     ids = tiny_shakespeare_ids()
     n_train = 1_003_854
     for order, smoothing, k, figure in REFERENCE_FIGURES:
@@ -427,7 +421,7 @@ def test_reference_figures_on_tiny_shakespeare():
 
 
 @pytest.mark.slow
-@needs_data
+@needs_tiny_shakespeare
 def test_reference_figure_torch_modified_kn():
     """The best count model, 7-gram modified KN, with the torch engine (the rest is parity)."""
     ids = to_torch(tiny_shakespeare_ids())

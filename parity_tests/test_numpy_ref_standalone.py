@@ -1,4 +1,4 @@
-"""numpy_ref must work without torch (DESIGN §1): it is the reference that can be trusted alone.
+"""numpy_ref must work without torch (docs/DESIGN.md §1): it is the reference that can be trusted alone.
 
 Two checks: no source file of numpy_ref imports torch, and every numpy_ref module — found with
 pkgutil, so modules added later are covered too — imports and runs in a Python where

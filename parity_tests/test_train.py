@@ -1,5 +1,5 @@
 """torch_lm/train.py and torch_lm/tensorboard_log.py (side-only): configuration, schedule, the
-DESIGN §4 TensorBoard contract read back from the event files, reproducibility, exact resume
+docs/DESIGN.md §4 TensorBoard contract read back from the event files, reproducibility, exact resume
 after SIGINT, and stopping on a non-finite loss."""
 
 from __future__ import annotations

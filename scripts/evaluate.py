@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Held-out evaluation of a checkpoint (DESIGN §3): a thin wrapper around ``torch_lm.cli.evaluate_main`` (see ``--help``)."""
+"""Held-out evaluation of a checkpoint (docs/DESIGN.md §3): a thin wrapper around ``torch_lm.cli.evaluate_main`` (see ``--help``)."""
 
 import sys
 from pathlib import Path

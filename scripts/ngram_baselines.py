@@ -1,6 +1,6 @@
-"""Count n-gram baselines on Tiny Shakespeare under the held-out protocol (DESIGN §3, §5).
+"""Count n-gram baselines on Tiny Shakespeare under the held-out protocol (docs/DESIGN.md §3, §5).
 
-Without ``--orders``/``--smoothing`` it reproduces the reference table of DESIGN §5 (uniform,
+Without ``--orders``/``--smoothing`` it reproduces the reference table of docs/DESIGN.md §5 (uniform,
 unigram, unsmoothed bigram, add-k 4-gram, Kneser-Ney 3- and 6-gram, modified KN 7-gram); with
 either, it runs every order x smoothing pair asked for. The models live in ``numpy_ref.ngram``
 and ``torch_lm.ngram``; this script only reads the text, splits it and prints the table.
@@ -26,7 +26,7 @@ if str(REPO) not in sys.path:  # run from a clone without `pip install -e .`
 DEFAULT_DATA = REPO / "data" / "tinyshakespeare.txt"
 TRAIN_FRACTION = 0.9
 SMOOTHINGS = ("addk", "kn", "mkn")
-# DESIGN §5: (label, order, smoothing, k, scored on); discount is --discount for every KN row
+# docs/DESIGN.md §5: (label, order, smoothing, k, scored on); discount is --discount for every KN row
 REFERENCE_MODELS = (
     ("unigram, unsmoothed", 1, "addk", 0.0, "val"),
     ("bigram, unsmoothed", 2, "addk", 0.0, "train"),
@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="UTF-8 text file")
     parser.add_argument("--orders", type=_orders, help="comma-separated orders, e.g. 3,5,7 "
-                        "(default with --smoothing: 3,5,7; neither: the DESIGN §5 reference table)")
+                        "(default with --smoothing: 3,5,7; neither: the docs/DESIGN.md §5 reference table)")
     parser.add_argument("--smoothing", type=_smoothings, help="comma-separated, from addk,kn,mkn "
                         "(default with --orders: mkn)")
     parser.add_argument("--k", type=_k, default=0.1, help="add-k pseudo-count (0 = unsmoothed)")

@@ -1,6 +1,6 @@
 """Keep freed memory in the process, so that a training step's fresh tensors do not page-fault.
 
-SIDE-ONLY: this module exists in ``torch_lm`` only (DESIGN §1); it tunes the C allocator of the
+SIDE-ONLY: this module exists in ``torch_lm`` only (docs/DESIGN.md §1); it tunes the C allocator of the
 process that trains.
 
 Every training step allocates and frees the same activation-sized tensors (2 MiB each for the

@@ -1,8 +1,8 @@
 """Speed benchmarks against the machine's own limits: ``python scripts/bench.py [--json] [--quick]``.
 
-SIDE-ONLY: this module exists in ``torch_lm`` only (DESIGN §1); it times both engines.
+SIDE-ONLY: this module exists in ``torch_lm`` only (docs/DESIGN.md §1); it times both engines.
 
-Machines are shared and noisy (DESIGN §5: contention can slow 2-thread ops 10x), so every
+Machines are shared and noisy (docs/DESIGN.md §5: contention can slow 2-thread ops 10x), so every
 verdict is a *ratio of figures measured in the same run*, never an absolute time, and every
 figure is the best of several measurements (the least disturbed one) with its median beside it.
 The sections, in the order they run:
@@ -31,7 +31,7 @@ The sections, in the order they run:
   float32, the two engines taking turns in blocks of steps.
 * **Scaling** — the torch step as the batch, the context and the hidden size double. Doubling
   the context adds a fusion level of 2 when the model fuses (the product must equal the context).
-* **n-gram** — ``numpy_ref.ngram`` fit + held-out scoring (DESIGN §3 protocol), orders 3, 5, 7,
+* **n-gram** — ``numpy_ref.ngram`` fit + held-out scoring (docs/DESIGN.md §3 protocol), orders 3, 5, 7,
   interpolated (``kn``: the target's figure) and modified (``mkn``) Kneser-Ney.
 * **Parity suite** — wall time of ``python -m pytest -q -p no:cacheprovider`` in a subprocess.
 
@@ -76,8 +76,6 @@ from torch_lm.tensorboard_log import TensorBoardLogger
 from torch_lm.train import DTYPES, TrainConfig, lr_at, make_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
-# Development fallback only: the offline copy beside a clone (DESIGN §3).
-SHARED_TEXT = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
 DEFAULT_OUT_DIR = REPO / "reports"
 PIECES = ("sampling", "forward", "backward", "optimiser", "logging")
 COMPARE_BLOCK = 5  # numpy vs torch: timed steps per turn of an engine
@@ -505,14 +503,13 @@ def scaling(plan: BenchPlan, peak_gflops: float) -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 
 def find_text(data: str | os.PathLike | None = None) -> Path | None:
-    """``data`` if given (it must exist), else ``data/tinyshakespeare.txt``, else the shared
-    offline copy beside the clone (development only); None if there is none."""
+    """``data`` if given (it must exist), else ``data/tinyshakespeare.txt``; None if there is none."""
     if data is not None:
         path = Path(data)
         if not path.is_file():
             raise FileNotFoundError(f"--data: no file at {path}")
         return path
-    return next((p for p in (DEFAULT_DATA_PATH, SHARED_TEXT) if p.is_file()), None)
+    return DEFAULT_DATA_PATH if DEFAULT_DATA_PATH.is_file() else None
 
 
 def training_ids(text: str | None, config: ModelConfig, seed: int) -> tuple[torch.Tensor, ModelConfig]:
@@ -527,7 +524,7 @@ def training_ids(text: str | None, config: ModelConfig, seed: int) -> tuple[torc
 
 
 def ngram_timings(text: str, orders: Sequence[int], smoothings: Sequence[str]) -> list[dict]:
-    """``numpy_ref.ngram`` fit on train + held-out score on val (DESIGN §3), timed per
+    """``numpy_ref.ngram`` fit on train + held-out score on val (docs/DESIGN.md §3), timed per
     (smoothing, order)."""
     vocab = CharVocab.from_text(text)
     ids = vocab.encode(text).numpy()

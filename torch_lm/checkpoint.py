@@ -1,6 +1,6 @@
 """Checkpoints: ``last.pt`` / ``best.pt``, written atomically and read with ``weights_only=True``.
 
-SIDE-ONLY: this module exists in ``torch_lm`` only (DESIGN §1).
+SIDE-ONLY: this module exists in ``torch_lm`` only (docs/DESIGN.md §1).
 
 A checkpoint is a dict of plain data and tensors — nothing else — so that it loads with
 ``torch.load(..., weights_only=True)``, which refuses any pickled object that could run code:

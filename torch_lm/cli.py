@@ -1,7 +1,7 @@
-"""Command-line front-ends (DESIGN §6): ``train_main``, ``evaluate_main``, ``generate_main``,
+"""Command-line front-ends (docs/DESIGN.md §6): ``train_main``, ``evaluate_main``, ``generate_main``,
 ``download_main``; ``scripts/*.py`` and the ``torch-lm-*`` console scripts call these.
 
-SIDE-ONLY: this module exists in ``torch_lm`` only (DESIGN §1).
+SIDE-ONLY: this module exists in ``torch_lm`` only (docs/DESIGN.md §1).
 
 Every failure is one line on stderr, ``<prog>: error: <what went wrong and what to do>``, never
 a traceback. Exit codes:
@@ -268,7 +268,7 @@ def model_from_checkpoint(path: str, device: torch.device) -> tuple[NeuralLM, Ch
 def evaluate_parser() -> OneLineParser:
     """The parser of ``evaluate.py``."""
     parser = OneLineParser(prog="evaluate.py",
-                           description="Held-out protocol of DESIGN §3 on a checkpoint: mean "
+                           description="Held-out protocol of docs/DESIGN.md §3 on a checkpoint: mean "
                                        "loss over every val position (nats/char), perplexity, "
                                        "bits per character.")
     parser.add_argument("--checkpoint", required=True, metavar="PATH", help="a last.pt or best.pt")

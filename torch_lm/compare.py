@@ -1,7 +1,7 @@
 """Exercise 3.11 and the neural-bigram mini-project: every model on one held-out protocol, written
 up in ``reports/REPORT.md`` with its figures.
 
-SIDE-ONLY: this module exists in ``torch_lm`` only (DESIGN §1); ``scripts/compare.py`` and the
+SIDE-ONLY: this module exists in ``torch_lm`` only (docs/DESIGN.md §1); ``scripts/compare.py`` and the
 ``torch-lm-compare`` console script call ``main``.
 
 ``python scripts/compare.py --all`` regenerates everything: the context sweep
@@ -10,10 +10,10 @@ the CPU every step is deterministic (seeded training, full-batch count fits, see
 sampling), and the report holds no timings, so the committed report is exactly what the command
 produces; the time taken is printed instead.
 
-Models, each scored with DESIGN §3's protocol on val (``torch_lm.evaluation.heldout``):
+Models, each scored with docs/DESIGN.md §3's protocol on val (``torch_lm.evaluation.heldout``):
 uniform; add-k unigram, bigram and trigram; the neural bigram and trigram (``TableLM`` trained
 on the counts); interpolated Kneser-Ney trigram; modified Kneser-Ney of ``--kn-order`` (7, the
-best count model of DESIGN §5); the trained NeuralLM (``--checkpoint``); and the mixture
+best count model of docs/DESIGN.md §5); the trained NeuralLM (``--checkpoint``); and the mixture
 p = lam p_NeuralLM + (1 - lam) p_KN.
 
 No hyperparameter is tuned on val. Every one that is chosen (add-k's k, the neural tables' L2
@@ -474,11 +474,11 @@ def build_report(ctx: dict) -> str:
     out = ["# torch-lm: every model on the held-out protocol", "",
            f"Regenerate with `{ctx['command']}` (deterministic on the CPU). Text: {len(ctx['data'].text):,} "
            f"characters, sha256 `{ctx['sha256'][:16]}…`, {len(ctx['data'].vocab)}-character vocabulary; "
-           f"train {len(ctx['data'].train):,} / val {len(ctx['data'].val):,} characters (DESIGN §3). "
+           f"train {len(ctx['data'].train):,} / val {len(ctx['data'].val):,} characters (docs/DESIGN.md §3). "
            f"NeuralLM checkpoint: `{ctx['checkpoint']}`.", "",
            "## Summary", "", first, "", second, "",
            "## Perplexity comparison (Exercise 3.11)", "",
-           "Held-out protocol (DESIGN §3): mean −ln p(val[i] | preceding characters) over every one of "
+           "Held-out protocol (docs/DESIGN.md §3): mean −ln p(val[i] | preceding characters) over every one of "
            "the val positions, a model with context C taking the C characters before each one (reaching "
            "back into the end of train for the first ones); perplexity = e^loss, bits/char = loss / ln 2. "
            "Hyperparameters marked *train slice* were chosen on the last 5 % of the train text with the "
@@ -520,8 +520,9 @@ def embedding_lines(out_dir: Path, regenerated: bool) -> list[str]:
                 "(or `python scripts/compare.py --all`)."]
     origin = ("Drawn from the checkpoint's embedding by this run" if regenerated else
               "Found next to the report (not redrawn by this run; `--all` redraws them)")
-    return [f"{origin}: PCA by SVD and an exact t-SNE (`numpy_ref/projection.py`), coloured by vowels, "
-            f"consonants, capitals, digits, punctuation and whitespace.", ""] + [
+    return [f"{origin}: PCA by SVD (`numpy_ref/projection.py`) and scikit-learn's exact t-SNE (PCA start, "
+            f"learning rate \"auto\"; the title gives its final KL and the NumPy reference t-SNE's on the same "
+            f"points), coloured by vowels, consonants, capitals, digits, punctuation and whitespace.", ""] + [
         f"![{name.removesuffix('.png').replace('_', ' ')}]({name})" for name in names]
 
 

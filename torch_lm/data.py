@@ -1,8 +1,8 @@
 """Tiny Shakespeare: locating the text, the character vocabulary, the split, batches, held-out loss.
 
-SIDE-ONLY: this module exists in ``torch_lm`` only (DESIGN §1); ``numpy_ref`` has no data loading.
+SIDE-ONLY: this module exists in ``torch_lm`` only (docs/DESIGN.md §1); ``numpy_ref`` has no data loading.
 
-Where the text comes from (DESIGN §3):
+Where the text comes from (docs/DESIGN.md §3):
 
 1. ``--data PATH`` — any UTF-8 text file, used as given (tests train on small slices this way);
 2. ``data/tinyshakespeare.txt`` in the repository — must match the published sha256;
@@ -281,7 +281,7 @@ def split_ids(ids: torch.Tensor, train_fraction: float = TRAIN_FRACTION
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(train, val)``: the first ``int(train_fraction * N)`` ids and the rest (nanoGPT's split).
 
-    On Tiny Shakespeare: 1,003,854 train and 111,540 val characters (DESIGN §3).
+    On Tiny Shakespeare: 1,003,854 train and 111,540 val characters (docs/DESIGN.md §3).
     """
     if not 0.0 < train_fraction < 1.0:
         raise ValueError(f"split_ids: train_fraction must lie in (0, 1), got {train_fraction!r}")
@@ -390,7 +390,7 @@ class BatchSampler:
 
 
 # ---------------------------------------------------------------------------------------------
-# Held-out evaluation (DESIGN §3)
+# Held-out evaluation (docs/DESIGN.md §3)
 # ---------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -415,7 +415,7 @@ def heldout_loss(model: torch.nn.Module, train_ids: torch.Tensor, val_ids: torch
     """Mean −ln p(val[i] | the ``context`` characters before it) over every val position.
 
     The first ``context`` positions take their context from the end of ``train_ids``, as
-    DESIGN §3 prescribes, so every one of the ``len(val_ids)`` characters is predicted exactly
+    docs/DESIGN.md §3 prescribes, so every one of the ``len(val_ids)`` characters is predicted exactly
     once. The mean is token-weighted (each batch's mean loss times its size, summed in float64),
     computed in eval mode (no dropout) under ``no_grad``. The model's mode is restored afterwards.
     """

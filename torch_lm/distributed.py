@@ -1,7 +1,7 @@
 """Data-parallel training: what ``torchrun`` tells a process, the process group, and the few
 collectives the training loop needs.
 
-SIDE-ONLY: this module exists in ``torch_lm`` only (DESIGN §1).
+SIDE-ONLY: this module exists in ``torch_lm`` only (docs/DESIGN.md §1).
 
 ``torchrun --nproc_per_node=K scripts/train.py ...`` starts K copies of the script with the
 environment variables ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and

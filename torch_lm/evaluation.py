@@ -1,13 +1,13 @@
 """One interface over every character model the reports compare, and what they do with it.
 
-SIDE-ONLY: this module exists in ``torch_lm`` only (DESIGN §1); it evaluates models, it is not one.
+SIDE-ONLY: this module exists in ``torch_lm`` only (docs/DESIGN.md §1); it evaluates models, it is not one.
 
 A ``CharModel`` predicts the next character from its ``context`` previous ones, whatever it is
 inside: a count n-gram (``NGramModel``), any module with NeuralLM's ``forward(idx) -> (logits,
 _)`` (``NeuralModel``: NeuralLM, the neural bigram/trigram), the uniform distribution, or a
 mixture of two models (``MixtureModel``, p = lam p_a + (1 - lam) p_b). On top of that interface:
 
-* ``heldout`` — DESIGN §3's protocol for any of them: mean -ln p over every target position, the
+* ``heldout`` — docs/DESIGN.md §3's protocol for any of them: mean -ln p over every target position, the
   first ones taking their history from the end of the preceding text;
 * ``tune_on_slice`` and ``mixture_weight`` — hyperparameters chosen on a slice of the *train*
   text held out from fitting (``slice_split``), never on val;
@@ -143,7 +143,7 @@ def require_checkpoint(path: str | Path) -> dict:
 # ----------------------------------------------------------------------------- held-out protocol
 def heldout_probs(model: CharModel, history: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """p(targets[i] | the ``context`` characters before it), the first ones reaching into the end
-    of ``history`` (DESIGN §3): history (H >= context,), targets (N,) -> (N,) float64."""
+    of ``history`` (docs/DESIGN.md §3): history (H >= context,), targets (N,) -> (N,) float64."""
     if len(history) < model.context or len(targets) < 1:
         fail("heldout", f"needs at least {model.context} history ids and 1 target, got "
                         f"{len(history)} and {len(targets)}")
@@ -159,7 +159,7 @@ def result_from_probs(probs: torch.Tensor) -> HeldoutResult:
 
 
 def heldout(model: CharModel, history: torch.Tensor, targets: torch.Tensor) -> HeldoutResult:
-    """DESIGN §3's held-out figures of ``model`` on ``targets`` after ``history``."""
+    """docs/DESIGN.md §3's held-out figures of ``model`` on ``targets`` after ``history``."""
     return result_from_probs(heldout_probs(model, history, targets))
 
 

@@ -1,6 +1,6 @@
 """Matplotlib for the report scripts: the Agg backend (no display needed) and reproducible PNGs.
 
-SIDE-ONLY: this module exists in ``torch_lm`` only (DESIGN §1).
+SIDE-ONLY: this module exists in ``torch_lm`` only (docs/DESIGN.md §1).
 
 matplotlib is imported here, once, so that every figure uses the same backend and style.
 """

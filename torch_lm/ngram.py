@@ -229,7 +229,7 @@ class NGramLM:
         return interpolate(self.chain(length), history, ids[start:], self.vocab_size)
 
     def score(self, ids: torch.Tensor, start: int) -> float:
-        """Held-out protocol (DESIGN §3): mean -ln p(ids[i] | ids[i-n+1:i]) over i >= start, nats.
+        """Held-out protocol (docs/DESIGN.md §3): mean -ln p(ids[i] | ids[i-n+1:i]) over i >= start, nats.
 
         ids (T,) = train + val, start = len(train). ``inf`` if a token has probability 0.
         """

@@ -1,7 +1,7 @@
 """Exercise 3.10: held-out perplexity of the NeuralLM against its context length, next to the
 count n-gram with the same context (modified Kneser-Ney of order context + 1).
 
-SIDE-ONLY: this module exists in ``torch_lm`` only (DESIGN §1); ``scripts/sweep_context.py`` and
+SIDE-ONLY: this module exists in ``torch_lm`` only (docs/DESIGN.md §1); ``scripts/sweep_context.py`` and
 the ``torch-lm-sweep`` console script call ``main``.
 
 For every context C (default 1, 2, 4, 8, 16) one NeuralLM is trained with ``torch_lm.train.train``

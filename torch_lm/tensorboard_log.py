@@ -1,6 +1,6 @@
-"""TensorBoard logging: the whole tag contract of DESIGN §4, in one place.
+"""TensorBoard logging: the whole tag contract of docs/DESIGN.md §4, in one place.
 
-SIDE-ONLY: this module exists in ``torch_lm`` only (DESIGN §1).
+SIDE-ONLY: this module exists in ``torch_lm`` only (docs/DESIGN.md §1).
 
 ==========================================================  ==================================
 tag                                                         written by
@@ -129,7 +129,7 @@ def wait_to_sort_after(run_dir: Path, max_wait: float = MAX_EVENT_FILE_WAIT_SECO
 
 
 class TensorBoardLogger:
-    """Writes the DESIGN §4 tags to ``run_dir`` (a no-op when ``enabled`` is False).
+    """Writes the docs/DESIGN.md §4 tags to ``run_dir`` (a no-op when ``enabled`` is False).
 
     ``purge_step``: when resuming, events at steps >= ``purge_step`` left by the interrupted
     run are hidden by TensorBoard (and dropped from ``metrics.jsonl``), so the resumed curve

@@ -1,6 +1,6 @@
 """Training the NeuralLM on a character text: ``TrainConfig`` and ``train``.
 
-SIDE-ONLY: this module exists in ``torch_lm`` only (DESIGN §1).
+SIDE-ONLY: this module exists in ``torch_lm`` only (docs/DESIGN.md §1).
 
 One optimizer step::
 
