@@ -54,8 +54,15 @@ from numpy_ref.embedding import embedding_backward, embedding_forward
 from numpy_ref.init import xavier_normal
 from numpy_ref.linear import linear_backward, linear_forward
 from numpy_ref.neural_lm import OUTPUT_INIT_SCALE
-from numpy_ref.validation import (check_float_dtype, check_index_range, check_integer_dtype,
-                                  check_ndim, check_positive_int, check_same_shape, fail)
+from numpy_ref.validation import (
+    check_float_dtype,
+    check_index_range,
+    check_integer_dtype,
+    check_ndim,
+    check_positive_int,
+    check_same_shape,
+    fail,
+)
 
 # The table form allocates V**C x V logits: refuse sizes that would not fit comfortably in memory
 # (65**3 x 65 = 17.9M entries is allowed, 65**4 x 65 is not); the factored form has no such table.

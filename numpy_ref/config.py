@@ -92,7 +92,7 @@ class ModelConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         """Inverse of ``to_dict``; unknown keys are an error, so a stale checkpoint says so."""
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(d) - known)

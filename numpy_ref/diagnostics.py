@@ -18,8 +18,7 @@ import math
 import numpy as np
 
 from numpy_ref.config import ModelConfig
-from numpy_ref.neural_lm import (hidden_activations, layer_names, layer_shapes, neural_lm_backward,
-                                 neural_lm_forward)
+from numpy_ref.neural_lm import hidden_activations, layer_names, layer_shapes, neural_lm_backward, neural_lm_forward
 from numpy_ref.validation import fail
 
 # A tanh unit with |a| above this passes less than 1 - 0.97² ≈ 6 % of its gradient: saturated.

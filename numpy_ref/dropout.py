@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from numpy_ref.validation import (check_bool_dtype, check_float_dtype, check_probability, check_same_shape,
-                                  fail)
+from numpy_ref.validation import check_bool_dtype, check_float_dtype, check_probability, check_same_shape, fail
 
 
 def make_keep_mask(shape: tuple[int, ...], p: float, rng: np.random.Generator) -> np.ndarray:

@@ -10,7 +10,7 @@ The torch side needs no twin; its tests call ``torch.autograd.gradcheck``.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

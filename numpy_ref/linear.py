@@ -11,8 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from numpy_ref.validation import (check_dim_matches, check_float_dtype, check_ndim, check_nonempty_last_axis,
-                                  check_same_dtype, check_same_shape)
+from numpy_ref.validation import (
+    check_dim_matches,
+    check_float_dtype,
+    check_ndim,
+    check_nonempty_last_axis,
+    check_same_dtype,
+    check_same_shape,
+)
 
 
 def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None):

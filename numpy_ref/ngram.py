@@ -49,13 +49,12 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
-from numpy_ref.validation import (check_index_range, check_integer_dtype, check_ndim,
-                                  check_positive_int, fail)
+from numpy_ref.validation import check_index_range, check_integer_dtype, check_ndim, check_positive_int, fail
 
 SMOOTHINGS = ("addk", "kn", "mkn")
 DEFAULT_K = 1.0
@@ -281,7 +280,7 @@ class NGramLM:
 
     @classmethod
     def fit(cls, train_ids, order: int, vocab_size: int, smoothing: str = "kn",
-            k: float = DEFAULT_K, discount: float = DEFAULT_DISCOUNT) -> "NGramLM":
+            k: float = DEFAULT_K, discount: float = DEFAULT_DISCOUNT) -> NGramLM:
         """Count the n-grams of train_ids (T,) int and build the smoothed model.
 
         ``k`` is used by ``addk`` only; ``discount`` by ``kn`` and as the ``mkn`` fallback.

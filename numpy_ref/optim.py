@@ -30,7 +30,11 @@ from collections.abc import Collection, Mapping
 import numpy as np
 
 from numpy_ref.validation import (
-    check_nonnegative_float, check_positive_float, check_positive_int, check_probability, fail,
+    check_nonnegative_float,
+    check_positive_float,
+    check_positive_int,
+    check_probability,
+    fail,
 )
 
 Params = dict[str, np.ndarray]

@@ -12,7 +12,7 @@ but a seed (no data files): contexts are uniform random ids and each target is d
 random distribution over the next id given the context's last id. The model can learn it, so the
 loss falls and the parameters really move, as in training.
 
-Twin: ``torch_lm/trajectory.py`` (the same loop with autograd and ``torch.optim``, and the
+Twin: ``torch_lm/training/trajectory.py`` (the same loop through the trainer's own step, and the
 comparison); proof: ``parity_tests/test_trajectory.py``.
 """
 
@@ -27,7 +27,11 @@ from numpy_ref.dropout import make_keep_mask
 from numpy_ref.neural_lm import hidden_layer_names, neural_lm_backward, neural_lm_forward
 from numpy_ref.optim import SGD, AdamW, clip_grad_norm, no_decay_keys, warmup_cosine_lr
 from numpy_ref.validation import (
-    check_nonnegative_float, check_positive_float, check_positive_int, check_probability, fail,
+    check_nonnegative_float,
+    check_positive_float,
+    check_positive_int,
+    check_probability,
+    fail,
 )
 
 OPTIMIZERS = ("adamw", "sgd")

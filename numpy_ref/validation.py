@@ -10,7 +10,7 @@ argument and what was seen.
 from __future__ import annotations
 
 import numbers
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def fail(where: str, message: str) -> None:

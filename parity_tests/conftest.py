@@ -6,13 +6,13 @@ Tolerances follow docs/DESIGN.md §2: ``torch.testing.assert_close`` defaults fo
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import pytest
 import torch
 
-from torch_lm.data import DEFAULT_DATA_PATH
+from torch_lm.training.data import DEFAULT_DATA_PATH
 
 # The tests that need Tiny Shakespeare find it where the project does (data/), and say how to put
 # it there when it is absent; the rest of the suite runs without it.

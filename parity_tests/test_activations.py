@@ -10,8 +10,16 @@ from conftest import assert_close, to_torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from numpy_ref.activations import (activation_backward, activation_forward, relu_backward, relu_derivative,
-                                   relu_forward, tanh_backward, tanh_derivative, tanh_forward)
+from numpy_ref.activations import (
+    activation_backward,
+    activation_forward,
+    relu_backward,
+    relu_derivative,
+    relu_forward,
+    tanh_backward,
+    tanh_derivative,
+    tanh_forward,
+)
 from numpy_ref.gradcheck import numerical_gradient_array, rel_error
 from torch_lm.activations import ReLU, Tanh, make_activation, relu, tanh
 

@@ -19,9 +19,17 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from numpy_ref.bigram import (count_cross_entropy, count_mle_loss, count_table,
-                              factored_lm_backward, factored_lm_forward, init_factored_params,
-                              init_table_params, table_lm_backward, table_lm_forward)
+from numpy_ref.bigram import (
+    count_cross_entropy,
+    count_mle_loss,
+    count_table,
+    factored_lm_backward,
+    factored_lm_forward,
+    init_factored_params,
+    init_table_params,
+    table_lm_backward,
+    table_lm_forward,
+)
 from numpy_ref.cross_entropy import cross_entropy
 from numpy_ref.gradcheck import numerical_gradient, rel_error
 from numpy_ref.ngram import NGramLM

@@ -18,7 +18,6 @@ from numpy_ref.neural_lm import hidden_activations, init_params, neural_lm_backw
 from parity_tests.conftest import assert_close, to_torch
 from torch_lm.neural_lm import NeuralLM
 
-
 CONFIGS = {
     "fusion222-tanh-norm-1block": ModelConfig(vocab_size=9, context=8, embed_dim=3, hidden_dim=12,
                                               fusion=(2, 2, 2), norm=True, n_blocks=1),

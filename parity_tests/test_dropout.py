@@ -15,8 +15,7 @@ from hypothesis import strategies as st
 
 from numpy_ref.dropout import dropout_backward, dropout_forward, make_keep_mask
 from numpy_ref.gradcheck import numerical_gradient_array, rel_error
-from torch_lm.dropout import Dropout
-from torch_lm.dropout import keep_threshold
+from torch_lm.dropout import Dropout, keep_threshold
 from torch_lm.dropout import make_keep_mask as torch_keep_mask
 
 # `dtypes` is a constant pair per test, so reusing it across hypothesis examples is safe.

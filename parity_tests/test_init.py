@@ -9,8 +9,8 @@ The matrices are non-square, so mixing up fan_in and fan_out moves the std by fa
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pytest

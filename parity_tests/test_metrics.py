@@ -157,4 +157,4 @@ def test_running_mean_of_nothing_raises(running_mean):
     running = running_mean()
     running.update(0.0, 0)
     with pytest.raises(ValueError, match=r"RunningMean.mean: no tokens seen yet"):
-        running.mean
+        _ = running.mean

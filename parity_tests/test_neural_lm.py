@@ -3,7 +3,7 @@
 Logits, loss and every parameter gradient agree over the architecture family (flat, fusion,
 residual blocks, LayerNorm, tanh/ReLU, dropout with shared masks), in float64 and float32; the
 NumPy backward matches central differences and the torch module passes ``gradcheck``; the
-initialisation gives a loss of ~ln V; ``generate`` is reproducible and follows its prompt rule;
+initialisation gives a loss of ~ln V;
 both engines reject the same bad inputs.
 """
 
@@ -21,10 +21,16 @@ from numpy_ref.config import ModelConfig
 from numpy_ref.dropout import make_keep_mask
 from numpy_ref.gradcheck import numerical_gradient, rel_error
 from numpy_ref.init import he_std, xavier_std
-from numpy_ref.neural_lm import (OUTPUT_INIT_SCALE, hidden_preactivations, init_params, layer_shapes,
-                                 neural_lm_backward, neural_lm_forward)
+from numpy_ref.neural_lm import (
+    OUTPUT_INIT_SCALE,
+    hidden_preactivations,
+    init_params,
+    layer_shapes,
+    neural_lm_backward,
+    neural_lm_forward,
+)
 from parity_tests.conftest import assert_close, grads_to_numpy, state_dict_to_numpy, to_torch
-from torch_lm.neural_lm import PAD_ID, NeuralLM
+from torch_lm.neural_lm import NeuralLM
 
 
 def tiny(**overrides) -> ModelConfig:
@@ -227,77 +233,6 @@ def test_initialisation_statistics_and_initial_loss_near_ln_v(config):
                 assert np.all(p == (1.0 if key.endswith("norm.weight") else 0.0)), (engine, key)
         _, loss, _ = neural_lm_forward(params, idx, config, targets)
         assert abs(float(loss) - math.log(config.vocab_size)) < 0.05, engine
-
-
-# ----------------------------------------------------------------------------- generate
-@pytest.fixture
-def generator_model() -> NeuralLM:
-    config = ModelConfig(vocab_size=11, context=4, embed_dim=5, hidden_dim=16, fusion=(2, 2), norm=False, dropout=0.0)
-    model = NeuralLM(config)
-    model.reset_parameters(torch.Generator().manual_seed(3))
-    with torch.no_grad():
-        model.output.weight.mul_(1 / OUTPUT_INIT_SCALE)  # a less flat model: greedy != sampled
-    return model
-
-
-def sample(model, prompt, n=20, seed=0, **kwargs):
-    return model.generate(prompt, n, generator=torch.Generator().manual_seed(seed), **kwargs)
-
-
-def test_generate_is_reproducible_in_range_and_keeps_the_prompt(generator_model):
-    prompt = torch.tensor([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]])
-    out = sample(generator_model, prompt)
-    assert out.shape == (2, 25) and out.dtype == torch.long
-    assert torch.equal(out[:, :5], prompt)
-    assert out.min() >= 0 and out.max() < 11
-    assert torch.equal(out, sample(generator_model, prompt))
-    assert not torch.equal(out, sample(generator_model, prompt, seed=1))
-
-
-def greedy(model, prompt, n):
-    """Reference greedy decoding: argmax of the logits of the last `context` ids, n times."""
-    seq = prompt
-    for _ in range(n):
-        seq = torch.cat([seq, model(seq[:, -model.config.context:])[0].argmax(-1, keepdim=True)], dim=1)
-    return seq
-
-
-@pytest.mark.parametrize("kwargs", [{"temperature": 1e-4}, {"top_k": 1}], ids=["cold", "top1"])
-def test_cold_or_top1_sampling_is_greedy_argmax(generator_model, kwargs):
-    prompt = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8], [0, 0, 9, 9]])
-    with torch.no_grad():
-        expected = greedy(generator_model, prompt, 20)
-    assert torch.equal(sample(generator_model, prompt, **kwargs), expected)
-    assert not torch.equal(sample(generator_model, prompt), expected)     # T = 1 does sample
-
-
-def test_short_prompt_is_left_padded_with_pad_id(generator_model):
-    short = torch.tensor([[3, 9]])
-    padded = torch.tensor([[PAD_ID, PAD_ID, 3, 9]])
-    assert torch.equal(sample(generator_model, short), sample(generator_model, padded)[:, 2:])
-    assert sample(generator_model, torch.zeros(2, 0, dtype=torch.long)).shape == (2, 20)
-
-
-def test_generate_runs_in_eval_mode_and_restores_training(generator_model):
-    model = NeuralLM(dataclasses.replace(generator_model.config, dropout=0.5))
-    model.load_state_dict(generator_model.state_dict())
-    model.train()
-    prompt = torch.tensor([[1, 2, 3, 4]])
-    assert torch.equal(sample(model, prompt, temperature=1e-4), sample(generator_model, prompt, temperature=1e-4))
-    assert model.training
-
-
-@pytest.mark.parametrize("prompt, n, kwargs, message", [
-    (torch.tensor([[1.0, 2.0]]), 3, {}, "idx must hold integers"),
-    (torch.tensor([1, 2]), 3, {}, "idx must be 2-D"),
-    (torch.tensor([[11, 1, 2, 3, 4, 5]]), 3, {}, r"idx must lie in \[0, 11\)"),   # outside the last context
-    (torch.tensor([[1, 2]]), 0, {}, "max_new_tokens"),
-    (torch.tensor([[1, 2]]), 3, {"top_k": 0}, "top_k"),
-    (torch.tensor([[1, 2]]), 3, {"temperature": 0.0}, "temperature"),
-])
-def test_generate_rejects_bad_arguments(generator_model, prompt, n, kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        generator_model.generate(prompt, n, **kwargs)
 
 
 # ----------------------------------------------------------------------------- bad input

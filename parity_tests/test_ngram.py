@@ -6,13 +6,8 @@ are the arithmetic the expected values come from.
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
-import json
 import math
-import os
-import subprocess
-import sys
 from collections import Counter
 from fractions import Fraction as F
 from pathlib import Path
@@ -20,13 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import TINY_SHAKESPEARE, assert_close, needs_tiny_shakespeare, to_torch
+
 from numpy_ref import ngram as ref
 from torch_lm import ngram as tlm
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "scripts" / "ngram_baselines.py"
 # (label, smoothing, k, discount) covering every smoothing, and add-k both unsmoothed and smoothed
 SETTINGS = [("mle", "addk", 0.0, 0.75), ("addk", "addk", 0.3, 0.75), ("kn", "kn", 1.0, 0.6),
             ("mkn", "mkn", 1.0, 0.75)]
@@ -338,56 +332,6 @@ def test_bad_ids_arrays(engine, convert):
         model.sample(3, None, prompt=convert(np.array([7])))
     with pytest.raises(ValueError, match="length"):
         model.sample(0, None)
-
-
-# ------------------------------------------------------------------ the script
-
-def run_script_main(argv: list[str]):
-    """scripts/ngram_baselines.py's main, in this process (it is not a package module)."""
-    spec = importlib.util.spec_from_file_location("ngram_baselines", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main(argv)
-
-
-@pytest.fixture
-def tiny_text(tmp_path) -> Path:
-    path = tmp_path / "tiny.txt"
-    path.write_text("to be, or not to be: that is the question.\n" * 20, encoding="utf-8")
-    return path
-
-
-def test_script_table_matches_library(tiny_text, capsys):
-    run_script_main(["--data", str(tiny_text), "--orders", "1,3", "--smoothing", "kn,addk", "--k", "0.5",
-                     "--json"])
-    rows = json.loads(capsys.readouterr().out)
-    ids = np.array([ord(ch) for ch in tiny_text.read_text()])
-    ids = np.searchsorted(np.unique(ids), ids)
-    vocab_size, n_train = int(ids.max()) + 1, int(0.9 * len(ids))
-    assert rows[0]["model"] == "uniform" and math.isclose(rows[0]["loss"], math.log(vocab_size))
-    got = {(r["smoothing"], r["order"]): r["loss"] for r in rows[1:]}
-    for smoothing, order in itertools.product(["kn", "addk"], [1, 3]):
-        model = ref.NGramLM.fit(ids[:n_train], order, vocab_size, smoothing, k=0.5)
-        assert math.isclose(got[smoothing, order], model.score(ids, n_train))
-
-
-@pytest.mark.parametrize("argv", [["--orders", "0"], ["--orders", "2,x"], ["--smoothing", "kn,foo"],
-                                  ["--k", "-1"], ["--k", "nan"], ["--discount", "1"],
-                                  ["--threads", "0"], ["--orders", "16"]])  # 16: V**16 overflows int64
-def test_script_rejects_bad_values(argv, tiny_text, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        run_script_main(["--data", str(tiny_text), *argv])
-    assert exit_info.value.code == 2
-    assert ": error: " in capsys.readouterr().err.strip().splitlines()[-1]
-
-
-def test_script_exit_codes_as_a_process(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    missing = subprocess.run([sys.executable, str(SCRIPT), "--data", str(tmp_path / "none.txt")],
-                             capture_output=True, text=True, env=env)
-    assert missing.returncode == 2 and "--data" in missing.stderr.splitlines()[-1]
-    helped = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, env=env)
-    assert helped.returncode == 0 and "--smoothing" in helped.stdout
 
 
 # ------------------------------------------------------------------ reference figures (full data)

@@ -10,8 +10,16 @@ import pytest
 from sklearn import manifold
 
 from numpy_ref.gradcheck import numerical_gradient, rel_error
-from numpy_ref.projection import (auto_learning_rate, conditional_probabilities, joint_probabilities,
-                                  kl_and_gradient, pca, pca_initialisation, squared_distances, tsne)
+from numpy_ref.projection import (
+    auto_learning_rate,
+    conditional_probabilities,
+    joint_probabilities,
+    kl_and_gradient,
+    pca,
+    pca_initialisation,
+    squared_distances,
+    tsne,
+)
 
 # The NumPy t-SNE and scikit-learn's exact t-SNE follow the same schedule but round differently
 # (scikit-learn computes P in float32), and t-SNE is chaotic: the two land in different local

@@ -1,7 +1,7 @@
 """Trajectory parity: whole training runs of numpy_ref and torch_lm agree step by step.
 
 30 steps of the small config (fusion levels, LayerNorm, a residual block), both optimisers, with
-and without dropout; float64 to 1e-10 relative, float32 to ``torch_lm.trajectory.tolerance``.
+and without dropout; float64 to 1e-10 relative, float32 to ``torch_lm.training.trajectory.tolerance``.
 Also: the run's inputs are deterministic, a real difference is caught, and the script's exit codes.
 """
 
@@ -18,8 +18,9 @@ import pytest
 
 from numpy_ref import trajectory as numpy_trajectory
 from numpy_ref.trajectory import TrajectoryConfig
-from torch_lm import trajectory
-from torch_lm.trajectory import main, model_config_named, run_parity, tolerance
+from torch_lm.cli.trajectory_parity import main
+from torch_lm.training import trajectory
+from torch_lm.training.trajectory import model_config_named, run_parity, tolerance
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "trajectory_parity.py"
 STEPS = 30

@@ -1,5 +1,8 @@
 #!/usr/bin/env python
-"""Put Tiny Shakespeare into data/ with sha256 verification: a thin wrapper around ``torch_lm.cli.download_main`` (see ``--help``)."""
+"""Put Tiny Shakespeare into data/, sha256-verified.
+
+Runs ``torch_lm.cli.download_data.main`` (see ``--help``); also installed as ``torch-lm-download-data``.
+"""
 
 import sys
 from pathlib import Path
@@ -7,7 +10,7 @@ from pathlib import Path
 # Run from a checkout without installing: make the repository root importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from torch_lm.cli import download_main  # noqa: E402  (after the path fix above)
+from torch_lm.cli.download_data import main  # noqa: E402  (after the path fix above)
 
 if __name__ == "__main__":
-    sys.exit(download_main())
+    sys.exit(main())

@@ -1,5 +1,8 @@
 #!/usr/bin/env python
-"""Held-out evaluation of a checkpoint (docs/DESIGN.md §3): a thin wrapper around ``torch_lm.cli.evaluate_main`` (see ``--help``)."""
+"""The held-out protocol on a checkpoint.
+
+Runs ``torch_lm.cli.evaluate.main`` (see ``--help``); also installed as ``torch-lm-evaluate``.
+"""
 
 import sys
 from pathlib import Path
@@ -7,7 +10,7 @@ from pathlib import Path
 # Run from a checkout without installing: make the repository root importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from torch_lm.cli import evaluate_main  # noqa: E402  (after the path fix above)
+from torch_lm.cli.evaluate import main  # noqa: E402  (after the path fix above)
 
 if __name__ == "__main__":
-    sys.exit(evaluate_main())
+    sys.exit(main())

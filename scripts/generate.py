@@ -1,5 +1,8 @@
 #!/usr/bin/env python
-"""Sample text from a checkpoint: a thin wrapper around ``torch_lm.cli.generate_main`` (see ``--help``)."""
+"""Sample text from a checkpoint.
+
+Runs ``torch_lm.cli.generate.main`` (see ``--help``); also installed as ``torch-lm-generate``.
+"""
 
 import sys
 from pathlib import Path
@@ -7,7 +10,7 @@ from pathlib import Path
 # Run from a checkout without installing: make the repository root importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from torch_lm.cli import generate_main  # noqa: E402  (after the path fix above)
+from torch_lm.cli.generate import main  # noqa: E402  (after the path fix above)
 
 if __name__ == "__main__":
-    sys.exit(generate_main())
+    sys.exit(main())

@@ -1,5 +1,8 @@
 #!/usr/bin/env python
-"""Train the character NeuralLM: a thin wrapper around ``torch_lm.cli.train_main`` (see ``--help``)."""
+"""Train the character NeuralLM.
+
+Runs ``torch_lm.cli.train.main`` (see ``--help``); also installed as ``torch-lm-train``.
+"""
 
 import sys
 from pathlib import Path
@@ -7,7 +10,7 @@ from pathlib import Path
 # Run from a checkout without installing: make the repository root importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from torch_lm.cli import train_main  # noqa: E402  (after the path fix above)
+from torch_lm.cli.train import main  # noqa: E402  (after the path fix above)
 
 if __name__ == "__main__":
-    sys.exit(train_main())
+    sys.exit(main())

@@ -7,7 +7,7 @@ converges to the count model's maximum-likelihood estimate, and why the factored
 represent it too once E >= V - 1.
 
 Both modules share NeuralLM's signature ``forward(idx (B, C), targets (B,) | None) ->
-(logits (B, V), loss)``, so ``torch_lm.data.heldout_loss`` and the comparison scripts treat
+(logits (B, V), loss)``, so ``torch_lm.training.heldout.heldout_loss`` and the comparison scripts treat
 them like any other model. ``fit_counts`` trains them with **the count trick**: the training
 loss over the whole train text equals the count-weighted cross-entropy over its K distinct
 contexts (``count_cross_entropy``), so every step is exact full-batch gradient descent at the
@@ -24,12 +24,17 @@ import math
 import torch
 from torch import nn
 
-from numpy_ref.bigram import (check_context_idx, check_counts_args, check_counts_values,
-                              table_rows)
+from numpy_ref.bigram import check_context_idx, check_counts_args, check_counts_values, table_rows
 from numpy_ref.neural_lm import OUTPUT_INIT_SCALE
-from numpy_ref.validation import (check_index_range, check_integer_dtype, check_ndim,
-                                  check_nonnegative_float, check_positive_float,
-                                  check_positive_int, fail)
+from numpy_ref.validation import (
+    check_index_range,
+    check_integer_dtype,
+    check_ndim,
+    check_nonnegative_float,
+    check_positive_float,
+    check_positive_int,
+    fail,
+)
 from torch_lm._checks import check_ids_in_range, is_integer_dtype
 from torch_lm.cross_entropy import cross_entropy, log_softmax
 from torch_lm.embedding import Embedding

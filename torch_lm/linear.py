@@ -12,8 +12,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from numpy_ref.validation import (check_dim_matches, check_float_dtype, check_nonempty_last_axis,
-                                  check_positive_int, check_same_dtype, fail)
+from numpy_ref.validation import (
+    check_dim_matches,
+    check_float_dtype,
+    check_nonempty_last_axis,
+    check_positive_int,
+    check_same_dtype,
+    fail,
+)
 from torch_lm.init import INITIALIZERS
 
 

@@ -16,24 +16,30 @@ Twin: ``numpy_ref/neural_lm.py``; proof: ``parity_tests/test_neural_lm.py``.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn
 
 from numpy_ref.config import ModelConfig
-from numpy_ref.neural_lm import (OUTPUT_INIT_SCALE, check_idx, check_mask_names, check_targets,
-                                 hidden_fan_ins, hidden_layer_names, layer_names)
-from numpy_ref.validation import check_integer_dtype, check_ndim, check_positive_int
-from torch_lm._checks import check_ids_in_range, is_integer_dtype
+from numpy_ref.neural_lm import (
+    OUTPUT_INIT_SCALE,
+    check_idx,
+    check_mask_names,
+    check_targets,
+    hidden_fan_ins,
+    hidden_layer_names,
+    layer_names,
+)
+from torch_lm._checks import is_integer_dtype
 from torch_lm.activations import make_activation
-from torch_lm.cross_entropy import cross_entropy, softmax
+from torch_lm.cross_entropy import cross_entropy
 from torch_lm.dropout import Dropout
 from torch_lm.embedding import Embedding
 from torch_lm.layernorm import LayerNorm
 from torch_lm.linear import Linear
 
-# generate() left-pads prompts shorter than the context with this id. Ids index the sorted
+# Sampling (torch_lm.training.sampling) left-pads prompts shorter than the context with this id. Ids index the sorted
 # character vocabulary, where id 0 of Tiny Shakespeare is "\n": a short prompt then reads as
 # the start of a new line, which is where such prompts ("ROMEO:") occur in the text.
 PAD_ID = 0
@@ -159,46 +165,3 @@ class NeuralLM(nn.Module):
         finally:
             for handle in handles:
                 handle.remove()
-
-    # ------------------------------------------------------------------------- sampling
-    @torch.no_grad()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Sample ``max_new_tokens`` ids after the prompt, one at a time.
-
-        idx (B, t) integer prompt ids, any t >= 0 -> (B, t + max_new_tokens), the prompt first.
-        Each step conditions on the last ``context`` ids; a prompt shorter than the context is
-        left-padded with ``PAD_ID`` (not returned). Sampling is from softmax(logits / temperature)
-        restricted to the ``top_k`` largest logits when given; a very low temperature approaches
-        greedy argmax. ``generator`` must live on the model's device. Runs in eval mode (no
-        dropout) and restores the previous mode.
-        """
-        where = "NeuralLM.generate"
-        check_integer_dtype(where, "idx", is_integer_dtype(idx.dtype), idx.dtype)
-        check_ndim(where, "idx", tuple(idx.shape), (2,))
-        check_positive_int(where, "max_new_tokens", max_new_tokens)
-        if top_k is not None:
-            check_positive_int(where, "top_k", top_k)
-        check_ids_in_range(where, "idx", idx, self.config.vocab_size)  # all, not just the last `context`
-        C, B = self.config.context, idx.shape[0]
-        pad = torch.full((B, C), PAD_ID, dtype=torch.long, device=idx.device)
-        seq = torch.cat([pad, idx.long()], dim=1)                            # (B, C + t)
-        was_training = self.training
-        self.eval()
-        try:
-            for _ in range(max_new_tokens):
-                logits, _ = self(seq[:, -C:])                                # (B, V)
-                probs = softmax(_keep_top_k(logits, top_k), temperature)     # (B, V)
-                next_id = torch.multinomial(probs, 1, generator=generator)   # (B, 1)
-                seq = torch.cat([seq, next_id], dim=1)                       # (B, C + t + 1)
-        finally:
-            self.train(was_training)
-        return seq[:, C:]                                                    # (B, t + max_new_tokens)
-
-
-def _keep_top_k(logits: torch.Tensor, k: int | None) -> torch.Tensor:
-    """Set every logit below the k-th largest of its row to -inf (softmax gives it 0)."""
-    if k is None or k >= logits.shape[-1]:
-        return logits
-    kth = torch.topk(logits, k, dim=-1).values[:, -1:]                      # (B, 1)
-    return logits.masked_fill(logits < kth, float("-inf"))

@@ -10,15 +10,13 @@ Probabilities are float64.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
-from numpy_ref.ngram import (DEFAULT_DISCOUNT, DEFAULT_K, check_fit_args, check_start,
-                             level_discounts)
-from numpy_ref.validation import (check_index_range, check_integer_dtype, check_ndim,
-                                  check_positive_int, fail)
+from numpy_ref.ngram import DEFAULT_DISCOUNT, DEFAULT_K, check_fit_args, check_start, level_discounts
+from numpy_ref.validation import check_index_range, check_integer_dtype, check_ndim, check_positive_int, fail
 
 _INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
@@ -176,7 +174,7 @@ class NGramLM:
 
     @classmethod
     def fit(cls, train_ids: torch.Tensor, order: int, vocab_size: int, smoothing: str = "kn",
-            k: float = DEFAULT_K, discount: float = DEFAULT_DISCOUNT) -> "NGramLM":
+            k: float = DEFAULT_K, discount: float = DEFAULT_DISCOUNT) -> NGramLM:
         """Count the n-grams of train_ids (T,) int (on its device) and build the smoothed model.
 
         ``k`` is used by ``addk`` only; ``discount`` by ``kn`` and as the ``mkn`` fallback.

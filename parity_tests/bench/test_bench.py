@@ -1,0 +1,142 @@
+"""The benchmark (``torch_lm/bench``, ``scripts/bench.py``) smoke tests: tiny sizes, the JSON and
+report contract, FLOP counting.
+
+No timing is asserted here: speed is judged by the figures the benchmark prints, as ratios
+within one run (docs/DESIGN.md §5), never by a timed unit test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from dataclasses import replace
+
+import pytest
+
+from numpy_ref.config import ModelConfig
+from torch_lm.bench import engines, markdown, run, timing
+from torch_lm.bench import plan as bench_plan
+from torch_lm.cli import bench as bench_cli
+from torch_lm.training.config import TrainConfig
+
+# The --json contract: the last line holds at least these keys.
+REQUIRED_KEYS = {"gemm_peak_gflops", "train_gflops", "train_to_peak_ratio", "tokens_per_sec",
+                 "sampling_share", "logging_share", "numpy_over_torch_float64",
+                 "numpy_over_torch_float32", "kn7_fit_score_s", "parity_suite_s", "threads",
+                 "loadavg_start", "loadavg_end"}
+
+
+def tiny_plan() -> bench_plan.BenchPlan:
+    """Every section at toy size."""
+    return bench_plan.BenchPlan(ModelConfig(context=4, embed_dim=3, hidden_dim=8, fusion=(2, 2)),
+                           TrainConfig(batch_size=8, log_interval=2), gemm_sizes=(16, 32), windows=2,
+                           compare_steps=2, scaling_steps=2, ngram_orders=(2, 7), run_suite=False)
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    """One ``bench.py --json`` run on a tiny text and plan: (stdout lines, out dir, text)."""
+    tmp = tmp_path_factory.mktemp("bench")
+    text = tmp / "tiny.txt"
+    text.write_text("to be, or not to be: that is the question.\n" * 30, encoding="utf-8")
+    out_dir = tmp / "reports"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = bench_cli.main(["--json", "--skip-suite", "--data", str(text), "--out-dir", str(out_dir)],
+                          plan=tiny_plan())
+    assert code == 0
+    return stdout.getvalue().strip().splitlines(), out_dir, text.read_text()
+
+
+def test_json_last_line_and_reports(bench_run):
+    lines, out_dir, text = bench_run
+    summary = json.loads(lines[-1])
+    assert REQUIRED_KEYS <= set(summary)
+    assert summary["parity_suite_s"] is None            # --skip-suite (and the plan) skip it
+    assert summary["kn7_fit_score_s"] > 0                # order 7 ran on the given text
+    assert summary["threads"] >= 1 and len(summary["loadavg_start"]) == 3
+    shares = [summary[f"{piece}_share"] for piece in bench_plan.PIECES]
+    assert sum(shares) == pytest.approx(1.0) and min(shares) >= 0
+    assert set(summary["targets"]) == set(bench_plan.TARGETS)
+
+    full = json.loads((out_dir / "bench.json").read_text())
+    assert full["summary"] == summary
+    assert [row["row"] for row in full["scaling"]] == ["base", "2x batch", "2x context", "2x hidden"]
+    assert [(r["smoothing"], r["order"]) for r in full["ngram"]] == [("kn", 2), ("kn", 7),
+                                                                      ("mkn", 2), ("mkn", 7)]
+    assert set(full["numpy_vs_torch"]) == {"float64", "float32"}
+    assert full["plan"]["model"]["vocab_size"] == len(set(text))
+    report = (out_dir / "BENCH.md").read_text()
+    assert report.startswith("# Benchmarks")
+    for heading in ("## Targets", "## Step split", "## NumPy reference vs torch", "## Scaling",
+                    "## n-gram", "## Parity suite"):
+        assert heading in report
+    assert report.rstrip().endswith(markdown.NOTES_MARKER)
+
+
+def test_rewriting_the_report_keeps_the_notes(bench_run, tmp_path):
+    _, out_dir, _ = bench_run
+    results = json.loads((out_dir / "bench.json").read_text())
+    md = tmp_path / "BENCH.md"
+    md.write_text("# old generated part\n" + markdown.NOTES_MARKER + "\n## Before/after\nhand-written\n")
+    markdown.write_reports(results, tmp_path, "python scripts/bench.py")
+    text = md.read_text()
+    assert text.startswith("# Benchmarks") and "# old generated part" not in text
+    assert text.endswith(markdown.NOTES_MARKER + "\n## Before/after\nhand-written\n")
+
+
+def test_without_text_the_ngram_figures_are_missing_not_failed(bench_run):
+    _, out_dir, _ = bench_run
+    results = json.loads((out_dir / "bench.json").read_text()) | {"ngram": None}
+    summary = run.summarize(results)
+    assert summary["kn7_fit_score_s"] is None
+    assert summary["targets"]["7-gram KN fit + held-out scoring (s)"]["met"] is None
+    ids, config = run.training_ids(None, ModelConfig(), seed=0)   # batches from random ids
+    assert len(ids) == 1_003_854 and int(ids.max()) < config.vocab_size == ModelConfig().vocab_size
+
+
+def test_missing_data_file_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench_cli.main(["--data", str(tmp_path / "absent.txt"), "--skip-suite"])
+    assert exit_info.value.code == 2
+    assert "absent.txt" in capsys.readouterr().err
+
+
+def test_matmul_flops_counts_three_times_every_linear_forward():
+    # flat default-like model: (512 x 192) @ (192 x 512) and (512 x 512) @ (512 x 65)
+    config = ModelConfig(vocab_size=65, context=8, embed_dim=24, hidden_dim=512)
+    assert timing.matmul_flops(config, 512) == 3 * 2 * 512 * (192 * 512 + 512 * 65) == 404_226_048
+    # fusion (2, 4) on context 8: level 0 has B*4 rows of 2*E, level 1 B rows of 4*H; 1 block
+    fused = ModelConfig(vocab_size=10, context=8, embed_dim=3, hidden_dim=5, fusion=(2, 4), n_blocks=1)
+    forward = 2 * 7 * (4 * 6 * 5 + 1 * 20 * 5 + 5 * 5 + 5 * 10)
+    assert timing.matmul_flops(fused, 7) == 3 * forward
+
+
+def test_doubled_context_keeps_the_fusion_consistent():
+    assert engines.doubled_context(ModelConfig(context=8)).context == 16
+    fused = engines.doubled_context(ModelConfig(context=8, fusion=(2, 4)))
+    assert (fused.context, fused.fusion) == (16, (2, 4, 2))
+
+
+def test_target_verdicts():
+    summary = {key: None for key, _, _ in bench_plan.TARGETS.values()}
+    summary |= {"train_to_peak_ratio": 0.6, "sampling_share": 0.05, "numpy_over_torch_float64": 1.5}
+    verdicts = run.target_verdicts(summary)
+    met = {v["key"]: v["met"] for v in verdicts.values()}
+    assert met == {"train_to_peak_ratio": True, "sampling_share": False, "logging_share": None,
+                   "numpy_over_torch_float64": True, "kn7_fit_score_s": None}
+
+
+def test_parity_suite_reports_wall_time_and_outcome(tmp_path):
+    (tmp_path / "test_one.py").write_text("def test_one():\n    assert True\n")
+    result = engines.parity_suite(tmp_path, timeout=120)
+    assert result["returncode"] == 0 and "1 passed" in result["summary"]
+    assert result["seconds"] > 0
+
+
+def test_default_plan_reads_the_live_defaults():
+    plan = bench_plan.default_plan(quick=True, run_suite=False)
+    assert plan.model == ModelConfig() and plan.train == TrainConfig()
+    assert plan.windows < bench_plan.default_plan().windows and not plan.run_suite
+    assert replace(plan, compile=True).to_dict()["compile"] is True

@@ -1,0 +1,160 @@
+"""Speed benchmarks against the machine's own limits: ``run(BenchPlan(...), text)``, which
+``python scripts/bench.py [--json] [--quick]`` calls and ``write_reports`` writes up.
+
+Machines are shared and noisy (docs/DESIGN.md §5: contention can slow 2-thread ops 10x), so every
+verdict is a *ratio of figures measured in the same run*, never an absolute time, and every
+figure is the best of several measurements (the least disturbed one) with its median beside it.
+The sections, in the order they run:
+
+* **GEMM peak** — fp32 ``torch.mm`` of square matrices (``gemm_sizes``), best of several, in
+  GFLOP/s, at the thread count in force. Its repetitions are interleaved with the training
+  windows below, so both see the same contention. Two sizes: 2048 is the classic "large"
+  product, 1024 takes ~10-20 ms, about as long as a few training steps, so a best-of over it is
+  as lucky as the best-of over steps on a busy machine; the peak is the faster of the two.
+* **Training throughput** of ``ModelConfig()`` / ``TrainConfig()`` as they are at run time: the
+  trainer's own loop (``BatchSampler``, then ``TrainingStep``: forward, ``loss.backward``,
+  gradient clipping and the AdamW step, and the log work: activation capture, gradient norms,
+  the running loss and the TensorBoard scalars), timed step by step over windows of
+  ``log_interval`` steps — each window holds exactly one log step. The step figure is the
+  fastest ordinary step plus the log work amortised over the interval (``training_throughput``).
+  *Achieved GFLOP/s* counts matmul FLOPs only (``matmul_flops``): ``2*M*N*K`` for every Linear
+  forward and twice that for its backward (``dX`` and ``dW``, the first layer's ``dX`` included
+  because it feeds the embedding gradient) — 3x the forward. Not counted: the embedding
+  gather/scatter, activations, softmax, LayerNorm, clipping and AdamW.
+* **Step split** — the shares of sampling, forward, backward, optimiser and logging (per-step
+  bookkeeping plus the amortised log work) in that step.
+* **torch.compile** (``--compile``) — the same loop again with the compiled forward on ordinary
+  steps, as ``TrainConfig.compile`` runs it.
+* **NumPy reference vs torch** — seconds per training step (forward + backward + AdamW, no
+  clipping) of ``numpy_ref`` and ``torch_lm`` (the trainer's ``TrainingStep``) on the same model, weights and batch, float64 and
+  float32, the two engines taking turns in blocks of steps.
+* **Scaling** — the torch step as the batch, the context and the hidden size double. Doubling
+  the context adds a fusion level of 2 when the model fuses (the product must equal the context).
+* **n-gram** — ``numpy_ref.ngram`` fit + held-out scoring (docs/DESIGN.md §3 protocol), orders 3, 5, 7,
+  interpolated (``kn``: the target's figure) and modified (``mkn``) Kneser-Ney.
+* **Parity suite** — wall time of ``python -m pytest -q -p no:cacheprovider`` in a subprocess.
+
+Everything runs on the CPU. ``run`` returns one dict (``summary`` holds the flat headline keys);
+``write_reports`` writes ``bench.json`` and ``BENCH.md``.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from numpy_ref.config import ModelConfig
+from torch_lm.bench.engines import ngram_timings, numpy_vs_torch, parity_suite, scaling
+from torch_lm.bench.plan import PIECES, TARGETS, BenchPlan
+from torch_lm.bench.throughput import training_throughput
+from torch_lm.bench.timing import GemmPeak, machine_info
+from torch_lm.training.data import DEFAULT_DATA_PATH, CharVocab, split_ids
+
+
+def find_text(data: str | os.PathLike | None = None) -> Path | None:
+    """``data`` if given (it must exist), else ``data/tinyshakespeare.txt``; None if there is none."""
+    if data is not None:
+        path = Path(data)
+        if not path.is_file():
+            raise FileNotFoundError(f"--data: no file at {path}")
+        return path
+    return DEFAULT_DATA_PATH if DEFAULT_DATA_PATH.is_file() else None
+
+
+def training_ids(text: str | None, config: ModelConfig, seed: int) -> tuple[torch.Tensor, ModelConfig]:
+    """The train split's ids and the model config with the text's vocabulary size; without a
+    text, 1,003,854 random ids (the Tiny Shakespeare train size: speed does not read the text)."""
+    if text is None:
+        generator = torch.Generator().manual_seed(seed)
+        return torch.randint(config.vocab_size, (1_003_854,), generator=generator), config
+    vocab = CharVocab.from_text(text)
+    train_ids, _ = split_ids(vocab.encode(text))
+    return train_ids, replace(config, vocab_size=len(vocab))
+
+
+def run(plan: BenchPlan, text: str | None, progress: Callable[[str], None] = lambda _: None) -> dict:
+    """Every section in order; returns ``{"summary": flat headline keys, ...sections}``."""
+    load_start = os.getloadavg()
+    ids, model_config = training_ids(text, plan.model, plan.train.seed)
+    plan = replace(plan, model=model_config)
+    gemm = GemmPeak(plan.gemm_sizes)
+    gemm.run_once()  # warm-up: threads started, pages touched
+    gemm.clear()
+    progress("training throughput")
+    train = training_throughput(plan, ids, gemm)
+    peak = gemm.summary()
+    compiled = None
+    if plan.compile:
+        progress("training throughput under torch.compile")
+        compiled = training_throughput(replace(plan, train=replace(plan.train, compile=True)),
+                                       ids, gemm)
+        peak = gemm.summary()
+    progress("numpy_ref vs torch")
+    compare = numpy_vs_torch(plan)
+    progress("scaling")
+    scale = scaling(plan, peak["best"])
+    ngram = None
+    if text is not None:
+        progress("n-gram fit + score")
+        ngram = ngram_timings(text, plan.ngram_orders, plan.ngram_smoothings)
+    suite = None
+    if plan.run_suite:
+        progress("parity suite")
+        suite = parity_suite()
+    results = {
+        "plan": plan.to_dict(),
+        "machine": machine_info(),
+        "gemm": peak,
+        "train": train,
+        "train_compiled": compiled,
+        "numpy_vs_torch": compare,
+        "scaling": scale,
+        "ngram": ngram,
+        "parity_suite": suite,
+        "loadavg_start": list(load_start),
+        "loadavg_end": list(os.getloadavg()),
+    }
+    results["summary"] = summarize(results)
+    return results
+
+
+def summarize(results: dict) -> dict:
+    """The flat headline keys (the ``--json`` contract) and the target verdicts."""
+    train, peak = results["train"], results["gemm"]["best"]
+    seven = {r["smoothing"]: r["fit_score_s"] for r in results["ngram"] or [] if r["order"] == 7}
+    suite = results["parity_suite"]
+    summary = {
+        "gemm_peak_gflops": peak,
+        "train_gflops": train["gflops"],
+        "train_to_peak_ratio": train["gflops"] / peak,
+        "tokens_per_sec": train["tokens_per_sec"],
+        "step_ms": train["step_ms"]["best"],
+        "compiled_to_peak_ratio": results["train_compiled"]["gflops"] / peak if results["train_compiled"] else None,
+        **{f"{piece}_share": train["shares"][piece] for piece in PIECES},
+        "numpy_over_torch_float64": results["numpy_vs_torch"]["float64"]["numpy_over_torch"],
+        "numpy_over_torch_float32": results["numpy_vs_torch"]["float32"]["numpy_over_torch"],
+        "kn7_fit_score_s": seven.get("kn"),      # interpolated Kneser-Ney, order 7
+        "mkn7_fit_score_s": seven.get("mkn"),    # modified Kneser-Ney, order 7
+        "parity_suite_s": suite["seconds"] if suite else None,
+        "threads": results["machine"]["threads"],
+        "loadavg_start": results["loadavg_start"],
+        "loadavg_end": results["loadavg_end"],
+    }
+    summary["targets"] = target_verdicts(summary)
+    return summary
+
+
+def target_verdicts(summary: dict) -> dict:
+    """{target: {"value", "limit", "met"}}; ``met`` is None when the figure was not measured."""
+    compare = {">=": operator.ge, "<": operator.lt, "<=": operator.le}
+    verdicts = {}
+    for name, (key, op, limit) in TARGETS.items():
+        value = summary[key]
+        verdicts[name] = {"key": key, "value": value, "limit": f"{op} {limit}",
+                          "met": None if value is None else compare[op](value, limit)}
+    return verdicts

@@ -1,0 +1,68 @@
+"""``evaluate``: the held-out protocol on a checkpoint (``scripts/evaluate.py``,
+``torch-lm-evaluate``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from torch_lm.cli.parsing import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    POSITIVE_INT,
+    OneLineParser,
+    fail,
+    parser_for,
+)
+from torch_lm.training.checkpoint import CheckpointError, model_from_checkpoint
+from torch_lm.training.config import TrainConfig, resolve_device
+from torch_lm.training.data import DEFAULT_DATA_PATH, DataError, load_text, split_ids
+from torch_lm.training.heldout import heldout_loss
+
+
+def build_parser() -> OneLineParser:
+    """The parser of ``evaluate``."""
+    parser = parser_for("evaluate",
+                           description="Held-out protocol of docs/DESIGN.md §3 on a checkpoint: mean "
+                                       "loss over every val position (nats/char), perplexity, "
+                                       "bits per character.")
+    parser.add_argument("--checkpoint", required=True, metavar="PATH", help="a last.pt or best.pt")
+    parser.add_argument("--json", action="store_true",
+                        help='print {"val_loss", "val_ppl", "bpc", "positions"} as JSON')
+    parser.add_argument("--data", metavar="PATH",
+                        help=f"text file (default: {DEFAULT_DATA_PATH}, downloaded if absent)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=TrainConfig().eval_batch_size,
+                        help="windows per forward (default: %(default)s)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``evaluate``: print the held-out loss, perplexity, bpc and positions of a checkpoint."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as error:
+        return fail(parser, str(error), EXIT_USAGE)
+    try:
+        model, vocab = model_from_checkpoint(args.checkpoint, device)
+        text = load_text(args.data)
+        try:
+            ids = vocab.encode(text)
+        except ValueError as error:
+            raise DataError(f"the data does not fit checkpoint {args.checkpoint}: "
+                            f"{str(error).removeprefix('CharVocab.encode: ')}") from None
+        train_ids, val_ids = split_ids(ids)
+        result = heldout_loss(model, train_ids, val_ids, model.config.context, args.batch_size)
+    except KeyboardInterrupt:
+        return fail(parser, "interrupted", EXIT_INTERRUPTED)
+    except (DataError, CheckpointError, OSError, ValueError) as error:
+        return fail(parser, str(error), EXIT_FAILURE)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        print(f"val loss {result.loss:.4f} nats/char, perplexity {result.perplexity:.3f}, "
+              f"{result.bpc:.4f} bits/char over {result.positions:,} positions")
+    return 0

@@ -1,0 +1,125 @@
+"""Count n-gram baselines under the held-out protocol: ``run_baselines(BaselineSpec(...))``.
+
+Without ``orders`` / ``smoothings`` it reproduces the reference table of docs/DESIGN.md §5 (uniform,
+unigram, unsmoothed bigram, add-k 4-gram, Kneser-Ney 3- and 6-gram, modified KN 7-gram); with
+either, it runs every order x smoothing pair asked for. The models are ``numpy_ref.ngram`` and
+``torch_lm.ngram``; each row is ``torch_lm.training.heldout.ngram_heldout`` (or, for the
+in-sample bigram of the reference table, the same fit scored on train).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from torch_lm.training.data import DEFAULT_DATA_PATH, TRAIN_FRACTION
+from torch_lm.training.heldout import ngram_heldout
+
+SMOOTHINGS = ("addk", "kn", "mkn")
+ENGINES = ("numpy", "torch")
+# docs/DESIGN.md §5: (label, order, smoothing, k, scored on); discount is the spec's for every KN row
+REFERENCE_MODELS = (
+    ("unigram, unsmoothed", 1, "addk", 0.0, "val"),
+    ("bigram, unsmoothed", 2, "addk", 0.0, "train"),
+    ("bigram, unsmoothed", 2, "addk", 0.0, "val"),
+    ("add-k 4-gram, k=0.1", 4, "addk", 0.1, "val"),
+    ("interpolated KN 3-gram", 3, "kn", 0.0, "val"),
+    ("interpolated KN 6-gram", 6, "kn", 0.0, "val"),
+    ("modified KN 7-gram", 7, "mkn", 0.0, "val"),
+)
+
+
+@dataclass(frozen=True)
+class BaselineSpec:
+    """Which count models to fit and score, on which text, with which engine.
+
+    ``orders`` and ``smoothings`` None: the reference table; one of them given: every pair, the
+    other defaulting to (3, 5, 7) / ("mkn",). ``k`` is add-k's pseudo-count (0 = unsmoothed),
+    ``discount`` Kneser-Ney's D (also modified KN's fallback). ``threads`` sets torch's intra-op
+    threads for the torch engine.
+    """
+
+    data: str = str(DEFAULT_DATA_PATH)
+    orders: tuple[int, ...] | None = None
+    smoothings: tuple[str, ...] | None = None
+    k: float = 0.1
+    discount: float = 0.75
+    engine: str = "numpy"
+    device: str = "cpu"
+    threads: int | None = None
+
+
+def read_ids(path: Path) -> tuple[np.ndarray, int]:
+    """Characters of a UTF-8 file as ids into its sorted character set: ((T,) int64, V)."""
+    codepoints = np.frombuffer(path.read_text(encoding="utf-8").encode("utf-32-le"), dtype=np.uint32)
+    vocab = np.unique(codepoints)
+    return np.searchsorted(vocab, codepoints).astype(np.int64), len(vocab)
+
+
+def model_specs(spec: BaselineSpec) -> list[tuple[str, int, str, float, str]]:
+    """(label, order, smoothing, k, scored on) for every row to run."""
+    if spec.orders is None and spec.smoothings is None:
+        return list(REFERENCE_MODELS)
+    rows = []
+    for smoothing in spec.smoothings or ("mkn",):
+        label = f"add-k k={spec.k:g}" if smoothing == "addk" else smoothing
+        rows += [(f"{label} {order}-gram", order, smoothing, spec.k, "val")
+                 for order in spec.orders or (3, 5, 7)]
+    return rows
+
+
+def make_engine(spec: BaselineSpec):
+    """(model class, array converter) of the spec's engine; torch is imported only if asked for."""
+    if spec.engine == "numpy":
+        from numpy_ref.ngram import NGramLM
+        return NGramLM, np.asarray
+    import torch
+
+    from torch_lm.ngram import NGramLM
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    return NGramLM, lambda ids: torch.as_tensor(ids, device=spec.device)
+
+
+def run_baselines(spec: BaselineSpec) -> list[dict]:
+    """Fit and score every requested model; one result dict per row. Raises ``ValueError`` for
+    arguments the models refuse (e.g. a text shorter than the order)."""
+    ids, vocab_size = read_ids(Path(spec.data))
+    n_train = int(TRAIN_FRACTION * len(ids))
+    model_class, convert = make_engine(spec)
+    all_ids = convert(ids)
+    rows = [{"model": "uniform", "order": 0, "smoothing": "none", "scored_on": "val",
+             "loss": math.log(vocab_size), "seconds": 0.0}]
+    for label, order, smoothing, k, scored_on in model_specs(spec):
+        if scored_on == "val":
+            result = ngram_heldout(model_class, all_ids, n_train, order, vocab_size, smoothing,
+                                   k=k, discount=spec.discount)
+            loss, seconds = result["loss"], result["fit_s"] + result["score_s"]
+        else:  # in-sample: the train text after its first order - 1 characters
+            began = time.perf_counter()
+            model = model_class.fit(all_ids[:n_train], order, vocab_size, smoothing, k=k,
+                                    discount=spec.discount)
+            loss, seconds = model.score(all_ids[:n_train], order - 1), time.perf_counter() - began
+        rows.append({"model": label, "order": order, "smoothing": smoothing, "scored_on": scored_on,
+                     "loss": loss, "seconds": seconds})
+    for row in rows:
+        row.update(perplexity=math.exp(row["loss"]), bits_per_char=row["loss"] / math.log(2))
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = [f"{'model':<26} {'on':<5} {'nats/char':>9} {'ppl':>8} {'bits/char':>9} {'seconds':>8}"]
+    lines += [f"{r['model']:<26} {r['scored_on']:<5} {r['loss']:>9.4f} {r['perplexity']:>8.2f} "
+              f"{r['bits_per_char']:>9.4f} {r['seconds']:>8.2f}" for r in rows]
+    return "\n".join(lines)
+
+
+def to_json(rows: list[dict]) -> str:
+    """Strict JSON: an infinite loss (a token of probability 0) becomes null, not Infinity."""
+    return json.dumps([{key: None if isinstance(value, float) and not math.isfinite(value) else value
+                        for key, value in row.items()} for row in rows], indent=2)

@@ -1,0 +1,130 @@
+"""``TrainConfig``: the optimisation, logging and run settings of a training run, and the
+device and dtype names it accepts.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+import torch
+
+from numpy_ref.validation import check_nonnegative_float, check_positive_float, check_positive_int, fail
+from torch_lm.training.step import OptimizerSettings, warmup_cosine
+
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+# Parameter dtypes. No bfloat16/float16 autocast: the project's modules compute softmax and
+# LayerNorm statistics by hand, and under autocast those would run in 16 bits.
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, logging and run settings (the model's are in ``ModelConfig``).
+
+    ``batch_size`` is the global batch (data-parallel ranks split it). ``lr`` warms up linearly
+    over ``warmup_steps`` and then follows a cosine down to ``min_lr`` at ``max_steps``.
+    ``grad_clip`` is the max global gradient norm (0 = off). ``time_budget`` stops training after
+    that many wall-clock seconds of this process (0 = no limit); the lr schedule still refers to
+    ``max_steps``. Every ``log_interval`` steps the running train loss and diagnostics are logged,
+    every ``eval_interval`` steps the held-out loss is computed (``eval_batch_size`` windows per
+    forward), a ``sample_length``-character sample is generated and ``last.pt``/``best.pt`` are
+    saved in ``run_dir``; every ``checkpoint_interval`` steps (0 = only at evaluations)
+    ``last.pt`` is saved as well, so a crash loses at most that many steps. ``resume`` continues
+    from ``run_dir/last.pt``. ``holdout_tail`` characters at the end of the train split are left
+    out of the training batches, so that something else (a mixture weight) can be tuned on text
+    the model never saw; evaluation is unchanged. ``fused_optimizer`` takes AdamW's fused kernel
+    where torch has one (``make_optimizer``); ``compile`` runs the forward under ``torch.compile``.
+    ``lr_at`` and ``optimizer_settings`` give the step its schedule and optimiser.
+    """
+
+    batch_size: int = 512
+    lr: float = 2e-3
+    min_lr: float = 2e-4
+    warmup_steps: int = 200
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.99)
+    grad_clip: float = 1.0
+    max_steps: int = 18000
+    time_budget: float = 0.0
+    eval_interval: int = 2000
+    log_interval: int = 50
+    checkpoint_interval: int = 0
+    eval_batch_size: int = 4096
+    sample_length: int = 300
+    seed: int = 1337
+    device: str = "auto"
+    dtype: str = "float32"
+    run_dir: str = "runs/default"
+    resume: bool = False
+    compile: bool = False
+    fused_optimizer: bool = True
+    holdout_tail: int = 0
+
+    def __post_init__(self) -> None:
+        where = "TrainConfig"
+        for name in ("batch_size", "max_steps", "eval_interval", "log_interval", "eval_batch_size"):
+            check_positive_int(where, name, getattr(self, name))
+        for name in ("warmup_steps", "sample_length", "seed", "checkpoint_interval"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                fail(where, f"{name} must be an integer >= 0, got {value!r}")
+        check_positive_float(where, "lr", self.lr)
+        for name in ("min_lr", "weight_decay", "grad_clip", "time_budget"):
+            check_nonnegative_float(where, name, getattr(self, name))
+        if self.min_lr > self.lr:
+            fail(where, f"min_lr must not exceed lr, got min_lr={self.min_lr!r} > lr={self.lr!r}")
+        object.__setattr__(self, "betas", tuple(self.betas))
+        if len(self.betas) != 2 or not all(
+                isinstance(b, (int, float)) and not isinstance(b, bool) and 0.0 <= b < 1.0
+                for b in self.betas):
+            fail(where, f"betas must be two numbers in [0, 1), got {self.betas!r}")
+        if not isinstance(self.device, str) or not DEVICE_PATTERN.fullmatch(self.device):
+            fail(where, f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.dtype not in DTYPES:
+            fail(where, f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if not isinstance(self.run_dir, str) or not self.run_dir:
+            fail(where, f"run_dir must be a non-empty path, got {self.run_dir!r}")
+        for name in ("resume", "compile", "fused_optimizer"):
+            if not isinstance(getattr(self, name), bool):
+                fail(where, f"{name} must be True or False, got {getattr(self, name)!r}")
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of the 0-based ``step`` (``warmup_cosine``)."""
+        return warmup_cosine(self.lr, self.min_lr, self.warmup_steps, self.max_steps)(step)
+
+    def optimizer_settings(self) -> OptimizerSettings:
+        """AdamW with this config's lr, betas, weight decay and fused switch."""
+        return OptimizerSettings("adamw", lr=self.lr, weight_decay=self.weight_decay,
+                                 betas=self.betas, fused=self.fused_optimizer)
+
+    def to_dict(self) -> dict:
+        """A plain dict (lists, not tuples) for checkpoints, JSON and TensorBoard hparams."""
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        """Inverse of ``to_dict``; unknown keys are an error."""
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            fail("TrainConfig", f"unknown keys {unknown}; known keys are "
+                                f"{sorted(cls.__dataclass_fields__)}")
+        return cls(**d)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda``/``cuda:N`` only if that device exists."""
+    if not DEVICE_PATTERN.fullmatch(name):
+        fail("device", f"must be auto, cpu, cuda or cuda:N, got {name!r}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            fail("device", f"{name} requested but CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            fail("device", f"{name} requested but only {torch.cuda.device_count()} CUDA "
+                           f"device(s) exist")
+    return device

@@ -1,0 +1,103 @@
+"""The held-out protocol (docs/DESIGN.md §3), once for every model: which positions are scored,
+with which context, and how the figures are reported.
+
+Every target position of the held-out text is predicted exactly once, from the ``context``
+characters before it; the first ones reach back into the end of the preceding text (the end of
+train for val). The figures are the mean −ln p in nats per character, e^mean and mean / ln 2.
+``heldout_loss`` runs it for a NeuralLM-like module (its own loss, in its own dtype);
+``torch_lm.reports.models.heldout`` for any character model of the reports (probabilities in
+float64). Both build their windows with ``heldout_stream`` and ``windows``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from numpy_ref.validation import check_positive_int
+from torch_lm.metrics import bits_per_char, perplexity
+
+
+@dataclass(frozen=True)
+class HeldoutResult:
+    """The held-out protocol's figures: mean loss in nats/char, e^loss, loss/ln 2, positions."""
+
+    loss: float
+    perplexity: float
+    bpc: float
+    positions: int
+
+    @classmethod
+    def from_mean(cls, loss: float, positions: int) -> HeldoutResult:
+        """The figures of a mean loss (nats/char) over ``positions`` targets."""
+        return cls(loss=loss, perplexity=float(perplexity(loss)), bpc=float(bits_per_char(loss)),
+                   positions=int(positions))
+
+    def to_dict(self) -> dict:
+        """The ``evaluate --json`` keys: ``val_loss``, ``val_ppl``, ``bpc``, ``positions``."""
+        return {"val_loss": self.loss, "val_ppl": self.perplexity, "bpc": self.bpc,
+                "positions": self.positions}
+
+
+def heldout_stream(history: torch.Tensor, targets: torch.Tensor, context: int) -> torch.Tensor:
+    """The last ``context`` ids of ``history`` followed by ``targets``: (context + N,).
+
+    Position ``context + i`` of the stream is ``targets[i]``, and its window is the ``context``
+    ids before it. Raises ``ValueError`` if the history is shorter than the context or there is
+    no target.
+    """
+    if len(history) < context or len(targets) < 1:
+        raise ValueError(f"heldout: need at least {context} history ids and 1 target, got "
+                         f"{len(history)} and {len(targets)}")
+    return torch.cat([history[len(history) - context:], targets.to(history.device)])
+
+
+def windows(stream: torch.Tensor, context: int, start: int, batch_size: int
+            ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(x (b, context), y (b,)) for every position ``start..len(stream)-1``, ``batch_size`` at a time:
+    y the id at the position, x the ``context`` ids before it."""
+    arange = torch.arange(context, device=stream.device)                         # (C,)
+    for first in range(start, len(stream), batch_size):
+        positions = torch.arange(first, min(first + batch_size, len(stream)),
+                                 device=stream.device)                            # (b,)
+        yield stream[positions[:, None] - context + arange], stream[positions]    # (b, C), (b,)
+
+
+@torch.no_grad()
+def heldout_loss(model: torch.nn.Module, history: torch.Tensor, targets: torch.Tensor,
+                 context: int, batch_size: int = 4096) -> HeldoutResult:
+    """The held-out figures of a module with ``forward(x, y) -> (logits, mean loss)`` on
+    ``targets`` after ``history`` (the train split and val for the protocol).
+
+    Token-weighted: each batch's mean loss times its size, summed in float64 on the model's
+    device, in eval mode (no dropout; the mode is restored afterwards).
+    """
+    check_positive_int("heldout_loss", "context", context)
+    check_positive_int("heldout_loss", "batch_size", batch_size)
+    device = next(model.parameters()).device
+    stream = heldout_stream(history.to(device), targets, context)                 # (C + N,)
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        for x, y in windows(stream, context, context, batch_size):
+            _, loss = model(x, y)
+            total += loss.double() * len(y)
+    finally:
+        model.train(was_training)
+    return HeldoutResult.from_mean(total.item() / len(targets), len(targets))
+
+
+def ngram_heldout(ngram_class, ids, n_train: int, order: int, vocab_size: int, smoothing: str,
+                  **settings) -> dict[str, float]:
+    """A count model of either engine (``numpy_ref.ngram.NGramLM`` or ``torch_lm.ngram.NGramLM``,
+    ids of its array type) fitted on ``ids[:n_train]`` and scored on every later position, with
+    history from the end of train: ``{"loss", "fit_s", "score_s"}`` (nats/char, seconds)."""
+    began = time.perf_counter()
+    model = ngram_class.fit(ids[:n_train], order, vocab_size, smoothing, **settings)
+    fitted = time.perf_counter()
+    loss = model.score(ids, n_train)
+    return {"loss": loss, "fit_s": fitted - began, "score_s": time.perf_counter() - fitted}

@@ -1,0 +1,159 @@
+"""The one training step of the NeuralLM, and the optimiser and schedule it runs with.
+
+``TrainingStep`` is what real runs take (``Trainer``), what the benchmark times (``torch_lm.bench``,
+through its ``laps`` hook) and what the trajectory parity compares with the NumPy loop
+(``torch_lm.training.trajectory``)::
+
+    lr = schedule(step)                   # pure function of the step: warm-up, then cosine
+    logits, loss = forward(x, y)          # dropout from ``generator``, or injected ``masks``
+    loss.backward()                       # [activation statistics, gradient norms when capturing]
+    clip the global gradient norm; optimiser step
+    running loss and the first non-finite step, kept on the device (no host sync)
+
+``make_optimizer`` builds AdamW (torch's fused kernel, or the op-by-op path that
+``numpy_ref.optim.AdamW`` mirrors) or SGD on ``parameter_groups``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from numpy_ref.optim import no_decay_keys, warmup_cosine_lr
+from torch_lm.diagnostics import grad_norms, summarize_activations
+from torch_lm.metrics import RunningMean
+
+OPTIMIZERS = ("adamw", "sgd")
+
+
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """What ``make_optimizer`` builds: AdamW (``betas``, ``fused``) or SGD (``momentum``).
+
+    ``weight_decay`` applies to the Linear weight matrices only (``parameter_groups``). ``fused``
+    takes AdamW's fused kernel where this torch has one for the parameters' device.
+    """
+
+    kind: str = "adamw"
+    lr: float = 2e-3
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.99)
+    momentum: float = 0.9
+    fused: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind not in OPTIMIZERS:
+            raise ValueError(f"OptimizerSettings: kind must be one of {OPTIMIZERS}, got {self.kind!r}")
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Two groups: weight decay on the Linear weight matrices, none on the rest (``no_decay_keys``,
+    shared with the NumPy optimiser of the trajectory parity).
+
+    Biases and LayerNorm gains/shifts are not decayed: they set offsets and scales rather than
+    the model's capacity, and pulling a LayerNorm gain towards 0 just shrinks the signal. The
+    embedding is not decayed because decoupled decay shrinks every row at every step, while a
+    rare character's row only gets a gradient when that character is in the batch: its vector
+    would be eroded towards 0 between its few updates.
+    """
+    named = dict(model.named_parameters())
+    exempt = no_decay_keys(named)
+    return [{"params": [p for k, p in named.items() if k not in exempt], "weight_decay": weight_decay},
+            {"params": [p for k, p in named.items() if k in exempt], "weight_decay": 0.0}]
+
+
+def make_optimizer(model: torch.nn.Module, settings: OptimizerSettings) -> torch.optim.Optimizer:
+    """torch's AdamW or SGD on ``parameter_groups(model, settings.weight_decay)``.
+
+    The fused AdamW computes the same update as the single-tensor path but not in the same order,
+    so the two differ in the last bit or so per step; torch versions or devices without a fused
+    AdamW (the CPU before torch 2.4) fall back to the single-tensor path.
+    """
+    groups = parameter_groups(model, settings.weight_decay)
+    if settings.kind == "sgd":
+        return torch.optim.SGD(groups, lr=settings.lr, momentum=settings.momentum)
+    if settings.fused:
+        try:
+            return torch.optim.AdamW(groups, lr=settings.lr, betas=settings.betas, fused=True)
+        except RuntimeError:  # "fused=True requires ... supported devices": this torch has none
+            pass
+    return torch.optim.AdamW(groups, lr=settings.lr, betas=settings.betas)
+
+
+def warmup_cosine(lr: float, min_lr: float, warmup_steps: int, max_steps: int) -> Callable[[int], float]:
+    """The learning rate of the 0-based ``step``: linear warm-up over ``warmup_steps``, then a half
+    cosine from ``lr`` down to ``min_lr`` at ``max_steps`` (``numpy_ref.optim.warmup_cosine_lr``,
+    the schedule of both trajectory-parity engines). A pure function of the step, so resuming
+    needs no scheduler state; a run shorter than its warm-up warms up over its whole length."""
+    warmup = min(warmup_steps, max_steps)
+    return lambda step: warmup_cosine_lr(step, lr, warmup, max_steps, min_lr)
+
+
+class _NoLaps:
+    def lap(self, name: str) -> None:
+        pass
+
+
+class TrainingStep:
+    """One optimiser step; it also keeps the running loss and the first non-finite step.
+
+    ``forward`` runs ordinary steps (the module itself, its ``DistributedDataParallel`` wrapper or
+    its ``torch.compile``); steps that ``capture`` diagnostics run ``capture_forward`` (eager, so
+    the activation hooks do not force a recompilation; same parameters, same maths). ``laps``, an
+    object with ``lap(name)``, is told when the forward, backward, diagnostics ("log_work"),
+    clipping + optimiser ("optimiser") and bookkeeping ("logging") end: the benchmark's timer.
+    """
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 schedule: Callable[[int], float], grad_clip: float, *,
+                 forward: Callable | None = None, capture_forward: Callable | None = None):
+        self.model = model
+        self.optimizer = optimizer
+        self.schedule = schedule
+        self.grad_clip = grad_clip
+        self.forward = model if forward is None else forward
+        self.capture_forward = model if capture_forward is None else capture_forward
+        device = next(model.parameters()).device
+        self.running = RunningMean()
+        # Device-side: the first step (1-based) whose loss was not finite, sys.maxsize if none.
+        self.first_bad_step = torch.full((), sys.maxsize, dtype=torch.int64, device=device)
+        self.grad_norms: dict[str, float] = {}                  # of the latest capture step
+        self.activation_stats: dict[str, dict[str, float]] = {}
+
+    def __call__(self, step: int, x: torch.Tensor, y: torch.Tensor, *, capture: bool = False,
+                 generator: torch.Generator | None = None,
+                 masks: dict[str, torch.Tensor] | None = None, laps=None) -> torch.Tensor:
+        """Step ``step`` (0-based) on the batch x (B, T), y (B,); returns the detached loss."""
+        laps = laps or _NoLaps()
+        lr = self.schedule(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with (self.model.capture_activations() if capture else contextlib.nullcontext({})) as acts:
+            forward = self.capture_forward if capture else self.forward
+            _, loss = forward(x, y, generator=generator, masks=masks)
+        laps.lap("forward")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        laps.lap("backward")
+        if capture:
+            # Before clipping: the norms show what the data asked for, not what clipping allowed.
+            # With DDP the gradients are already averaged over the ranks (the global batch's);
+            # the activation statistics are this rank's rows.
+            self.activation_stats = summarize_activations(acts, self.model.config.activation)
+            self.grad_norms = grad_norms(self.model)
+            laps.lap("log_work")
+        if self.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.optimizer.step()
+        laps.lap("optimiser")
+        loss = loss.detach()
+        self.running.update(loss.double() * len(y), len(y))
+        self.first_bad_step = torch.where(torch.isfinite(loss), self.first_bad_step,
+                                          self.first_bad_step.clamp(max=step + 1))
+        laps.lap("logging")
+        return loss
