@@ -47,7 +47,7 @@ def tanh_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
     # dout * (1 - out * out) in one buffer: every temporary of a hidden layer's size is a fresh
     # allocation, and a large fresh array costs page faults (measured for a (512, 512) float64
     # batch: 2.5 ms with the two extra temporaries, 0.13 ms without). Same operations, same numbers.
-    dx = np.asarray(out * out)                                     # a new array, 0-d included
+    dx = np.asarray(out * out)  # a new array, 0-d included
     np.subtract(1, dx, out=dx)
     return np.multiply(dx, dout, out=dx) if dx.dtype == dout.dtype else dx * dout
 

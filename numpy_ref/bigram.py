@@ -75,10 +75,13 @@ def table_rows(where: str, vocab_size: object, context: object) -> int:
     """V**C, the number of table rows; raises if V or C is not a positive int or the table is huge."""
     vocab_size = check_positive_int(where, "vocab_size", vocab_size)
     context = check_positive_int(where, "context", context)
-    rows = vocab_size ** context
+    rows = vocab_size**context
     if rows * vocab_size > MAX_TABLE_ENTRIES:
-        fail(where, f"a table of vocab_size**context x vocab_size = {rows:,} x {vocab_size} logits "
-                    f"exceeds {MAX_TABLE_ENTRIES:,} entries; use the factored form for context {context}")
+        fail(
+            where,
+            f"a table of vocab_size**context x vocab_size = {rows:,} x {vocab_size} logits "
+            f"exceeds {MAX_TABLE_ENTRIES:,} entries; use the factored form for context {context}",
+        )
     return rows
 
 
@@ -87,12 +90,16 @@ def check_context_idx(where: str, context: int, shape: tuple, is_integer: bool, 
     check_integer_dtype(where, "idx", is_integer, dtype)
     check_ndim(where, "idx", shape, (2,))
     if shape[0] < 1 or shape[1] != context:
-        fail(where, f"idx must have shape (B, {context}) with B >= 1 (one row of {context} "
-                    f"context ids per prediction), got shape {tuple(shape)}")
+        fail(
+            where,
+            f"idx must have shape (B, {context}) with B >= 1 (one row of {context} "
+            f"context ids per prediction), got shape {tuple(shape)}",
+        )
 
 
-def check_counts_args(where: str, logits_shape: tuple, counts_shape: tuple, counts_ok: bool,
-                      counts_dtype: object) -> None:
+def check_counts_args(
+    where: str, logits_shape: tuple, counts_shape: tuple, counts_ok: bool, counts_dtype: object
+) -> None:
     """counts must be a (K, V) array of numbers shaped like the logits (K >= 1 rows)."""
     check_ndim(where, "logits", logits_shape, (2,))
     if logits_shape[0] == 0 or logits_shape[1] == 0:
@@ -136,17 +143,17 @@ def count_table(ids, context: int, vocab_size: int) -> tuple[np.ndarray, np.ndar
         fail(where, f"ids has {len(ids)} tokens; context {context} needs at least {context + 1}")
     check_index_range(where, "ids", int(ids.min()), int(ids.max()), vocab_size)
     ids = ids.astype(np.int64)
-    windows = np.lib.stride_tricks.sliding_window_view(ids[:-1], context)     # (T-C, C)
-    codes = context_codes(windows, vocab_size)                                # (T-C,)
+    windows = np.lib.stride_tricks.sliding_window_view(ids[:-1], context)  # (T-C, C)
+    codes = context_codes(windows, vocab_size)  # (T-C,)
     distinct, inverse = np.unique(codes, return_inverse=True)
-    counts = np.zeros((len(distinct), vocab_size), dtype=np.int64)            # (K, V)
+    counts = np.zeros((len(distinct), vocab_size), dtype=np.int64)  # (K, V)
     np.add.at(counts, (inverse, ids[context:]), 1)
     return decode_codes(distinct, context, vocab_size), counts
 
 
 def decode_codes(codes: np.ndarray, context: int, vocab_size: int) -> np.ndarray:
     """Inverse of ``context_codes``: codes (K,) int64 -> contexts (K, C) int64."""
-    powers = vocab_size ** np.arange(context - 1, -1, -1, dtype=np.int64)     # (C,) V^(C-1) .. 1
+    powers = vocab_size ** np.arange(context - 1, -1, -1, dtype=np.int64)  # (C,) V^(C-1) .. 1
     return codes[:, None] // powers % vocab_size
 
 
@@ -158,7 +165,7 @@ def count_mle_loss(counts) -> float:
     counts = np.asarray(counts, dtype=np.float64)
     check_ndim("count_mle_loss", "counts", counts.shape, (2,))
     check_counts_values("count_mle_loss", float(counts.min()), float(counts.sum()))
-    rows = counts.sum(axis=1, keepdims=True)                                   # (K, 1)
+    rows = counts.sum(axis=1, keepdims=True)  # (K, 1)
     seen = counts > 0
     return float(-(counts[seen] * np.log((counts / np.maximum(rows, 1))[seen])).sum() / counts.sum())
 
@@ -174,13 +181,17 @@ def count_cross_entropy(logits, counts) -> tuple[np.ndarray, np.ndarray]:
     where = "count_cross_entropy"
     logits, counts = np.asarray(logits), np.asarray(counts)
     check_float_dtype(where, "logits", np.issubdtype(logits.dtype, np.floating), logits.dtype)
-    check_counts_args(where, logits.shape, counts.shape,
-                      np.issubdtype(counts.dtype, np.integer) or np.issubdtype(counts.dtype, np.floating),
-                      counts.dtype)
+    check_counts_args(
+        where,
+        logits.shape,
+        counts.shape,
+        np.issubdtype(counts.dtype, np.integer) or np.issubdtype(counts.dtype, np.floating),
+        counts.dtype,
+    )
     check_counts_values(where, float(counts.min()), float(counts.sum()))
-    weights = counts.astype(logits.dtype)                                      # (K, V)
+    weights = counts.astype(logits.dtype)  # (K, V)
     total = weights.sum()
-    lp, _ = log_softmax_forward(logits)                                       # (K, V)
+    lp, _ = log_softmax_forward(logits)  # (K, V)
     loss = np.asarray(-(weights * lp).sum() / total)
     dlogits = (weights.sum(axis=1, keepdims=True) * np.exp(lp) - weights) / total
     return loss, dlogits
@@ -193,15 +204,18 @@ def init_table_params(vocab_size: int, context: int = 1, dtype=np.float64) -> di
     return {"table.weight": np.zeros((rows, vocab_size), dtype=dtype)}
 
 
-def init_factored_params(vocab_size: int, context: int, embed_dim: int, rng: np.random.Generator,
-                         dtype=np.float64) -> dict[str, np.ndarray]:
+def init_factored_params(
+    vocab_size: int, context: int, embed_dim: int, rng: np.random.Generator, dtype=np.float64
+) -> dict[str, np.ndarray]:
     """Embedding N(0, 1) (V, E); output OUTPUT_INIT_SCALE x Xavier (V, C*E) and zero bias, as NeuralLM."""
     where = "init_factored_params"
     vocab_size = check_positive_int(where, "vocab_size", vocab_size)
     fan_in = check_positive_int(where, "context", context) * check_positive_int(where, "embed_dim", embed_dim)
-    return {"embedding.weight": rng.standard_normal((vocab_size, embed_dim)).astype(dtype),
-            "output.weight": OUTPUT_INIT_SCALE * xavier_normal(vocab_size, fan_in, rng, dtype=dtype),
-            "output.bias": np.zeros(vocab_size, dtype)}
+    return {
+        "embedding.weight": rng.standard_normal((vocab_size, embed_dim)).astype(dtype),
+        "output.weight": OUTPUT_INIT_SCALE * xavier_normal(vocab_size, fan_in, rng, dtype=dtype),
+        "output.bias": np.zeros(vocab_size, dtype),
+    }
 
 
 # ----------------------------------------------------------------------------- table form
@@ -231,11 +245,13 @@ def _table_context(where: str, shape: tuple) -> int:
     check_ndim(where, "table.weight", shape, (2,))
     rows, vocab_size = shape
     context = 1
-    while vocab_size ** context < rows:
+    while vocab_size**context < rows:
         context += 1
-    if vocab_size < 2 or vocab_size ** context != rows:
-        fail(where, f"table.weight must have V**C rows for its V = {vocab_size} columns (V >= 2), "
-                    f"got shape {tuple(shape)}")
+    if vocab_size < 2 or vocab_size**context != rows:
+        fail(
+            where,
+            f"table.weight must have V**C rows for its V = {vocab_size} columns (V >= 2), got shape {tuple(shape)}",
+        )
     return context
 
 
@@ -254,15 +270,15 @@ def factored_lm_forward(params, idx) -> tuple[np.ndarray, tuple]:
         fail(where, f"output.weight has {w.shape[1]} columns, not a multiple of embed_dim {embed_dim}")
     idx = np.asarray(idx)
     check_context_idx(where, w.shape[1] // embed_dim, idx.shape, np.issubdtype(idx.dtype, np.integer), idx.dtype)
-    x, embedding_cache = embedding_forward(idx, emb)                          # (B, C, E)
-    flat = x.reshape(x.shape[0], -1)                                          # (B, C*E)
-    logits, linear_cache = linear_forward(flat, w, b)                         # (B, V)
+    x, embedding_cache = embedding_forward(idx, emb)  # (B, C, E)
+    flat = x.reshape(x.shape[0], -1)  # (B, C*E)
+    logits, linear_cache = linear_forward(flat, w, b)  # (B, V)
     return logits, (embedding_cache, linear_cache, x.shape)
 
 
 def factored_lm_backward(dlogits: np.ndarray, cache: tuple) -> dict[str, np.ndarray]:
     """dlogits (B, V) -> gradients keyed like the params."""
     embedding_cache, linear_cache, x_shape = cache
-    dflat, dw, db = linear_backward(dlogits, linear_cache)                    # (B, C*E)
-    demb = embedding_backward(dflat.reshape(x_shape), embedding_cache)       # (B, C, E) -> (V, E)
+    dflat, dw, db = linear_backward(dlogits, linear_cache)  # (B, C*E)
+    demb = embedding_backward(dflat.reshape(x_shape), embedding_cache)  # (B, C, E) -> (V, E)
     return {"embedding.weight": demb, "output.weight": dw, "output.bias": db}

@@ -52,15 +52,15 @@ class ModelConfig:
 
     # The defaults are the recipe that won the search recorded in docs/EXPERIMENTS.md.
     vocab_size: int = 65
-    context: int = 16           # T: characters of context
-    embed_dim: int = 32         # E: size of each character vector
-    hidden_dim: int = 512       # H: width of every hidden layer
+    context: int = 16  # T: characters of context
+    embed_dim: int = 32  # E: size of each character vector
+    hidden_dim: int = 512  # H: width of every hidden layer
     fusion: tuple[int, ...] | None = None  # group sizes per level, product == context; () = flat
-                                           # MLP; None = default_fusion(context), (8, 2) here
-    n_blocks: int = 0           # residual H -> H blocks after the fusion levels
-    activation: str = "tanh"    # "tanh" or "relu"
-    norm: bool = True           # LayerNorm after each hidden Linear, before the activation
-    dropout: float = 0.1        # inverted dropout after each hidden activation
+    # MLP; None = default_fusion(context), (8, 2) here
+    n_blocks: int = 0  # residual H -> H blocks after the fusion levels
+    activation: str = "tanh"  # "tanh" or "relu"
+    norm: bool = True  # LayerNorm after each hidden Linear, before the activation
+    dropout: float = 0.1  # inverted dropout after each hidden activation
     layernorm_eps: float = 1e-5
 
     def __post_init__(self) -> None:
@@ -77,8 +77,11 @@ class ModelConfig:
         for g in self.fusion:
             check_positive_int(where, "every fusion group size", g)
         if self.fusion and math.prod(self.fusion) != self.context:
-            fail(where, f"fusion {self.fusion} multiplies to {math.prod(self.fusion)}, "
-                        f"but context is {self.context}; the product must equal the context")
+            fail(
+                where,
+                f"fusion {self.fusion} multiplies to {math.prod(self.fusion)}, "
+                f"but context is {self.context}; the product must equal the context",
+            )
 
     @property
     def groups(self) -> tuple[int, ...]:

@@ -50,7 +50,7 @@ def softmax_forward(x, temperature: float = 1.0) -> tuple[np.ndarray, tuple]:
     x (..., V) float -> p (..., V), same dtype, rows summing to 1; cache for ``softmax_backward``.
     """
     shifted, t = _shifted_scaled_logits("softmax_forward", x, temperature)
-    p = np.exp(shifted, out=shifted)          # in place: shifted is a fresh array of ours
+    p = np.exp(shifted, out=shifted)  # in place: shifted is a fresh array of ours
     p /= p.sum(axis=-1, keepdims=True)
     return p, (p, t)
 
@@ -73,7 +73,7 @@ def log_softmax_forward(x, temperature: float = 1.0) -> tuple[np.ndarray, tuple]
     x (..., V) float -> lp (..., V), same dtype, every entry <= 0; cache for ``log_softmax_backward``.
     """
     shifted, t = _shifted_scaled_logits("log_softmax_forward", x, temperature)
-    lp = shifted                               # in place: shifted is a fresh array of ours
+    lp = shifted  # in place: shifted is a fresh array of ours
     lp -= np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
     return lp, (lp, t)
 
@@ -124,8 +124,8 @@ def cross_entropy(logits, targets) -> tuple[np.ndarray, np.ndarray]:
     _check_cross_entropy_args(logits, targets)
     n = logits.shape[0]
     rows = np.arange(n)
-    lp, _ = log_softmax_forward(logits)                    # (N, V)
-    loss = np.asarray(-lp[rows, targets].mean())           # (N,) -> 0-d
+    lp, _ = log_softmax_forward(logits)  # (N, V)
+    loss = np.asarray(-lp[rows, targets].mean())  # (N,) -> 0-d
     # d loss / d logits[n] = (p[n] - onehot(targets[n])) / N: log_softmax_backward applied to
     # dlp = -onehot / N, in closed form; the 1/N is the mean reduction.
     dlogits = np.exp(lp)

@@ -33,9 +33,10 @@ def saturated_or_dead(a: np.ndarray, activation: str) -> np.ndarray:
 
 def summarize_activations(activations: dict[str, np.ndarray], activation: str) -> dict[str, dict[str, float]]:
     """{layer: {"mean", "std" (population, ddof 0), "frac_saturated_or_dead"}} over all entries."""
-    return {name: dict(zip(STAT_NAMES, (float(a.mean()), float(a.std()),
-                                        float(saturated_or_dead(a, activation).mean()))))
-            for name, a in activations.items()}
+    return {
+        name: dict(zip(STAT_NAMES, (float(a.mean()), float(a.std()), float(saturated_or_dead(a, activation).mean()))))
+        for name, a in activations.items()
+    }
 
 
 def shape_report(params, idx, config: ModelConfig) -> list[tuple[str, tuple[int, ...]]]:
@@ -66,8 +67,7 @@ def grad_norms(grads: dict[str, np.ndarray], config: ModelConfig) -> dict[str, f
     return norms | {"total": math.sqrt(sum(squares.values()))}
 
 
-def overfit_tiny_batch(params, idx, targets, config: ModelConfig, steps: int = 300,
-                       lr: float = 1.0) -> list[float]:
+def overfit_tiny_batch(params, idx, targets, config: ModelConfig, steps: int = 300, lr: float = 1.0) -> list[float]:
     """Train a copy of ``params`` on one batch with plain SGD; the loss before every step.
 
     idx (B, T), targets (B,). Dropout is off (eval-mode forward): the question is whether the

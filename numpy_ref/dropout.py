@@ -19,8 +19,9 @@ def make_keep_mask(shape: tuple[int, ...], p: float, rng: np.random.Generator) -
     return rng.random(shape) >= p  # P(U[0, 1) >= p) = 1 - p
 
 
-def dropout_forward(x: np.ndarray, p: float, rng: np.random.Generator | None = None,
-                    mask: np.ndarray | None = None, train: bool = True):
+def dropout_forward(
+    x: np.ndarray, p: float, rng: np.random.Generator | None = None, mask: np.ndarray | None = None, train: bool = True
+):
     """``out = x * mask / (1 - p)`` in training; ``out = x`` in evaluation or when p == 0.
 
     x (...) float; p in [0, 1); mask: bool keep-mask of x's shape, drawn from ``rng`` when

@@ -34,7 +34,7 @@ def embedding_forward(idx, weight) -> tuple[np.ndarray, tuple]:
     check_ndim(where, "weight", weight.shape, [2])
     if idx.size > 0:  # an empty batch has no extremes to check (and looks nothing up)
         check_index_range(where, "idx", int(idx.min()), int(idx.max()), weight.shape[0])
-    out = weight[idx]                                                # (...) -> (..., E)
+    out = weight[idx]  # (...) -> (..., E)
     return out, (idx, weight.shape)
 
 
@@ -57,5 +57,5 @@ def embedding_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
     idx, (v, e) = cache
     check_same_shape("embedding_backward", "dout", np.shape(dout), "the forward output", idx.shape + (e,))
     cells = (idx.reshape(-1, 1).astype(np.intp) * e + np.arange(e)).ravel()  # (N, 1) -> (N*E,)
-    sums = np.bincount(cells, weights=dout.ravel(), minlength=v * e)         # (V*E,), float64
-    return sums.reshape(v, e).astype(dout.dtype, copy=False)                 # (V*E,) -> (V, E)
+    sums = np.bincount(cells, weights=dout.ravel(), minlength=v * e)  # (V*E,), float64
+    return sums.reshape(v, e).astype(dout.dtype, copy=False)  # (V*E,) -> (V, E)

@@ -39,6 +39,7 @@ def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: float
     x: float array of any shape; it is perturbed in place, one entry at a time, and restored
     (even if ``f`` raises), so ``f`` may close over ``x``. Returns an array shaped like ``x``.
     """
+
     def difference(f_plus, f_minus) -> float:
         for value, sign in ((f_plus, "+"), (f_minus, "-")):
             if np.ndim(value) != 0:
@@ -48,8 +49,9 @@ def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: float
     return _central_differences("numerical_gradient", f, x, h, difference)
 
 
-def numerical_gradient_array(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
-                             dout: np.ndarray, h: float = 1e-6) -> np.ndarray:
+def numerical_gradient_array(
+    f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, dout: np.ndarray, h: float = 1e-6
+) -> np.ndarray:
     """Gradient of ``sum(f(x) * dout)`` with respect to ``x`` by central differences.
 
     This is what a backward pass returns for upstream gradient ``dout``. x: float array,
@@ -57,6 +59,7 @@ def numerical_gradient_array(f: Callable[[np.ndarray], np.ndarray], x: np.ndarra
     like ``x``. The outputs are differenced before they are weighted and summed, so rounding
     noise comes only from the outputs that the perturbed entry actually moves.
     """
+
     def difference(out_plus, out_minus) -> float:
         for value, sign in ((out_plus, "+"), (out_minus, "-")):
             check_same_shape("numerical_gradient_array", f"f(x {sign} h)", np.shape(value), "dout", dout.shape)
@@ -67,8 +70,12 @@ def numerical_gradient_array(f: Callable[[np.ndarray], np.ndarray], x: np.ndarra
 
 def _central_differences(where: str, f, x: np.ndarray, h: float, difference) -> np.ndarray:
     """Shared loop: ``grad[i] = difference(f(x + h e_i), f(x - h e_i)) / 2h`` for every index i."""
-    check_float_dtype(where, "x", isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating),
-                      getattr(x, "dtype", type(x).__name__))
+    check_float_dtype(
+        where,
+        "x",
+        isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating),
+        getattr(x, "dtype", type(x).__name__),
+    )
     h = check_positive_float(where, "h", h)
     grad = np.zeros_like(x)
     for index in np.ndindex(x.shape):

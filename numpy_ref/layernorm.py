@@ -34,12 +34,12 @@ def layernorm_forward(x, gamma, beta, eps: float = 1e-5) -> tuple[np.ndarray, tu
     check_same_shape(where, "beta", beta.shape, "x.shape[-1:]", x.shape[-1:])
     eps = check_positive_float(where, "eps", eps)
 
-    mean = x.mean(axis=-1, keepdims=True)                            # (..., 1)
+    mean = x.mean(axis=-1, keepdims=True)  # (..., 1)
     centred = x - mean
-    var = (centred * centred).mean(axis=-1, keepdims=True)           # (..., 1), biased (/ D)
-    inv_std = 1 / np.sqrt(var + eps)                                 # (..., 1)
-    x_hat = centred                                                  # reuse the buffer:
-    x_hat *= inv_std                                                 # every temporary costs a fresh array
+    var = (centred * centred).mean(axis=-1, keepdims=True)  # (..., 1), biased (/ D)
+    inv_std = 1 / np.sqrt(var + eps)  # (..., 1)
+    x_hat = centred  # reuse the buffer:
+    x_hat *= inv_std  # every temporary costs a fresh array
     out = x_hat * gamma + beta
     return out, (x_hat, inv_std, gamma)
 
@@ -64,11 +64,11 @@ def layernorm_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.n
     x_hat, inv_std, gamma = cache
     check_same_shape("layernorm_backward", "dout", np.shape(dout), "the forward output", x_hat.shape)
     d = x_hat.shape[-1]
-    dbeta = dout.reshape(-1, d).sum(axis=0)                          # (..., D) -> (D,)
-    dgamma = (dout * x_hat).reshape(-1, d).sum(axis=0)               # (..., D) -> (D,)
+    dbeta = dout.reshape(-1, d).sum(axis=0)  # (..., D) -> (D,)
+    dgamma = (dout * x_hat).reshape(-1, d).sum(axis=0)  # (..., D) -> (D,)
     g = dout * gamma
     g_x_hat = g * x_hat
     through_var = np.multiply(x_hat, g_x_hat.mean(axis=-1, keepdims=True), out=g_x_hat)  # buffer reused
     dx = (g - g.mean(axis=-1, keepdims=True)) - through_var
-    dx *= inv_std                                                    # in place: the same products
+    dx *= inv_std  # in place: the same products
     return dx, dgamma, dbeta

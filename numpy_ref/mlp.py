@@ -19,13 +19,16 @@ _WEIGHTS = ("fc1.weight", "fc2.weight")
 _BIASES = ("fc1.bias", "fc2.bias")
 
 
-def init_mlp_params(d_in: int, d_hidden: int, d_out: int, rng: np.random.Generator,
-                    bias: bool = True) -> dict[str, np.ndarray]:
+def init_mlp_params(
+    d_in: int, d_hidden: int, d_out: int, rng: np.random.Generator, bias: bool = True
+) -> dict[str, np.ndarray]:
     """Float64 parameters: He for fc1 (a ReLU follows it), Xavier for fc2, zero biases."""
     for name, size in (("d_in", d_in), ("d_hidden", d_hidden), ("d_out", d_out)):
         check_positive_int("init_mlp_params", name, size)
-    params = {"fc1.weight": he_normal(d_hidden, d_in, rng),  # (H, D_in)
-              "fc2.weight": xavier_normal(d_out, d_hidden, rng)}  # (D_out, H)
+    params = {
+        "fc1.weight": he_normal(d_hidden, d_in, rng),  # (H, D_in)
+        "fc2.weight": xavier_normal(d_out, d_hidden, rng),
+    }  # (D_out, H)
     if bias:
         params["fc1.bias"] = np.zeros(d_hidden)  # (H,)
         params["fc2.bias"] = np.zeros(d_out)  # (D_out,)
@@ -60,8 +63,11 @@ def _check_params(params: dict[str, np.ndarray], x: np.ndarray) -> None:
     missing = [key for key in _WEIGHTS if key not in params]
     unknown = sorted(set(params) - set(_WEIGHTS) - set(_BIASES))
     if missing or unknown:
-        fail(where, f"params must have keys {list(_WEIGHTS)} and optionally {list(_BIASES)}; "
-                    f"missing {missing}, unknown {unknown}")
+        fail(
+            where,
+            f"params must have keys {list(_WEIGHTS)} and optionally {list(_BIASES)}; "
+            f"missing {missing}, unknown {unknown}",
+        )
     w1, w2 = params["fc1.weight"], params["fc2.weight"]
     check_nonempty_last_axis(where, "x", x.shape)
     check_ndim(where, "fc1.weight", w1.shape, [2])

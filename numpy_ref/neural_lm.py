@@ -82,8 +82,11 @@ def check_idx(where: str, config: ModelConfig, shape: tuple, is_integer: bool, d
     check_integer_dtype(where, "idx", is_integer, dtype)
     check_ndim(where, "idx", shape, (2,))
     if shape[0] < 1 or shape[1] != config.context:
-        fail(where, f"idx must have shape (B, {config.context}) with B >= 1 "
-                    f"(T must equal config.context), got shape {tuple(shape)}")
+        fail(
+            where,
+            f"idx must have shape (B, {config.context}) with B >= 1 "
+            f"(T must equal config.context), got shape {tuple(shape)}",
+        )
 
 
 def check_targets(where: str, idx_shape: tuple, shape: tuple, is_integer: bool, dtype: object) -> None:
@@ -96,8 +99,7 @@ def check_mask_names(where: str, config: ModelConfig, names) -> None:
     """Every dropout-mask name must be a hidden layer (a typo would silently draw a fresh mask)."""
     unknown = sorted(set(names) - set(hidden_layer_names(config)))
     if unknown:
-        fail(where, f"masks has unknown layer names {unknown}; "
-                    f"hidden layers are {hidden_layer_names(config)}")
+        fail(where, f"masks has unknown layer names {unknown}; hidden layers are {hidden_layer_names(config)}")
 
 
 # ----------------------------------------------------------------------------- hidden layer
@@ -110,12 +112,21 @@ def hidden_layer_forward(x, params, name, config, train=False, rng=None, mask=No
     z, linear_cache = linear_forward(x, params[f"{name}.linear.weight"], params[f"{name}.linear.bias"])
     norm_cache = None
     if config.norm:
-        z, norm_cache = layernorm_forward(z, params[f"{name}.norm.weight"],
-                                          params[f"{name}.norm.bias"], config.layernorm_eps)
+        z, norm_cache = layernorm_forward(
+            z, params[f"{name}.norm.weight"], params[f"{name}.norm.bias"], config.layernorm_eps
+        )
     a, act_cache = activation_forward(config.activation, z)
     out, dropout_cache = dropout_forward(a, config.dropout, rng=rng, mask=mask, train=train)
-    cache = {"name": name, "activation": config.activation, "linear": linear_cache,
-             "norm": norm_cache, "act": act_cache, "dropout": dropout_cache, "z": z, "a": a}
+    cache = {
+        "name": name,
+        "activation": config.activation,
+        "linear": linear_cache,
+        "norm": norm_cache,
+        "act": act_cache,
+        "dropout": dropout_cache,
+        "z": z,
+        "a": a,
+    }
     return out, cache
 
 
@@ -148,20 +159,20 @@ def neural_lm_forward(params, idx, config, targets=None, train=False, rng=None, 
     masks = masks or {}
     check_mask_names(where, config, masks)
 
-    x, embedding_cache = embedding_forward(idx, params["embedding.weight"])    # (B, T, E)
+    x, embedding_cache = embedding_forward(idx, params["embedding.weight"])  # (B, T, E)
     shapes, levels, blocks = [("embedding", x.shape)], [], []
     for i, g in enumerate(config.groups):
         name = f"hidden.{i}"
         B, n, d = x.shape
-        fused = x.reshape(B, n // g, g * d)            # (B, n/g, g*d): g neighbours side by side
+        fused = x.reshape(B, n // g, g * d)  # (B, n/g, g*d): g neighbours side by side
         x, layer_cache = hidden_layer_forward(fused, params, name, config, train, rng, masks.get(name))  # (B, n/g, H)
-        levels.append(((B, n, d), layer_cache))        # backward un-fuses to (B, n, d)
+        levels.append(((B, n, d), layer_cache))  # backward un-fuses to (B, n, d)
         shapes.append((name, x.shape))
-    x = x.reshape(x.shape[0], config.hidden_dim)                                # (B, H): one group left
+    x = x.reshape(x.shape[0], config.hidden_dim)  # (B, H): one group left
     for j in range(config.n_blocks):
         name = f"blocks.{j}"
         h, layer_cache = hidden_layer_forward(x, params, name, config, train, rng, masks.get(name))
-        x = x + h                                                              # residual
+        x = x + h  # residual
         blocks.append(layer_cache)
         shapes.append((name, h.shape))
     logits, output_cache = linear_forward(x, params["output.weight"], params["output.bias"])  # (B, V)
@@ -170,8 +181,14 @@ def neural_lm_forward(params, idx, config, targets=None, train=False, rng=None, 
     loss = dlogits = None
     if targets is not None:
         loss, dlogits = cross_entropy(logits, targets)
-    cache = {"embedding": embedding_cache, "levels": levels, "blocks": blocks,
-             "output": output_cache, "dlogits": dlogits, "shapes": shapes}
+    cache = {
+        "embedding": embedding_cache,
+        "levels": levels,
+        "blocks": blocks,
+        "output": output_cache,
+        "dlogits": dlogits,
+        "shapes": shapes,
+    }
     return logits, loss, cache
 
 
@@ -181,18 +198,21 @@ def neural_lm_backward(cache) -> dict[str, np.ndarray]:
     The loss gradient starts from cross_entropy's dlogits (so the forward needs targets).
     """
     if cache["dlogits"] is None:
-        fail("neural_lm_backward", "the forward pass was run without targets, so there is no loss "
-                                   "to differentiate; pass targets to neural_lm_forward")
+        fail(
+            "neural_lm_backward",
+            "the forward pass was run without targets, so there is no loss "
+            "to differentiate; pass targets to neural_lm_forward",
+        )
     grads = {}
     dx, grads["output.weight"], grads["output.bias"] = linear_backward(cache["dlogits"], cache["output"])  # (B, H)
     for layer_cache in reversed(cache["blocks"]):
         dh, layer_grads = hidden_layer_backward(dx, layer_cache)
-        dx = dx + dh                                # identity path plus the block's branch
+        dx = dx + dh  # identity path plus the block's branch
         grads |= layer_grads
-    dx = dx.reshape(dx.shape[0], 1, dx.shape[1])    # (B, 1, H): undo the squeeze
+    dx = dx.reshape(dx.shape[0], 1, dx.shape[1])  # (B, 1, H): undo the squeeze
     for in_shape, layer_cache in reversed(cache["levels"]):
-        dfused, layer_grads = hidden_layer_backward(dx, layer_cache)   # (B, n/g, g*d)
-        dx = dfused.reshape(in_shape)                                   # (B, n, d): undo the fusion
+        dfused, layer_grads = hidden_layer_backward(dx, layer_cache)  # (B, n/g, g*d)
+        dx = dfused.reshape(in_shape)  # (B, n, d): undo the fusion
         grads |= layer_grads
     grads["embedding.weight"] = embedding_backward(dx, cache["embedding"])
     return grads

@@ -63,8 +63,10 @@ DEFAULT_DISCOUNT = 0.75
 
 # ---------------------------------------------------------------- pure-Python helpers (shared)
 
-def check_fit_args(where: str, order: object, vocab_size: object, smoothing: object,
-                   k: object, discount: object) -> tuple[int, int, str, float, float]:
+
+def check_fit_args(
+    where: str, order: object, vocab_size: object, smoothing: object, k: object, discount: object
+) -> tuple[int, int, str, float, float]:
     """Validate the hyperparameters of ``fit``; return them normalised.
 
     Raises ``ValueError`` naming the argument: order or vocab_size not a positive int,
@@ -73,15 +75,17 @@ def check_fit_args(where: str, order: object, vocab_size: object, smoothing: obj
     """
     order = check_positive_int(where, "order", order)
     vocab_size = check_positive_int(where, "vocab_size", vocab_size)
-    if vocab_size ** order > np.iinfo(np.int64).max:
-        fail(where, f"order={order} with vocab_size={vocab_size}: vocab_size**order exceeds int64, "
-                    "so n-gram codes would overflow")
+    if vocab_size**order > np.iinfo(np.int64).max:
+        fail(
+            where,
+            f"order={order} with vocab_size={vocab_size}: vocab_size**order exceeds int64, "
+            "so n-gram codes would overflow",
+        )
     if smoothing not in SMOOTHINGS:
         fail(where, f"smoothing must be one of {SMOOTHINGS}, got {smoothing!r}")
     if isinstance(k, bool) or not isinstance(k, numbers.Real) or not 0.0 <= float(k) < math.inf:
         fail(where, f"k must be a finite number >= 0, got {k!r}")
-    if (isinstance(discount, bool) or not isinstance(discount, numbers.Real)
-            or not 0.0 < float(discount) < 1.0):
+    if isinstance(discount, bool) or not isinstance(discount, numbers.Real) or not 0.0 < float(discount) < 1.0:
         fail(where, f"discount must lie in the open interval (0, 1), got {discount!r}")
     return order, vocab_size, smoothing, float(k), float(discount)
 
@@ -89,8 +93,7 @@ def check_fit_args(where: str, order: object, vocab_size: object, smoothing: obj
 def check_start(where: str, start: object, order: int, length: int) -> int:
     """Validate the first scored position: every scored token needs its full n-1 token history."""
     if isinstance(start, bool) or not isinstance(start, numbers.Integral) or not order - 1 <= start < length:
-        fail(where, f"start must be an integer in [order - 1, len(ids)) = [{order - 1}, {length}), "
-                    f"got {start!r}")
+        fail(where, f"start must be an integer in [order - 1, len(ids)) = [{order - 1}, {length}), got {start!r}")
     return int(start)
 
 
@@ -111,8 +114,7 @@ def modified_kn_discounts(count_of_counts: Sequence[int], fallback: float) -> tu
     return estimate
 
 
-def level_discounts(smoothing: str, discount: float,
-                    count_of_counts: Sequence[int]) -> tuple[float, float, float]:
+def level_discounts(smoothing: str, discount: float, count_of_counts: Sequence[int]) -> tuple[float, float, float]:
     """(D1, D2, D3+) of one Kneser-Ney order: D three times for ``kn``, estimated for ``mkn``."""
     if smoothing == "mkn":
         return modified_kn_discounts(count_of_counts, fallback=discount)
@@ -120,6 +122,7 @@ def level_discounts(smoothing: str, discount: float,
 
 
 # ---------------------------------------------------------------- counting (NumPy, vectorised)
+
 
 def _check_ids(where: str, name: str, ids, vocab_size: int) -> np.ndarray:
     """``ids`` as a 1-D int64 array with every value in [0, vocab_size)."""
@@ -139,19 +142,18 @@ def ngram_codes(ids: np.ndarray, order: int, vocab_size: int) -> list[np.ndarray
     codes = [ids]
     for m in range(2, order + 1):
         # extend each (m-1)-gram by the token after it: shift left one base-V digit, add it
-        codes.append(codes[-1][:-1] * vocab_size + ids[m - 1:])  # (T - m + 1,)
+        codes.append(codes[-1][:-1] * vocab_size + ids[m - 1 :])  # (T - m + 1,)
     return codes
 
 
-def continuation_counts(longer_keys: np.ndarray, order: int,
-                        vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+def continuation_counts(longer_keys: np.ndarray, order: int, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Kneser-Ney continuation counts N1+(. g) of the order-``order`` grams g.
 
     longer_keys (K,) are the distinct (order+1)-gram codes; each distinct (x, g) pair is one
     distinct left neighbour x of g, so counting suffixes counts neighbours.
     Returns (sorted distinct g codes (G,), their counts (G,) int64).
     """
-    return np.unique(longer_keys % vocab_size ** order, return_counts=True)
+    return np.unique(longer_keys % vocab_size**order, return_counts=True)
 
 
 def count_of_counts(counts: np.ndarray) -> tuple[int, int, int, int]:
@@ -179,6 +181,7 @@ class NGramLevel:
     context_keys (H,) int64 sorted codes of the (m-1)-token contexts seen, gamma (H,) float64.
     ``discounts`` = (D1, D2, D3+) used (zeros for add-k).
     """
+
     order: int
     keys: np.ndarray
     alpha: np.ndarray
@@ -192,12 +195,12 @@ def addk_level(order: int, keys: np.ndarray, counts: np.ndarray, k: float, vocab
     context_keys, inverse = _contexts(keys, vocab_size)
     totals = np.bincount(inverse, weights=counts)  # (H,) d = sum_w c(hw), exact in float64
     smoothed = totals + k * vocab_size
-    return NGramLevel(order, keys, counts / smoothed[inverse], context_keys, k * vocab_size / smoothed,
-                      (0.0, 0.0, 0.0))
+    return NGramLevel(order, keys, counts / smoothed[inverse], context_keys, k * vocab_size / smoothed, (0.0, 0.0, 0.0))
 
 
-def kneser_ney_level(order: int, keys: np.ndarray, counts: np.ndarray,
-                     discounts: tuple[float, float, float], vocab_size: int) -> NGramLevel:
+def kneser_ney_level(
+    order: int, keys: np.ndarray, counts: np.ndarray, discounts: tuple[float, float, float], vocab_size: int
+) -> NGramLevel:
     """Absolute discounting of one order: alpha = (c - D(c))/d, gamma = sum_types D(c) / d."""
     d1, d2, d3 = discounts
     context_keys, inverse = _contexts(keys, vocab_size)
@@ -213,13 +216,13 @@ def kneser_ney_level(order: int, keys: np.ndarray, counts: np.ndarray,
     return NGramLevel(order, keys, alpha, context_keys, gamma, discounts)
 
 
-def build_levels(ids: np.ndarray, order: int, vocab_size: int, smoothing: str,
-                 k: float, discount: float) -> tuple[NGramLevel, ...]:
+def build_levels(
+    ids: np.ndarray, order: int, vocab_size: int, smoothing: str, k: float, discount: float
+) -> tuple[NGramLevel, ...]:
     """The levels 1..order of a model fitted on ids (T,) int64 (entry m-1 is order m)."""
     distinct = [np.unique(codes, return_counts=True) for codes in ngram_codes(ids, order, vocab_size)]
     if smoothing == "addk":
-        return tuple(addk_level(m, keys, counts, k, vocab_size)
-                     for m, (keys, counts) in enumerate(distinct, start=1))
+        return tuple(addk_level(m, keys, counts, k, vocab_size) for m, (keys, counts) in enumerate(distinct, start=1))
     levels = []
     for m in range(1, order + 1):
         # the highest order keeps raw counts; lower orders count distinct left neighbours
@@ -230,6 +233,7 @@ def build_levels(ids: np.ndarray, order: int, vocab_size: int, smoothing: str,
 
 
 # ---------------------------------------------------------------- querying
+
 
 def _lookup(keys: np.ndarray, values: np.ndarray, queries: np.ndarray, default: float) -> np.ndarray:
     """values[j] where keys[j] == query, else ``default``. keys (K,) sorted; queries any shape."""
@@ -245,8 +249,7 @@ def _encode(columns: Sequence[np.ndarray], vocab_size: int, shape: tuple[int, ..
     return code
 
 
-def interpolate(chain: Sequence[NGramLevel], history: np.ndarray, tokens: np.ndarray,
-                vocab_size: int) -> np.ndarray:
+def interpolate(chain: Sequence[NGramLevel], history: np.ndarray, tokens: np.ndarray, vocab_size: int) -> np.ndarray:
     """P(tokens | history) through ``chain`` (levels lowest order first), from uniform upwards.
 
     history: codes of the last len(chain[-1]) - 1 tokens before each prediction; history and
@@ -264,6 +267,7 @@ def interpolate(chain: Sequence[NGramLevel], history: np.ndarray, tokens: np.nda
 
 # ---------------------------------------------------------------- the model
 
+
 @dataclass(frozen=True, eq=False)
 class NGramLM:
     """A fitted count n-gram model. Build it with ``NGramLM.fit``.
@@ -271,6 +275,7 @@ class NGramLM:
     ``levels[m - 1]`` is order m (for ``kn``/``mkn`` all of them form the chain; ``addk`` uses
     only the level matching the history length, interpolated with uniform).
     """
+
     order: int
     vocab_size: int
     smoothing: str
@@ -279,27 +284,34 @@ class NGramLM:
     levels: tuple[NGramLevel, ...]
 
     @classmethod
-    def fit(cls, train_ids, order: int, vocab_size: int, smoothing: str = "kn",
-            k: float = DEFAULT_K, discount: float = DEFAULT_DISCOUNT) -> NGramLM:
+    def fit(
+        cls,
+        train_ids,
+        order: int,
+        vocab_size: int,
+        smoothing: str = "kn",
+        k: float = DEFAULT_K,
+        discount: float = DEFAULT_DISCOUNT,
+    ) -> NGramLM:
         """Count the n-grams of train_ids (T,) int and build the smoothed model.
 
         ``k`` is used by ``addk`` only; ``discount`` by ``kn`` and as the ``mkn`` fallback.
         Raises ValueError for bad hyperparameters, ids outside [0, vocab_size), or T < order.
         """
         where = "NGramLM.fit"
-        order, vocab_size, smoothing, k, discount = check_fit_args(where, order, vocab_size, smoothing,
-                                                                   k, discount)
+        order, vocab_size, smoothing, k, discount = check_fit_args(where, order, vocab_size, smoothing, k, discount)
         ids = _check_ids(where, "train_ids", train_ids, vocab_size)
         if len(ids) < order:
             fail(where, f"train_ids has {len(ids)} tokens, fewer than order={order}: no n-gram to count")
-        return cls(order, vocab_size, smoothing, k, discount,
-                   build_levels(ids, order, vocab_size, smoothing, k, discount))
+        return cls(
+            order, vocab_size, smoothing, k, discount, build_levels(ids, order, vocab_size, smoothing, k, discount)
+        )
 
     def chain(self, history_length: int) -> tuple[NGramLevel, ...]:
         """Levels used for a history of ``history_length`` <= order - 1 tokens, lowest first."""
         if self.smoothing == "addk":
             return (self.levels[history_length],)
-        return self.levels[:history_length + 1]
+        return self.levels[: history_length + 1]
 
     def prob_table(self, contexts) -> np.ndarray:
         """Next-token distributions: contexts (N, C) int -> (N, V) float64, rows sum to 1.
@@ -329,7 +341,7 @@ class NGramLM:
         length = self.order - 1
         end = len(ids)
         # column j holds, for every scored i, the token j places into its history ids[i-L:i]
-        columns = [ids[start - length + j:end - length + j] for j in range(length)]
+        columns = [ids[start - length + j : end - length + j] for j in range(length)]
         history = _encode(columns, self.vocab_size, (end - start,))
         return interpolate(self.chain(length), history, ids[start:], self.vocab_size)
 
@@ -356,7 +368,7 @@ class NGramLM:
         history = list(_check_ids("NGramLM.sample", "prompt", prompt, self.vocab_size))
         drawn = []
         for _ in range(length):
-            window = history[len(history) - min(len(history), self.order - 1):]
+            window = history[len(history) - min(len(history), self.order - 1) :]
             probs = self.prob_table(np.array([window], dtype=np.int64))[0]  # (V,)
             token = int(rng.choice(self.vocab_size, p=probs))
             drawn.append(token)

@@ -47,7 +47,7 @@ class _Optimizer:
         self.lr = lr
         self.weight_decay = check_nonnegative_float(type(self).__name__, "weight_decay", weight_decay)
         self.no_decay = frozenset(no_decay)
-        self.state: dict[str, dict] = {}   # key -> the per-parameter state, named as in torch
+        self.state: dict[str, dict] = {}  # key -> the per-parameter state, named as in torch
 
     @property
     def lr(self) -> float:
@@ -74,39 +74,57 @@ class _Optimizer:
     def _check_step_inputs(self, params: Params, grads: Mapping[str, np.ndarray]) -> None:
         where = f"{type(self).__name__}.step"
         if set(params) != set(grads):
-            fail(where, f"grads must have the keys of params; missing {sorted(set(params) - set(grads))}, "
-                        f"unexpected {sorted(set(grads) - set(params))}")
+            fail(
+                where,
+                f"grads must have the keys of params; missing {sorted(set(params) - set(grads))}, "
+                f"unexpected {sorted(set(grads) - set(params))}",
+            )
         unknown = sorted(self.no_decay - set(params))
         if unknown:
             fail(where, f"no_decay names keys that are not parameters: {unknown}")
         for key, param in params.items():
             grad = grads[key]
             if not (isinstance(param, np.ndarray) and np.issubdtype(param.dtype, np.floating)):
-                fail(where, f"params[{key!r}] must be a floating-point ndarray, got {type(param).__name__} "
-                            f"of dtype {getattr(param, 'dtype', None)}")
+                fail(
+                    where,
+                    f"params[{key!r}] must be a floating-point ndarray, got {type(param).__name__} "
+                    f"of dtype {getattr(param, 'dtype', None)}",
+                )
             if not isinstance(grad, np.ndarray) or grad.shape != param.shape or grad.dtype != param.dtype:
-                fail(where, f"grads[{key!r}] must match params[{key!r}] (shape {param.shape}, dtype {param.dtype}), "
-                            f"got shape {getattr(grad, 'shape', None)}, dtype {getattr(grad, 'dtype', None)}")
+                fail(
+                    where,
+                    f"grads[{key!r}] must match params[{key!r}] (shape {param.shape}, dtype {param.dtype}), "
+                    f"got shape {getattr(grad, 'shape', None)}, dtype {getattr(grad, 'dtype', None)}",
+                )
 
 
 class SGD(_Optimizer):
     """Stochastic gradient descent with momentum, dampening, Nesterov and L2 weight decay,
     exactly ``torch.optim.SGD`` (weight decay is added to the gradient, not decoupled)."""
 
-    def __init__(self, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
-                 weight_decay: float = 0.0, nesterov: bool = False,
-                 no_decay: Collection[str] = ()) -> None:
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        no_decay: Collection[str] = (),
+    ) -> None:
         super().__init__(lr, weight_decay, no_decay)
         self.momentum = check_nonnegative_float("SGD", "momentum", momentum)
         self.dampening = check_nonnegative_float("SGD", "dampening", dampening)
         if nesterov and (self.momentum == 0 or self.dampening != 0):
-            fail("SGD", f"nesterov requires momentum > 0 and dampening == 0, "
-                        f"got momentum={momentum!r}, dampening={dampening!r}")
+            fail(
+                "SGD",
+                f"nesterov requires momentum > 0 and dampening == 0, "
+                f"got momentum={momentum!r}, dampening={dampening!r}",
+            )
         self.nesterov = bool(nesterov)
 
     def _update(self, param: np.ndarray, grad: np.ndarray, weight_decay: float, state: dict) -> None:
         if weight_decay != 0:
-            grad = grad + weight_decay * param                  # a new array: the caller's grad is kept
+            grad = grad + weight_decay * param  # a new array: the caller's grad is kept
         if self.momentum != 0:
             buf = state.get("momentum_buffer")
             if buf is None:
@@ -126,14 +144,22 @@ class AdamW(_Optimizer):
     with ``amsgrad``, ``max_exp_avg_sq`` (arrays of the parameter's shape and dtype).
     """
 
-    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2, amsgrad: bool = False,
-                 no_decay: Collection[str] = ()) -> None:
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        no_decay: Collection[str] = (),
+    ) -> None:
         super().__init__(lr, weight_decay, no_decay)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             fail("AdamW", f"betas must be a pair (beta1, beta2), got {betas!r}")
-        self.betas = (check_probability("AdamW", "betas[0]", betas[0]),
-                      check_probability("AdamW", "betas[1]", betas[1]))
+        self.betas = (
+            check_probability("AdamW", "betas[0]", betas[0]),
+            check_probability("AdamW", "betas[1]", betas[1]),
+        )
         self.eps = check_nonnegative_float("AdamW", "eps", eps)
         self.amsgrad = bool(amsgrad)
 
@@ -147,15 +173,15 @@ class AdamW(_Optimizer):
         step, exp_avg, exp_avg_sq = state["step"], state["exp_avg"], state["exp_avg_sq"]
 
         if weight_decay != 0:
-            param *= 1 - self.lr * weight_decay                 # decoupled: shrink before the Adam step
-        _lerp_(exp_avg, grad, 1 - beta1)                        # m = beta1 m + (1 - beta1) g
+            param *= 1 - self.lr * weight_decay  # decoupled: shrink before the Adam step
+        _lerp_(exp_avg, grad, 1 - beta1)  # m = beta1 m + (1 - beta1) g
         exp_avg_sq *= beta2
-        exp_avg_sq += (1 - beta2) * grad * grad                 # v = beta2 v + (1 - beta2) g^2
+        exp_avg_sq += (1 - beta2) * grad * grad  # v = beta2 v + (1 - beta2) g^2
 
-        bias_correction1 = 1 - beta1 ** step
-        bias_correction2 = 1 - beta2 ** step
+        bias_correction1 = 1 - beta1**step
+        bias_correction2 = 1 - beta2**step
         step_size = self.lr / bias_correction1
-        bias_correction2_sqrt = bias_correction2 ** 0.5
+        bias_correction2_sqrt = bias_correction2**0.5
         if self.amsgrad:
             np.maximum(state["max_exp_avg_sq"], exp_avg_sq, out=state["max_exp_avg_sq"])
             second_moment = state["max_exp_avg_sq"]
@@ -163,7 +189,7 @@ class AdamW(_Optimizer):
             second_moment = exp_avg_sq
         # eps is added after the bias correction of sqrt(v), as torch does (not inside the sqrt).
         denom = np.sqrt(second_moment) / bias_correction2_sqrt + self.eps
-        param += -step_size * exp_avg / denom                  # torch: param.addcdiv_(m, denom, value=-step_size)
+        param += -step_size * exp_avg / denom  # torch: param.addcdiv_(m, denom, value=-step_size)
 
 
 def _lerp_(start: np.ndarray, end: np.ndarray, weight: float) -> None:
@@ -189,7 +215,7 @@ def clip_grad_norm(grads: Params, max_norm: float) -> float:
     max_norm = check_positive_float("clip_grad_norm", "max_norm", max_norm)
     if not grads:
         return 0.0
-    norms = np.stack([np.linalg.norm(g.ravel()) for g in grads.values()])     # (n_arrays,)
+    norms = np.stack([np.linalg.norm(g.ravel()) for g in grads.values()])  # (n_arrays,)
     total_norm = np.linalg.norm(norms)
     coef = min(total_norm.dtype.type(max_norm) / (total_norm + total_norm.dtype.type(1e-6)), 1.0)
     for g in grads.values():
@@ -197,8 +223,7 @@ def clip_grad_norm(grads: Params, max_norm: float) -> float:
     return float(total_norm)
 
 
-def warmup_cosine_lr(step: int, max_lr: float, warmup_steps: int, total_steps: int,
-                     min_lr: float = 0.0) -> float:
+def warmup_cosine_lr(step: int, max_lr: float, warmup_steps: int, total_steps: int, min_lr: float = 0.0) -> float:
     """Learning rate of step ``step`` (0-based): linear warmup, then cosine decay to ``min_lr``.
 
     Steps ``0 .. warmup_steps-1`` rise linearly to ``max_lr`` (step 0 already gets
@@ -220,12 +245,11 @@ def warmup_cosine_lr(step: int, max_lr: float, warmup_steps: int, total_steps: i
         return max_lr * (step + 1) / warmup_steps
     if step >= total_steps:
         return min_lr
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)   # in [0, 1)
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)  # in [0, 1)
     return min_lr + 0.5 * (max_lr - min_lr) * (1 + math.cos(math.pi * progress))
 
 
 def no_decay_keys(keys: Collection[str]) -> frozenset[str]:
     """The parameter keys that training exempts from weight decay: biases, LayerNorm gains and
     shifts, and the embedding table (decay would pull rare characters' vectors to zero)."""
-    return frozenset(k for k in keys
-                     if k.endswith(".bias") or ".norm." in k or k.startswith("embedding."))
+    return frozenset(k for k in keys if k.endswith(".bias") or ".norm." in k or k.startswith("embedding."))

@@ -49,9 +49,9 @@ import numpy as np
 
 from numpy_ref.validation import check_ndim, check_positive_int, fail
 
-_BETA_SEARCH_STEPS = 100     # bisection on log(beta): ~1e-30 relative precision, far below the tolerance
+_BETA_SEARCH_STEPS = 100  # bisection on log(beta): ~1e-30 relative precision, far below the tolerance
 _PERPLEXITY_TOLERANCE = 1e-5  # |H - log(perplexity)| in nats at which the search stops
-_P_FLOOR = 1e-12              # keeps log(p / q) finite for pairs the Gaussian gives 0
+_P_FLOOR = 1e-12  # keeps log(p / q) finite for pairs the Gaussian gives 0
 
 
 def _check_points(where: str, x) -> np.ndarray:
@@ -79,24 +79,24 @@ def pca(x, k: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     k = check_positive_int(where, "k", k)
     if k > min(x.shape):
         fail(where, f"k must be at most min(n, d) = {min(x.shape)} for x of shape {x.shape}, got {k}")
-    centred = x - x.mean(axis=0)                                           # (n, d)
-    _, s, vt = np.linalg.svd(centred, full_matrices=False)                 # s (r,), vt (r, d)
-    components = vt[:k]                                                    # (k, d)
+    centred = x - x.mean(axis=0)  # (n, d)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)  # s (r,), vt (r, d)
+    components = vt[:k]  # (k, d)
     rows = np.arange(k)
     components = components * np.sign(components[rows, np.abs(components).argmax(axis=1)])[:, None]
-    variance = s ** 2
+    variance = s**2
     total = variance.sum()
     ratio = variance[:k] / total if total > 0 else np.zeros(k)
-    return centred @ components.T, components, ratio                      # (n, k)
+    return centred @ components.T, components, ratio  # (n, k)
 
 
 # ----------------------------------------------------------------------------- t-SNE
 def squared_distances(x: np.ndarray) -> np.ndarray:
     """||x_i - x_j||^2 for every pair: x (n, d) -> (n, n), exactly 0 on the diagonal, >= 0."""
-    sq = (x ** 2).sum(axis=1)
-    d = sq[:, None] + sq[None, :] - 2.0 * x @ x.T                          # (n, n)
+    sq = (x**2).sum(axis=1)
+    d = sq[:, None] + sq[None, :] - 2.0 * x @ x.T  # (n, n)
     np.fill_diagonal(d, 0.0)
-    return np.maximum(d, 0.0)                                              # rounding can dip below 0
+    return np.maximum(d, 0.0)  # rounding can dip below 0
 
 
 def conditional_probabilities(distances: np.ndarray, perplexity: float) -> np.ndarray:
@@ -110,8 +110,8 @@ def conditional_probabilities(distances: np.ndarray, perplexity: float) -> np.nd
     probs = np.zeros((n, n))
     for i in range(n):
         d = np.delete(distances[i], i)
-        d = d - d.min()                     # shifting all distances leaves p(j|i) unchanged, avoids underflow
-        low, high = -np.inf, np.inf         # bounds on log(beta)
+        d = d - d.min()  # shifting all distances leaves p(j|i) unchanged, avoids underflow
+        low, high = -np.inf, np.inf  # bounds on log(beta)
         log_beta = -np.log(max(np.mean(d), 1e-12))
         for _ in range(_BETA_SEARCH_STEPS):
             p = np.exp(-np.exp(log_beta) * d)
@@ -119,7 +119,7 @@ def conditional_probabilities(distances: np.ndarray, perplexity: float) -> np.nd
             entropy = -np.sum(p * np.log(np.maximum(p, 1e-300)))
             if abs(entropy - target) < _PERPLEXITY_TOLERANCE:
                 break
-            if entropy > target:            # too flat: sharpen (larger beta)
+            if entropy > target:  # too flat: sharpen (larger beta)
                 low = log_beta
                 log_beta = log_beta + 1.0 if high == np.inf else (log_beta + high) / 2
             else:
@@ -140,20 +140,20 @@ def joint_probabilities(x: np.ndarray, perplexity: float) -> np.ndarray:
 
 def kl_and_gradient(p: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     """KL(P || Q) of the embedding y (n, 2) and its gradient (n, 2), Q the Student-t similarities."""
-    kernel = 1.0 / (1.0 + squared_distances(y))                            # (n, n)
+    kernel = 1.0 / (1.0 + squared_distances(y))  # (n, n)
     np.fill_diagonal(kernel, 0.0)
     q = np.maximum(kernel / kernel.sum(), _P_FLOOR)
     off_diagonal = ~np.eye(len(y), dtype=bool)
     kl = float(np.sum(p[off_diagonal] * np.log(p[off_diagonal] / q[off_diagonal])))
-    weights = (p - kernel / kernel.sum()) * kernel                         # (n, n)
-    gradient = 4.0 * (weights.sum(axis=1)[:, None] * y - weights @ y)      # sum_j w_ij (y_i - y_j)
+    weights = (p - kernel / kernel.sum()) * kernel  # (n, n)
+    gradient = 4.0 * (weights.sum(axis=1)[:, None] * y - weights @ y)  # sum_j w_ij (y_i - y_j)
     return kl, gradient
 
 
 def pca_initialisation(x: np.ndarray) -> np.ndarray:
     """The first two principal coordinates of x (n, d), scaled so the first has std 1e-4: (n, 2)."""
     y, _, _ = pca(x, k=min(2, *x.shape))
-    if y.shape[1] < 2:                                     # one input dimension: a flat second axis
+    if y.shape[1] < 2:  # one input dimension: a flat second axis
         y = np.concatenate([y, np.zeros((len(y), 1))], axis=1)
     scale = y[:, 0].std()
     return y / scale * 1e-4 if scale > 0 else y
@@ -164,8 +164,7 @@ def auto_learning_rate(n: int, early_exaggeration: float) -> float:
     return max(n / early_exaggeration / 4.0, 50.0)
 
 
-def _descend(p: np.ndarray, y: np.ndarray, iterations: int, momentum: float,
-             learning_rate: float) -> np.ndarray:
+def _descend(p: np.ndarray, y: np.ndarray, iterations: int, momentum: float, learning_rate: float) -> np.ndarray:
     """``iterations`` steps of momentum gradient descent with delta-bar-delta gains from y (n, 2)."""
     update, gains = np.zeros_like(y), np.ones_like(y)
     for _ in range(iterations):
@@ -179,9 +178,16 @@ def _descend(p: np.ndarray, y: np.ndarray, iterations: int, momentum: float,
     return y
 
 
-def tsne(x, perplexity: float = 15.0, seed: int = 0, n_iter: int = 2000,
-         learning_rate: float | str = "auto", early_exaggeration: float = 12.0,
-         exaggeration_iters: int = 250, init: str = "pca") -> tuple[np.ndarray, float]:
+def tsne(
+    x,
+    perplexity: float = 15.0,
+    seed: int = 0,
+    n_iter: int = 2000,
+    learning_rate: float | str = "auto",
+    early_exaggeration: float = 12.0,
+    exaggeration_iters: int = 250,
+    init: str = "pca",
+) -> tuple[np.ndarray, float]:
     """Exact t-SNE of the rows of x (n, d) into 2-D (see the module docstring).
 
     Returns ``(y (n, 2), kl)``: the embedding and its final KL(P || Q). ``init`` is ``"pca"``
@@ -191,15 +197,17 @@ def tsne(x, perplexity: float = 15.0, seed: int = 0, n_iter: int = 2000,
     where = "tsne"
     x = _check_points(where, x)
     n = x.shape[0]
-    if (isinstance(perplexity, bool) or not isinstance(perplexity, numbers.Real)
-            or not 1.0 <= perplexity < n - 1):
+    if isinstance(perplexity, bool) or not isinstance(perplexity, numbers.Real) or not 1.0 <= perplexity < n - 1:
         fail(where, f"perplexity must lie in [1, n - 1) = [1, {n - 1}) for {n} points, got {perplexity!r}")
     n_iter = check_positive_int(where, "n_iter", n_iter)
     if learning_rate == "auto":
         learning_rate = auto_learning_rate(n, early_exaggeration)
     if (isinstance(learning_rate, str) or not learning_rate > 0) or not early_exaggeration >= 1:
-        fail(where, f"learning_rate must be > 0 or 'auto' and early_exaggeration >= 1, got "
-                    f"{learning_rate!r} and {early_exaggeration!r}")
+        fail(
+            where,
+            f"learning_rate must be > 0 or 'auto' and early_exaggeration >= 1, got "
+            f"{learning_rate!r} and {early_exaggeration!r}",
+        )
     if init not in ("pca", "random"):
         fail(where, f"init must be 'pca' or 'random', got {init!r}")
     p = joint_probabilities(x, perplexity)

@@ -35,8 +35,8 @@ from numpy_ref.validation import (
 )
 
 OPTIMIZERS = ("adamw", "sgd")
-Batch = tuple[np.ndarray, np.ndarray]     # x (B, T) int64 ids, y (B,) int64 next ids
-Masks = dict[str, np.ndarray]             # hidden layer name -> bool keep-mask of its output shape
+Batch = tuple[np.ndarray, np.ndarray]  # x (B, T) int64 ids, y (B,) int64 next ids
+Masks = dict[str, np.ndarray]  # hidden layer name -> bool keep-mask of its output shape
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,11 @@ class TrajectoryConfig:
         check_positive_int(where, "batch_size", self.batch_size)
         check_positive_float(where, "lr", self.lr)
         check_nonnegative_float(where, "min_lr", self.min_lr)
-        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) \
-                or not 0 <= self.warmup_steps <= self.steps:
+        if (
+            isinstance(self.warmup_steps, bool)
+            or not isinstance(self.warmup_steps, int)
+            or not 0 <= self.warmup_steps <= self.steps
+        ):
             fail(where, f"warmup_steps must be an integer in [0, steps={self.steps}], got {self.warmup_steps!r}")
         check_nonnegative_float(where, "weight_decay", self.weight_decay)
         object.__setattr__(self, "betas", tuple(self.betas))
@@ -99,13 +102,13 @@ def make_batches(model_config: ModelConfig, run: TrajectoryConfig) -> list[Batch
     task_rng, batch_rng = np.random.default_rng(run.seed).spawn(2)
     # A peaked next-id distribution per previous id (Dirichlet 0.1: a few likely successors),
     # so there is something to learn well below the uniform loss ln V.
-    next_id_cdf = np.cumsum(task_rng.dirichlet(np.full(V, 0.1), size=V), axis=1)     # (V, V)
+    next_id_cdf = np.cumsum(task_rng.dirichlet(np.full(V, 0.1), size=V), axis=1)  # (V, V)
     batches = []
     for _ in range(run.steps):
-        x = batch_rng.integers(0, V, size=(B, T))                                      # (B, T)
-        u = batch_rng.random(B)                                                         # (B,)
+        x = batch_rng.integers(0, V, size=(B, T))  # (B, T)
+        u = batch_rng.random(B)  # (B,)
         # Inverse-CDF sampling; the clip guards against the cdf's last entry rounding below 1.
-        y = np.minimum((u[:, None] >= next_id_cdf[x[:, -1]]).sum(axis=1), V - 1)       # (B,)
+        y = np.minimum((u[:, None] >= next_id_cdf[x[:, -1]]).sum(axis=1), V - 1)  # (B,)
         batches.append((x.astype(np.int64), y.astype(np.int64)))
     return batches
 
@@ -116,7 +119,7 @@ def dropout_mask_shapes(model_config: ModelConfig, batch_size: int) -> dict[str,
     for name, g in zip(hidden_layer_names(model_config), model_config.groups):
         n //= g
         shapes[name] = (batch_size, n, model_config.hidden_dim)
-    for name in hidden_layer_names(model_config)[len(model_config.groups):]:
+    for name in hidden_layer_names(model_config)[len(model_config.groups) :]:
         shapes[name] = (batch_size, model_config.hidden_dim)
     return shapes
 
@@ -128,10 +131,12 @@ def make_dropout_masks(model_config: ModelConfig, run: TrajectoryConfig) -> list
     """
     if model_config.dropout == 0:
         return [{} for _ in range(run.steps)]
-    rng = np.random.default_rng([run.seed, 1])      # a stream independent of the batches'
+    rng = np.random.default_rng([run.seed, 1])  # a stream independent of the batches'
     shapes = dropout_mask_shapes(model_config, run.batch_size)
-    return [{name: make_keep_mask(shape, model_config.dropout, rng) for name, shape in shapes.items()}
-            for _ in range(run.steps)]
+    return [
+        {name: make_keep_mask(shape, model_config.dropout, rng) for name, shape in shapes.items()}
+        for _ in range(run.steps)
+    ]
 
 
 def make_optimizer(run: TrajectoryConfig, keys) -> SGD | AdamW:
@@ -143,8 +148,13 @@ def make_optimizer(run: TrajectoryConfig, keys) -> SGD | AdamW:
 
 
 # ----------------------------------------------------------------------------- the loop
-def train(params: dict[str, np.ndarray], model_config: ModelConfig, run: TrajectoryConfig,
-          batches: list[Batch], masks: list[Masks]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def train(
+    params: dict[str, np.ndarray],
+    model_config: ModelConfig,
+    run: TrajectoryConfig,
+    batches: list[Batch],
+    masks: list[Masks],
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """``len(batches)`` optimiser steps of the NumPy NeuralLM from ``params`` (left unchanged).
 
     Each step: lr from the schedule, forward in training mode with that step's masks, backward,
@@ -167,4 +177,3 @@ def train(params: dict[str, np.ndarray], model_config: ModelConfig, run: Traject
         optimizer.step(params, grads)
         losses[step] = loss
     return params, losses
-

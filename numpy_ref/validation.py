@@ -46,20 +46,22 @@ def check_ndim(where: str, name: str, shape: Sequence[int], allowed: Sequence[in
         fail(where, f"{name} must be {want}, got shape {tuple(shape)}")
 
 
-def check_dim_matches(where: str, name_a: str, shape_a: Sequence[int], axis_a: int,
-                      name_b: str, shape_b: Sequence[int], axis_b: int) -> None:
+def check_dim_matches(
+    where: str, name_a: str, shape_a: Sequence[int], axis_a: int, name_b: str, shape_b: Sequence[int], axis_b: int
+) -> None:
     """Raise unless ``shape_a[axis_a] == shape_b[axis_b]``, naming both shapes."""
     if shape_a[axis_a] != shape_b[axis_b]:
-        fail(where, f"{name_a} has shape {tuple(shape_a)} and {name_b} has shape {tuple(shape_b)}; "
-                    f"expected {name_a}.shape[{axis_a}] == {name_b}.shape[{axis_b}]")
+        fail(
+            where,
+            f"{name_a} has shape {tuple(shape_a)} and {name_b} has shape {tuple(shape_b)}; "
+            f"expected {name_a}.shape[{axis_a}] == {name_b}.shape[{axis_b}]",
+        )
 
 
-def check_same_shape(where: str, name_a: str, shape_a: Sequence[int],
-                     name_b: str, shape_b: Sequence[int]) -> None:
+def check_same_shape(where: str, name_a: str, shape_a: Sequence[int], name_b: str, shape_b: Sequence[int]) -> None:
     """Raise unless the two shapes are equal."""
     if tuple(shape_a) != tuple(shape_b):
-        fail(where, f"{name_a} has shape {tuple(shape_a)} but {name_b} has shape {tuple(shape_b)}; "
-                    "they must be equal")
+        fail(where, f"{name_a} has shape {tuple(shape_a)} but {name_b} has shape {tuple(shape_b)}; they must be equal")
 
 
 def check_index_range(where: str, name: str, lowest: int, highest: int, size: int) -> None:

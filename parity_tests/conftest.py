@@ -19,7 +19,8 @@ from torch_lm.training.data import DEFAULT_DATA_PATH
 TINY_SHAKESPEARE = DEFAULT_DATA_PATH
 needs_tiny_shakespeare = pytest.mark.skipif(
     not TINY_SHAKESPEARE.is_file(),
-    reason="needs Tiny Shakespeare in data/: python scripts/download_data.py (offline: --from FILE)")
+    reason="needs Tiny Shakespeare in data/: python scripts/download_data.py (offline: --from FILE)",
+)
 
 # (numpy dtype, torch dtype) pairs every parity test runs in.
 DTYPE_PAIRS = [(np.float64, torch.float64), (np.float32, torch.float32)]

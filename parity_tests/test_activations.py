@@ -46,6 +46,7 @@ def torch_forward_backward(fn, x: np.ndarray, dout: np.ndarray):
 
 # --- golden numbers ----------------------------------------------------------------------------
 
+
 def test_golden_relu_and_its_derivative():
     x = np.array([-1.0, 0.0, 2.0])
     out, cache = relu_forward(x)
@@ -72,11 +73,12 @@ def test_golden_tanh_and_its_derivative():
     # tanh(1) = 0.7615941559557649, tanh(2) = 0.9640275800758169; derivative 1 - tanh².
     expected = np.array([-0.7615941559557649, 0.0, 0.9640275800758169])
     assert_close(tanh_forward(x)[0], expected)
-    assert_close(tanh_derivative(x), 1 - expected ** 2)
+    assert_close(tanh_derivative(x), 1 - expected**2)
     assert_close(tanh(to_torch(x)), expected)
 
 
 # --- parity: numpy vs torch_lm vs torch built-in --------------------------------------------------
+
 
 @FAST
 @pytest.mark.parametrize("name", NAMES)
@@ -120,6 +122,7 @@ def test_nan_propagates_like_the_builtins():
 
 # --- float32 on the CPU: NumPy's tanh, torch's backward ------------------------------------------
 
+
 def ulps_from_exact(approx: np.ndarray, x: np.ndarray) -> np.ndarray:
     """|approx - tanh(x)| in float32 units in the last place of the exact value (float64 tanh)."""
     exact = np.tanh(x.astype(np.float64))
@@ -132,7 +135,7 @@ def test_float32_cpu_tanh_is_numpys_bit_for_bit_and_within_2_ulp():
     x = (rng.choice([-1.0, 1.0], 200_000) * 10.0 ** rng.uniform(-8, 1.5, 200_000)).astype(np.float32)
     ours = tanh(torch.from_numpy(x)).numpy()
     np.testing.assert_array_equal(ours, tanh_forward(x)[0])  # the reference's forward, bit for bit
-    assert ulps_from_exact(ours, x).max() <= 2.0              # NumPy's SIMD tanh: 1.4 ulp measured
+    assert ulps_from_exact(ours, x).max() <= 2.0  # NumPy's SIMD tanh: 1.4 ulp measured
     assert ulps_from_exact(torch.tanh(torch.from_numpy(x)).numpy(), x).max() <= 1.0  # torch's, for scale
 
 
@@ -142,7 +145,7 @@ def test_float32_cpu_tanh_backward_and_double_backward_are_torch_tanhs():
     grads = {}
     for name, fn in (("ours", tanh), ("torch", torch.tanh)):
         (dx,) = torch.autograd.grad(fn(x), x, dout, create_graph=True)
-        (ddx,) = torch.autograd.grad(dx.sum(), x)                 # d/dx sum(dout * (1 - tanh^2))
+        (ddx,) = torch.autograd.grad(dx.sum(), x)  # d/dx sum(dout * (1 - tanh^2))
         grads[name] = (dx.detach(), ddx)
     for ours, theirs in zip(grads["ours"], grads["torch"]):
         assert_close(ours, theirs)
@@ -183,6 +186,7 @@ def test_module_passes_autograd_gradcheck(module, shape, rng):
 
 
 # --- dispatch and bad input -------------------------------------------------------------------------
+
 
 def test_make_activation_builds_the_named_module():
     assert isinstance(make_activation("relu"), ReLU)

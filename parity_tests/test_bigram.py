@@ -43,9 +43,9 @@ def markov_text(n: int = 3000, seed: int = 0) -> np.ndarray:
     """Ids (n,) from a random order-2 Markov chain over V tokens with some impossible transitions,
     so bigram and trigram counts have zeros, repeats and different row totals."""
     rng = np.random.default_rng(seed)
-    probs = rng.dirichlet(np.full(V, 0.5), size=(V, V))                 # (V, V, V): p(c | a, b)
+    probs = rng.dirichlet(np.full(V, 0.5), size=(V, V))  # (V, V, V): p(c | a, b)
     probs[rng.random((V, V, V)) < 0.2] = 0
-    probs[..., 0] += 1e-3                                                # every row stays usable
+    probs[..., 0] += 1e-3  # every row stays usable
     probs /= probs.sum(axis=-1, keepdims=True)
     ids = [0, 1]
     for _ in range(n - 2):
@@ -57,8 +57,10 @@ def random_params(form: str, context: int, rng, dtype, embed_dim: int = 3) -> di
     if form == "table":
         params = init_table_params(V, context, dtype)
         return {k: rng.standard_normal(p.shape).astype(dtype) for k, p in params.items()}
-    return {k: (p + 0.3 * rng.standard_normal(p.shape)).astype(dtype)
-            for k, p in init_factored_params(V, context, embed_dim, rng, dtype).items()}
+    return {
+        k: (p + 0.3 * rng.standard_normal(p.shape)).astype(dtype)
+        for k, p in init_factored_params(V, context, embed_dim, rng, dtype).items()
+    }
 
 
 def numpy_forward(form: str, params, idx):
@@ -144,7 +146,7 @@ def test_count_trick_equals_the_mean_over_every_window(form, context, dtypes, rn
 @pytest.mark.parametrize("context", [1, 2, 3])
 def test_count_tables_agree_with_a_python_count(context):
     ids = markov_text(500)
-    expected = collections.Counter((tuple(ids[i - context:i]), ids[i]) for i in range(context, len(ids)))
+    expected = collections.Counter((tuple(ids[i - context : i]), ids[i]) for i in range(context, len(ids)))
     contexts, counts = count_table(ids, context, V)
     found = {(tuple(c), b): int(n) for c, row in zip(contexts, counts) for b, n in enumerate(row) if n}
     assert found == dict(expected)
@@ -209,8 +211,8 @@ def test_trained_table_reaches_the_count_models_train_loss(context):
     target = NGramLM.fit(ids, context + 1, V, "addk", k=0.0).score(ids, context)
     model = tb.TableLM(V, context).double()
     history = tb.fit_counts(model, contexts, counts, steps=300, lr=1.0)
-    assert history[0] == pytest.approx(np.log(V))                       # the zero table is uniform
-    assert -1e-12 < history[-1] - target < 1e-3                          # never below the MLE
+    assert history[0] == pytest.approx(np.log(V))  # the zero table is uniform
+    assert -1e-12 < history[-1] - target < 1e-3  # never below the MLE
     windows = to_torch(np.lib.stride_tricks.sliding_window_view(ids[:-1], context))
     with torch.no_grad():
         assert float(model(windows, to_torch(ids[context:]))[1]) == pytest.approx(history[-1], abs=1e-12)
@@ -227,7 +229,7 @@ def test_factored_bigram_needs_embed_dim_v_minus_1():
         model = tb.FactoredLM(V, 1, embed_dim).double()
         model.reset_parameters(torch.Generator().manual_seed(0))
         gaps[embed_dim] = tb.fit_counts(model, contexts, counts, steps=500, lr=0.1)[-1] - target
-    assert -1e-12 < gaps[V - 1] < 1e-3                                 # never below the MLE
+    assert -1e-12 < gaps[V - 1] < 1e-3  # never below the MLE
     assert gaps[1] > 1e-2
 
 
@@ -239,8 +241,8 @@ def test_fit_counts_is_deterministic_and_l2_smooths():
         model = tb.TableLM(V).double()
         runs.append((tb.fit_counts(model, contexts, counts, steps=50, lr=0.5, l2=l2), model.table.weight.detach()))
     assert runs[0][0] == runs[1][0] and torch.equal(runs[0][1], runs[1][1])
-    assert runs[2][0][-1] > runs[0][0][-1]                               # the prior costs train loss
-    assert runs[2][1].abs().max() < runs[0][1].abs().max()              # and keeps logits finite-sized
+    assert runs[2][0][-1] > runs[0][0][-1]  # the prior costs train loss
+    assert runs[2][1].abs().max() < runs[0][1].abs().max()  # and keeps logits finite-sized
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -284,11 +286,15 @@ def test_both_engines_reject_bad_counts(label):
         tb.count_cross_entropy(to_torch(logits), to_torch(counts))
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda e: e.count_table(np.array([1, 2]), 2, V), "needs at least 3"),
-    (lambda e: e.count_table(np.array([1, 9, 2]), 1, V), r"ids must lie in \[0, 6\)"),
-    (lambda e: e.count_table(np.array([1, 2, 3]), 0, V), "context must be a positive integer"),
-], ids=["too short", "id out of range", "context 0"])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda e: e.count_table(np.array([1, 2]), 2, V), "needs at least 3"),
+        (lambda e: e.count_table(np.array([1, 9, 2]), 1, V), r"ids must lie in \[0, 6\)"),
+        (lambda e: e.count_table(np.array([1, 2, 3]), 0, V), "context must be a positive integer"),
+    ],
+    ids=["too short", "id out of range", "context 0"],
+)
 def test_both_engines_reject_bad_count_table_args(call, message):
     import numpy_ref.bigram as nb
 
@@ -308,7 +314,6 @@ def test_oversized_tables_and_bad_training_args_are_refused():
     with pytest.raises(ValueError, match="use the factored form"):
         tb.TableLM(65, 4)
     contexts, counts = tb.count_table(to_torch(markov_text(50)), 1, V)
-    for kwargs, message in (({"steps": 0}, "steps"), ({"steps": 2, "lr": 0.0}, "lr"),
-                            ({"steps": 2, "l2": -1.0}, "l2")):
+    for kwargs, message in (({"steps": 0}, "steps"), ({"steps": 2, "lr": 0.0}, "lr"), ({"steps": 2, "l2": -1.0}, "l2")):
         with pytest.raises(ValueError, match=message):
             tb.fit_counts(tb.TableLM(V), contexts, counts, **kwargs)

@@ -31,7 +31,7 @@ ACTIVATIONS = {
 }
 
 shapes = st.lists(st.integers(1, 6), min_size=1, max_size=3).map(tuple)  # (..., V), batch 1 and V = 1 included
-scales = st.sampled_from([1e-3, 1.0, 30.0, 1000.0])                       # up to logits of +-1000
+scales = st.sampled_from([1e-3, 1.0, 30.0, 1000.0])  # up to logits of +-1000
 temperatures = st.sampled_from([1.0, 0.05, 0.5, 3.7])
 seeds = st.integers(0, 2**32 - 1)
 
@@ -74,8 +74,7 @@ def test_softmax_and_log_softmax_match_torch_and_builtin(dtypes, name, shape, sc
     assert out.dtype == np_dtype and dx.dtype == np_dtype  # no silent upcast
     assert_close(out, torch_out)
     assert_close(dx, torch_dx)
-    witness_out, witness_dx = torch_forward_backward(lambda t: builtin(t / temperature, dim=-1),
-                                                     x, dout, torch_dtype)
+    witness_out, witness_dx = torch_forward_backward(lambda t: builtin(t / temperature, dim=-1), x, dout, torch_dtype)
     assert_close(torch_out, witness_out)
     assert_close(torch_dx, witness_dx)
 
@@ -220,8 +219,8 @@ def test_temperature_divides_the_logits(rng):
 
 def test_temperature_sharpens_and_flattens():
     x = np.array([1.0, 2.0, 3.0])
-    assert_close(ref.softmax(x, 0.01), np.array([0.0, 0.0, 1.0]))     # T -> 0: argmax
-    assert_close(ref.softmax(x, 1e9), np.full(3, 1 / 3))               # T -> inf: uniform
+    assert_close(ref.softmax(x, 0.01), np.array([0.0, 0.0, 1.0]))  # T -> 0: argmax
+    assert_close(ref.softmax(x, 1e9), np.full(3, 1 / 3))  # T -> inf: uniform
     assert_close(tlm.softmax(to_torch(x), 0.01), np.array([0.0, 0.0, 1.0]))
     assert_close(tlm.softmax(to_torch(x), 1e9), np.full(3, 1 / 3))
 
@@ -263,8 +262,10 @@ def test_golden_cross_entropy_is_minus_log_p_with_10000_word_vocabulary(p, expec
 
 def test_confident_correct_prediction_approaches_zero_loss():
     vocab, target = 10_000, 7
-    losses = [float(ref.cross_entropy(confident_logits(vocab, target, p), np.array([target]))[0])
-              for p in (0.9, 0.999, 1 - 1e-9)]
+    losses = [
+        float(ref.cross_entropy(confident_logits(vocab, target, p), np.array([target]))[0])
+        for p in (0.9, 0.999, 1 - 1e-9)
+    ]
     assert losses == sorted(losses, reverse=True)
     assert losses[-1] == pytest.approx(1e-9, rel=1e-5)  # -ln(1 - e) ~ e
     one_hot_ish = np.full((1, 5), -1000.0)
@@ -291,7 +292,7 @@ def test_softmax_of_equal_logits_is_uniform(vocab):
 
 def test_golden_softmax_of_10_0_0():
     x = np.array([10.0, 0.0, 0.0])
-    small = 1 / (math.exp(10.0) + 2)   # e^0 / (e^10 + 2 e^0)
+    small = 1 / (math.exp(10.0) + 2)  # e^0 / (e^10 + 2 e^0)
     exact = np.array([1 - 2 * small, small, small])
     np.testing.assert_allclose(ref.softmax(x), [0.99991, 4.54e-5, 4.54e-5], rtol=1e-3)
     np.testing.assert_allclose(ref.softmax(x), exact, rtol=1e-14)
@@ -327,8 +328,11 @@ BAD_CROSS_ENTROPY_INPUT = [
     (np.zeros(3), TARGETS, r"logits must be 2-D, got shape \(3,\)"),
     (np.zeros((2, 3, 4)), TARGETS, r"logits must be 2-D, got shape \(2, 3, 4\)"),
     (np.zeros((2, 3), dtype=np.int64), TARGETS, r"logits must be a floating-point array"),
-    (np.zeros((0, 3)), np.zeros(0, dtype=np.int64),
-     r"logits must have at least one row and one class, got shape \(0, 3\)"),
+    (
+        np.zeros((0, 3)),
+        np.zeros(0, dtype=np.int64),
+        r"logits must have at least one row and one class, got shape \(0, 3\)",
+    ),
     (X, np.array([[0], [2]]), r"targets must be 1-D, got shape \(2, 1\)"),
     (X, np.array([0, 1, 2]), r"targets has shape \(3,\) and logits has shape \(2, 3\)"),
     (X, np.array([0, 3]), r"targets must lie in \[0, 3\), got values in \[0, 3\]"),

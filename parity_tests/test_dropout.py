@@ -32,6 +32,7 @@ def torch_forward_backward(module: Dropout, x: np.ndarray, dout: np.ndarray, mas
 
 # --- golden numbers ----------------------------------------------------------------------------
 
+
 def test_golden_ones_with_mask_101_and_p_one_third():
     x, mask = np.ones(3), np.array([True, False, True])
     out, cache = dropout_forward(x, 1 / 3, mask=mask)
@@ -45,9 +46,13 @@ def test_golden_ones_with_mask_101_and_p_one_third():
 
 # --- parity with a shared mask ----------------------------------------------------------------------
 
+
 @FAST
-@given(shape=st.lists(st.integers(1, 6), min_size=1, max_size=3).map(tuple),
-       p=st.sampled_from([0.0, 0.1, 0.5, 0.9, 0.99]), seed=st.integers(0, 2**32 - 1))
+@given(
+    shape=st.lists(st.integers(1, 6), min_size=1, max_size=3).map(tuple),
+    p=st.sampled_from([0.0, 0.1, 0.5, 0.9, 0.99]),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_numpy_matches_torch_with_the_same_mask(dtypes, shape, p, seed):
     np_dtype, _ = dtypes
     rng = np.random.default_rng(seed)
@@ -81,6 +86,7 @@ def test_module_passes_autograd_gradcheck(shape, p, rng):
 
 # --- identity cases: p == 0 and evaluation -------------------------------------------------------
 
+
 def test_p_zero_is_identity_and_ignores_the_mask(rng):
     x = rng.standard_normal((4, 5))
     mask = np.zeros((4, 5), dtype=bool)  # would zero everything if it were used
@@ -112,6 +118,7 @@ def test_draws_from_the_generator_when_no_mask_is_given(rng):
 
 # --- statistics: keep-rate ≈ 1 - p and mean preserved, for ours and for F.dropout -------------------
 
+
 def assert_dropout_statistics(out: np.ndarray, p: float) -> None:
     """out = dropout(ones(N)): kept fraction within 5 binomial SE of 1 - p, mean within 5 SE of 1.
 
@@ -141,27 +148,30 @@ def test_keep_rate_and_mean_torch_and_f_dropout(p):
 
 
 def test_keep_masks_keep_with_probability_one_minus_p():
-    for mask in (make_keep_mask((N,), 0.25, np.random.default_rng(1)),
-                 torch_keep_mask((N,), 0.25, torch.Generator().manual_seed(1)).numpy()):
+    for mask in (
+        make_keep_mask((N,), 0.25, np.random.default_rng(1)),
+        torch_keep_mask((N,), 0.25, torch.Generator().manual_seed(1)).numpy(),
+    ):
         assert mask.dtype == np.bool_
         assert abs(mask.mean() - 0.75) < 5 * math.sqrt(0.25 * 0.75 / N)
 
 
 # --- the CPU sampler: a 32-bit threshold, drawn a byte first ------------------------------------------
 
+
 def test_keep_threshold_rounds_p_to_32_bits():
     assert keep_threshold(0.0) == 0
-    assert keep_threshold(0.5) == 2 ** 31
-    assert keep_threshold(0.1) == 429496730                 # round(0.1 * 2**32) = round(429496729.6)
-    assert keep_threshold(1 - 2 ** -40) == 2 ** 32 - 1      # would round to 2**32, which no word reaches
+    assert keep_threshold(0.5) == 2**31
+    assert keep_threshold(0.1) == 429496730  # round(0.1 * 2**32) = round(429496729.6)
+    assert keep_threshold(1 - 2**-40) == 2**32 - 1  # would round to 2**32, which no word reaches
 
 
 def test_cpu_keep_rate_is_exact_where_the_top_byte_ties():
     # threshold 2**31 + 2**23: top byte 128, low bits 2**23. A top byte of 128 (1 entry in 256) is
     # kept only when its low 24 bits reach 2**23, i.e. half the time: exact keep rate 1 - p =
     # 0.498046875. Dropping every tie would give 127/256 = 0.49609, keeping them 0.5, each > 7 SE off.
-    p, n = 0.5 + 2 ** -9, 4_000_000
-    assert keep_threshold(p) == 2 ** 31 + 2 ** 23
+    p, n = 0.5 + 2**-9, 4_000_000
+    assert keep_threshold(p) == 2**31 + 2**23
     mask = torch_keep_mask((n,), p, torch.Generator().manual_seed(5))
     assert abs(mask.double().mean().item() - (1 - p)) < 4 * math.sqrt(p * (1 - p) / n)
 
@@ -169,9 +179,9 @@ def test_cpu_keep_rate_is_exact_where_the_top_byte_ties():
 def test_cpu_masks_are_a_function_of_the_generator_and_advance_it():
     first, again = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
     a, b = torch_keep_mask((64, 64), 0.3, first), torch_keep_mask((64, 64), 0.3, again)
-    assert torch.equal(a, b)                                  # same state, same mask
-    assert not torch.equal(torch_keep_mask((64, 64), 0.3, first), a)   # the state moved on
-    with torch.random.fork_rng():                             # no generator: torch's default one
+    assert torch.equal(a, b)  # same state, same mask
+    assert not torch.equal(torch_keep_mask((64, 64), 0.3, first), a)  # the state moved on
+    with torch.random.fork_rng():  # no generator: torch's default one
         torch.manual_seed(7)
         assert torch.equal(torch_keep_mask((64, 64), 0.3), a)
 
@@ -187,6 +197,7 @@ def test_dropout_masks_in_every_float_dtype_agree_with_make_keep_mask(dtype):
 
 
 # --- bad input -----------------------------------------------------------------------------------------
+
 
 class TestBadInput:
     @pytest.mark.parametrize("p", [1.0, -0.1, 1.5])

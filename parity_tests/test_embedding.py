@@ -76,7 +76,7 @@ def test_embedding_matches_torch_and_builtin(dtypes, idx_shape, vocab, dim, seed
 
 
 def test_repeated_ids_accumulate_their_gradients(dtypes, rng):
-    idx = np.array([[2, 0, 2], [2, 4, 0]])          # id 2 three times, id 0 twice, 1 and 3 never
+    idx = np.array([[2, 0, 2], [2, 4, 0]])  # id 2 three times, id 0 twice, 1 and 3 never
     weight = rng.standard_normal((5, 3)).astype(dtypes[0])
     dout = rng.standard_normal((2, 3, 3)).astype(dtypes[0])
     dweight = check_all_three_agree(idx, weight, dout, dtypes)
@@ -117,8 +117,9 @@ def test_empty_batch_looks_up_nothing(dtypes):
 # ---------------------------------------------------------------- gradients: central differences, gradcheck
 
 
-@pytest.mark.parametrize("idx", [np.array([0]), np.array([[1, 1, 3], [3, 0, 1]]), np.array([[[2]], [[2]]])],
-                         ids=["single", "repeats", "3-D"])
+@pytest.mark.parametrize(
+    "idx", [np.array([0]), np.array([[1, 1, 3], [3, 0, 1]]), np.array([[[2]], [[2]]])], ids=["single", "repeats", "3-D"]
+)
 def test_numpy_backward_matches_central_differences(idx, rng):
     weight = rng.standard_normal((4, 3))
     dout = rng.standard_normal(idx.shape + (3,))
@@ -133,8 +134,7 @@ def test_torch_embedding_and_module_pass_gradcheck(rng):
     assert torch.autograd.gradcheck(lambda w: embedding(idx, w), (weight,))
     module = Embedding(4, 3).to(torch.float64)
     # gradcheck differentiates inputs, so pass the module's weight through functional_call.
-    assert torch.autograd.gradcheck(
-        lambda w: torch.func.functional_call(module, {"weight": w}, (idx,)), (weight,))
+    assert torch.autograd.gradcheck(lambda w: torch.func.functional_call(module, {"weight": w}, (idx,)), (weight,))
 
 
 # ---------------------------------------------------------------- initialisation and state
@@ -191,11 +191,14 @@ def test_module_rejects_out_of_range_ids():
         Embedding(4, 2)(torch.tensor([[1, 4]]))
 
 
-@pytest.mark.parametrize("args, message", [
-    ((0, 3), r"Embedding: num_embeddings must be a positive integer, got 0"),
-    ((4, -1), r"Embedding: embedding_dim must be a positive integer, got -1"),
-    ((4.0, 3), r"Embedding: num_embeddings must be a positive integer, got 4.0"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((0, 3), r"Embedding: num_embeddings must be a positive integer, got 0"),
+        ((4, -1), r"Embedding: embedding_dim must be a positive integer, got -1"),
+        ((4.0, 3), r"Embedding: num_embeddings must be a positive integer, got 4.0"),
+    ],
+)
 def test_module_rejects_bad_sizes(args, message):
     with pytest.raises(ValueError, match=message):
         Embedding(*args)

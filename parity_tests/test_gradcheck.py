@@ -14,7 +14,7 @@ TOLERANCE = 1e-7  # docs/DESIGN.md §2: rel_error bound for smooth functions in 
 
 def test_golden_derivative_of_square_at_3_is_6():
     w = np.array([3.0])
-    grad = numerical_gradient(lambda w: float(np.sum(w ** 2)), w)
+    grad = numerical_gradient(lambda w: float(np.sum(w**2)), w)
     assert grad == pytest.approx([6.0], abs=1e-8)
 
 

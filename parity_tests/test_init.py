@@ -39,15 +39,42 @@ class Scheme:
 # Written out here rather than taken from numpy_ref, so a wrong formula there cannot agree with itself.
 XAVIER, HE = math.sqrt(2 / (FAN_IN + FAN_OUT)), math.sqrt(2 / FAN_IN)
 SCHEMES = [
-    Scheme("xavier_normal", ninit.xavier_normal, tinit.xavier_normal_, nn.init.xavier_normal_,
-           XAVIER, NORMAL_KURTOSIS, None),
-    Scheme("he_normal", ninit.he_normal, tinit.he_normal_,
-           lambda t: nn.init.kaiming_normal_(t, mode="fan_in", nonlinearity="relu"), HE, NORMAL_KURTOSIS, None),
-    Scheme("xavier_uniform", ninit.xavier_uniform, tinit.xavier_uniform_, nn.init.xavier_uniform_,
-           XAVIER, UNIFORM_KURTOSIS, math.sqrt(3) * XAVIER),
-    Scheme("he_uniform", ninit.he_uniform, tinit.he_uniform_,
-           lambda t: nn.init.kaiming_uniform_(t, mode="fan_in", nonlinearity="relu"), HE, UNIFORM_KURTOSIS,
-           math.sqrt(3) * HE),
+    Scheme(
+        "xavier_normal",
+        ninit.xavier_normal,
+        tinit.xavier_normal_,
+        nn.init.xavier_normal_,
+        XAVIER,
+        NORMAL_KURTOSIS,
+        None,
+    ),
+    Scheme(
+        "he_normal",
+        ninit.he_normal,
+        tinit.he_normal_,
+        lambda t: nn.init.kaiming_normal_(t, mode="fan_in", nonlinearity="relu"),
+        HE,
+        NORMAL_KURTOSIS,
+        None,
+    ),
+    Scheme(
+        "xavier_uniform",
+        ninit.xavier_uniform,
+        tinit.xavier_uniform_,
+        nn.init.xavier_uniform_,
+        XAVIER,
+        UNIFORM_KURTOSIS,
+        math.sqrt(3) * XAVIER,
+    ),
+    Scheme(
+        "he_uniform",
+        ninit.he_uniform,
+        tinit.he_uniform_,
+        lambda t: nn.init.kaiming_uniform_(t, mode="fan_in", nonlinearity="relu"),
+        HE,
+        UNIFORM_KURTOSIS,
+        math.sqrt(3) * HE,
+    ),
 ]
 IDS = [s.name for s in SCHEMES]
 
@@ -70,6 +97,7 @@ def assert_statistics(w: np.ndarray, scheme: Scheme) -> None:
 
 # --- golden numbers ----------------------------------------------------------------------------
 
+
 def test_golden_xavier_100_200_and_he_100():
     assert ninit.xavier_std(100, 200) == pytest.approx(0.0816, abs=1e-4)  # sqrt(2 / 300) = 0.08165
     assert ninit.he_std(100) == pytest.approx(0.1414, abs=1e-4)  # sqrt(2 / 100) = 0.14142
@@ -78,6 +106,7 @@ def test_golden_xavier_100_200_and_he_100():
 
 
 # --- statistics, in three implementations ------------------------------------------------------
+
 
 @pytest.mark.parametrize("scheme", SCHEMES, ids=IDS)
 def test_numpy_draws_match_the_formula(scheme, rng):
@@ -99,6 +128,7 @@ def test_nn_init_witness_uses_the_same_formula(scheme):
 
 
 # --- dtype, layout, in-place behaviour, reproducibility ---------------------------------------------
+
 
 @pytest.mark.parametrize("scheme", SCHEMES, ids=IDS)
 def test_numpy_keeps_the_requested_dtype_and_torch_layout(scheme, dtypes, rng):
@@ -128,6 +158,7 @@ def test_same_seed_same_weights(scheme):
 
 # --- bad input ------------------------------------------------------------------------------------------
 
+
 class TestBadInput:
     @pytest.mark.parametrize("fan_out, fan_in, name", [(3, 0, "fan_in"), (-2, 3, "fan_out")])
     def test_non_positive_fans(self, fan_out, fan_in, name, rng):
@@ -146,7 +177,9 @@ class TestBadInput:
             scheme.torch_fn(torch.empty(2, 3, 4))
 
     def test_torch_integer_tensor(self):
-        with pytest.raises(ValueError, match="xavier_normal_: tensor must be a floating-point array, got dtype torch.int"):
+        with pytest.raises(
+            ValueError, match="xavier_normal_: tensor must be a floating-point array, got dtype torch.int"
+        ):
             tinit.xavier_normal_(torch.zeros(3, 4, dtype=torch.int64))
 
     def test_torch_empty_fan(self):

@@ -24,7 +24,7 @@ TOLERANCE = 1e-7  # docs/DESIGN.md §2: rel_error bound for central differences 
 # `dtypes` is an immutable (numpy dtype, torch dtype) pair, safe to share across examples.
 SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
-leading = st.lists(st.integers(1, 5), max_size=2).map(tuple)                # batch dims, batch 1 included
+leading = st.lists(st.integers(1, 5), max_size=2).map(tuple)  # batch dims, batch 1 included
 shapes = st.tuples(leading, st.integers(2, 7)).map(lambda s: s[0] + (s[1],))  # (..., D); D = 1 is zero-variance
 seeds = st.integers(0, 2**32 - 1)
 
@@ -41,8 +41,7 @@ def random_case(rng: np.random.Generator, shape: tuple, np_dtype) -> dict[str, n
     rows = shape[:-1] + (1,)
     x = z * rng.uniform(0.5, 10.0, rows) + rng.uniform(-3.0, 3.0, rows)
     d = shape[-1]
-    case = {"x": x, "gamma": rng.standard_normal(d), "beta": rng.standard_normal(d),
-            "dout": rng.standard_normal(shape)}
+    case = {"x": x, "gamma": rng.standard_normal(d), "beta": rng.standard_normal(d), "dout": rng.standard_normal(shape)}
     return {name: value.astype(np_dtype) for name, value in case.items()}
 
 
@@ -150,8 +149,12 @@ ZERO_VARIANCE = {
 def zero_variance_case(rng: np.random.Generator, x: np.ndarray, np_dtype) -> dict[str, np.ndarray]:
     """The given zero-variance x (..., D) with random gamma, beta (D,) and dout (..., D)."""
     d = x.shape[-1]
-    case = {"x": x, "gamma": rng.standard_normal(d), "beta": rng.standard_normal(d),
-            "dout": rng.standard_normal(x.shape)}
+    case = {
+        "x": x,
+        "gamma": rng.standard_normal(d),
+        "beta": rng.standard_normal(d),
+        "dout": rng.standard_normal(x.shape),
+    }
     return {name: value.astype(np_dtype) for name, value in case.items()}
 
 
@@ -189,7 +192,7 @@ def test_zero_variance_backward_matches_central_differences_and_gradcheck(rng, n
 
 def test_golden_layernorm_of_1_2_3():
     x, gamma, beta = np.array([1.0, 2.0, 3.0]), np.ones(3), np.zeros(3)
-    scale = 1 / math.sqrt(2 / 3 + 1e-5)     # mean 2, biased variance 2/3, eps inside the sqrt
+    scale = 1 / math.sqrt(2 / 3 + 1e-5)  # mean 2, biased variance 2/3, eps inside the sqrt
     exact = np.array([-scale, 0.0, scale])
     out, _ = layernorm_forward(x, gamma, beta)
     torch_out = LayerNorm(3).to(torch.float64)(to_torch(x))
@@ -227,11 +230,14 @@ def test_module_rejects_input_of_the_wrong_width():
         LayerNorm(4)(torch.zeros(2, 3))
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"dim": 0}, r"LayerNorm: dim must be a positive integer, got 0"),
-    ({"dim": 2.0}, r"LayerNorm: dim must be a positive integer, got 2.0"),
-    ({"dim": 3, "eps": 0.0}, r"LayerNorm: eps must be a finite number > 0, got 0.0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"dim": 0}, r"LayerNorm: dim must be a positive integer, got 0"),
+        ({"dim": 2.0}, r"LayerNorm: dim must be a positive integer, got 2.0"),
+        ({"dim": 3, "eps": 0.0}, r"LayerNorm: eps must be a finite number > 0, got 0.0"),
+    ],
+)
 def test_module_rejects_bad_constructor_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         LayerNorm(**kwargs)

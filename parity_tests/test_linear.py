@@ -72,6 +72,7 @@ def assert_same_results(actual, expected):
 
 # --- golden numbers from the exercises --------------------------------------------------------
 
+
 def test_golden_forward_z_is_1_1_and_minus_1_3():
     w = np.array([[0.5, 0.3], [-0.2, 0.4]])
     x = np.array([1.0, 1.0])
@@ -100,8 +101,13 @@ def test_golden_backward_dw_is_outer_of_dz_and_x():
 
 # --- parity: numpy vs torch_lm vs F.linear ------------------------------------------------------
 
-shapes = dict(lead=st.lists(st.integers(1, 4), max_size=3).map(tuple),
-              d_in=st.integers(1, 9), d_out=st.integers(1, 9), bias=st.booleans(), seed=st.integers(0, 2**32 - 1))
+shapes = dict(
+    lead=st.lists(st.integers(1, 4), max_size=3).map(tuple),
+    d_in=st.integers(1, 9),
+    d_out=st.integers(1, 9),
+    bias=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
 
 
 @FAST
@@ -154,8 +160,12 @@ def test_module_passes_autograd_gradcheck(lead, d_in, d_out, bias):
 
 # --- initialisation by reset_parameters ---------------------------------------------------------
 
-@pytest.mark.parametrize("init, expected_std", [("xavier_normal", math.sqrt(2 / (300 + 200))),
-                                                 ("he_normal", math.sqrt(2 / 300))], ids=["xavier", "he"])
+
+@pytest.mark.parametrize(
+    "init, expected_std",
+    [("xavier_normal", math.sqrt(2 / (300 + 200))), ("he_normal", math.sqrt(2 / 300))],
+    ids=["xavier", "he"],
+)
 def test_reset_parameters_draws_the_named_init_and_zero_bias(init, expected_std):
     layer = Linear(300, 200, init=init)
     layer.reset_parameters(torch.Generator().manual_seed(0))
@@ -179,6 +189,7 @@ def test_default_init_is_xavier_normal():
 
 
 # --- bad input: the same ValueError from both engines --------------------------------------------
+
 
 class TestBadInput:
     def test_mismatched_in_features(self):

@@ -46,7 +46,7 @@ def test_uniform_model_over_v_classes_has_perplexity_v(vocab, rng):
 
 
 def test_golden_perplexity_and_bits():
-    assert float(ref.perplexity(0.0)) == 1.0                     # certain of every token
+    assert float(ref.perplexity(0.0)) == 1.0  # certain of every token
     assert float(ref.perplexity(1.539)) == pytest.approx(4.66, abs=5e-3)  # docs/DESIGN.md §5, Kneser-Ney
     assert float(ref.bits_per_char(math.log(2))) == pytest.approx(1.0, rel=1e-15)
     assert float(tlm.perplexity(0.0)) == 1.0
@@ -56,8 +56,10 @@ def test_golden_perplexity_and_bits():
 def test_perplexity_and_bits_match_elementwise(dtypes, rng):
     np_dtype, torch_dtype = dtypes
     losses = rng.uniform(0.0, 5.0, (3, 4)).astype(np_dtype)
-    for ref_fn, torch_fn, exact in [(ref.perplexity, tlm.perplexity, np.exp(losses.astype(np.float64))),
-                                    (ref.bits_per_char, tlm.bits_per_char, losses.astype(np.float64) / math.log(2))]:
+    for ref_fn, torch_fn, exact in [
+        (ref.perplexity, tlm.perplexity, np.exp(losses.astype(np.float64))),
+        (ref.bits_per_char, tlm.bits_per_char, losses.astype(np.float64) / math.log(2)),
+    ]:
         out, torch_out = ref_fn(losses), torch_fn(to_torch(losses, torch_dtype))
         assert out.dtype == np.float64 and torch_out.dtype == torch.float64  # metrics are float64
         assert_close(out, exact)
@@ -85,8 +87,10 @@ def test_token_weighted_mean_over_batches_equals_mean_over_all_tokens(dtypes, si
     assert running.mean == pytest.approx(expected, rel=1e-12)
     assert running.perplexity == pytest.approx(math.exp(expected), rel=1e-12)
     # Compared at the input dtype's tolerance: torch sums each batch in that dtype.
-    assert_close(torch.tensor([torch_running.mean, torch_running.perplexity], dtype=torch_dtype),
-                 torch.tensor([running.mean, running.perplexity], dtype=torch_dtype))
+    assert_close(
+        torch.tensor([torch_running.mean, torch_running.perplexity], dtype=torch_dtype),
+        torch.tensor([running.mean, running.perplexity], dtype=torch_dtype),
+    )
 
 
 def test_batches_weigh_by_their_tokens_not_equally():
@@ -141,12 +145,15 @@ def test_bad_weighted_mean_input_raises_on_both_sides(losses, counts, message):
 
 
 @pytest.mark.parametrize("running_mean", [ref.RunningMean, tlm.RunningMean], ids=["numpy", "torch"])
-@pytest.mark.parametrize("loss_sum, n_tokens, message", [
-    (1.0, -2, r"RunningMean.update: n_tokens must be an integer >= 0, got -2"),
-    (1.0, 2.0, r"RunningMean.update: n_tokens must be an integer >= 0, got 2.0"),
-    (1.0, True, r"RunningMean.update: n_tokens must be an integer >= 0, got True"),
-    ([1.0, 2.0], 2, r"RunningMean.update: loss_sum must be 0-D, got shape \(2,\)"),
-])
+@pytest.mark.parametrize(
+    "loss_sum, n_tokens, message",
+    [
+        (1.0, -2, r"RunningMean.update: n_tokens must be an integer >= 0, got -2"),
+        (1.0, 2.0, r"RunningMean.update: n_tokens must be an integer >= 0, got 2.0"),
+        (1.0, True, r"RunningMean.update: n_tokens must be an integer >= 0, got True"),
+        ([1.0, 2.0], 2, r"RunningMean.update: loss_sum must be 0-D, got shape \(2,\)"),
+    ],
+)
 def test_running_mean_rejects_bad_updates(running_mean, loss_sum, n_tokens, message):
     with pytest.raises(ValueError, match=message):
         running_mean().update(loss_sum, n_tokens)

@@ -40,9 +40,12 @@ def torch_model(params: dict[str, np.ndarray], torch_dtype) -> TwoLayerMLP:
 
 # --- golden numbers ---------------------------------------------------------------------------
 
+
 def test_golden_two_layer_net_on_x_1_minus_1():
-    params = {"fc1.weight": np.array([[2.0, 1.0], [1.0, -1.0], [0.5, 1.0]]),  # (H=3, D_in=2)
-              "fc2.weight": np.array([[0.5, 1.0, 3.0]])}  # (D_out=1, H=3)
+    params = {
+        "fc1.weight": np.array([[2.0, 1.0], [1.0, -1.0], [0.5, 1.0]]),  # (H=3, D_in=2)
+        "fc2.weight": np.array([[0.5, 1.0, 3.0]]),
+    }  # (D_out=1, H=3)
     x = np.array([1.0, -1.0])
     # W1 x = [2 - 1, 1 + 1, 0.5 - 1] = [1, 2, -0.5];  h = ReLU(.) = [1, 2, 0]
     # y = W2 h = 0.5*1 + 1*2 + 3*0 = 2.5
@@ -64,9 +67,16 @@ def test_golden_two_layer_net_on_x_1_minus_1():
 
 # --- parity --------------------------------------------------------------------------------------
 
+
 @FAST
-@given(lead=st.lists(st.integers(1, 4), max_size=2).map(tuple), d_in=st.integers(1, 7), d_hidden=st.integers(1, 9),
-       d_out=st.integers(1, 5), bias=st.booleans(), seed=st.integers(0, 2**32 - 1))
+@given(
+    lead=st.lists(st.integers(1, 4), max_size=2).map(tuple),
+    d_in=st.integers(1, 7),
+    d_hidden=st.integers(1, 9),
+    d_out=st.integers(1, 5),
+    bias=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_numpy_matches_torch(dtypes, lead, d_in, d_hidden, d_out, bias, seed):
     np_dtype, torch_dtype = dtypes
     params, x, dy = make_case(seed, lead, d_in, d_hidden, d_out, bias)
@@ -87,8 +97,9 @@ def test_numpy_matches_torch(dtypes, lead, d_in, d_hidden, d_out, bias, seed):
 
 def test_state_dict_keys_match_numpy_params(rng):
     for bias in (True, False):
-        assert sorted(state_dict_to_numpy(TwoLayerMLP(3, 4, 2, bias=bias))) == \
-            sorted(init_mlp_params(3, 4, 2, rng, bias=bias))
+        assert sorted(state_dict_to_numpy(TwoLayerMLP(3, 4, 2, bias=bias))) == sorted(
+            init_mlp_params(3, 4, 2, rng, bias=bias)
+        )
 
 
 # --- gradients against central differences and torch.autograd.gradcheck -------------------------
@@ -125,6 +136,7 @@ def test_module_passes_autograd_gradcheck(lead, d_in, d_hidden, d_out, bias):
 
 
 # --- bad input -------------------------------------------------------------------------------------
+
 
 class TestBadInput:
     def test_x_does_not_fit_fc1(self, rng):

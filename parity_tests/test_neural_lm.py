@@ -50,8 +50,10 @@ CONFIGS = {
 
 def random_params(config: ModelConfig, rng: np.random.Generator, dtype=np.float64) -> dict[str, np.ndarray]:
     """``init_params`` plus noise, so biases and LayerNorm gains are not at their special 0 / 1."""
-    return {name: (p + 0.3 * rng.standard_normal(p.shape)).astype(dtype)
-            for name, p in init_params(config, rng, dtype).items()}
+    return {
+        name: (p + 0.3 * rng.standard_normal(p.shape)).astype(dtype)
+        for name, p in init_params(config, rng, dtype).items()
+    }
 
 
 def torch_twin(params: dict[str, np.ndarray], config: ModelConfig, dtype: torch.dtype) -> NeuralLM:
@@ -70,8 +72,11 @@ def random_batch(config: ModelConfig, rng: np.random.Generator, batch: int):
 def keep_masks(config: ModelConfig, params, idx, rng) -> dict[str, np.ndarray]:
     """A dropout keep-mask for every hidden layer, shaped like that layer's output."""
     *_, cache = neural_lm_forward(params, idx, config)
-    return {name: make_keep_mask(shape, config.dropout, rng)
-            for name, shape in layer_shapes(cache) if name not in ("embedding", "output")}
+    return {
+        name: make_keep_mask(shape, config.dropout, rng)
+        for name, shape in layer_shapes(cache)
+        if name not in ("embedding", "output")
+    }
 
 
 def both_engines(config, params, idx, targets, dtype, masks=None):
@@ -88,11 +93,11 @@ def both_engines(config, params, idx, targets, dtype, masks=None):
 
 def assert_parity(numpy_out, torch_out, np_dtype) -> None:
     (logits, loss, grads), (t_logits, t_loss, t_grads) = numpy_out, torch_out
-    assert logits.dtype == np_dtype and loss.dtype == np_dtype          # no silent upcast
+    assert logits.dtype == np_dtype and loss.dtype == np_dtype  # no silent upcast
     assert all(g.dtype == np_dtype for g in grads.values())
     assert_close(logits, t_logits)
     assert_close(loss, t_loss)
-    assert_close(grads, t_grads)                                         # every parameter
+    assert_close(grads, t_grads)  # every parameter
 
 
 # ----------------------------------------------------------------------------- parity
@@ -127,7 +132,7 @@ def test_dropout_with_shared_masks_matches_in_train_mode(name, dtypes, rng):
     numpy_out, torch_out = both_engines(config, params, idx, targets, torch_dtype, masks)
     assert_parity(numpy_out, torch_out, np_dtype)
     eval_logits, _, _ = neural_lm_forward(params, idx, config)
-    assert not np.allclose(numpy_out[0], eval_logits)                 # the masks were applied
+    assert not np.allclose(numpy_out[0], eval_logits)  # the masks were applied
 
 
 def test_torch_dropout_draws_from_the_generator(rng):
@@ -141,8 +146,9 @@ def test_torch_dropout_draws_from_the_generator(rng):
 
 # ----------------------------------------------------------------------------- gradient checks
 GRADCHECK_CONFIGS = {
-    "fusion22-tanh-norm-1block-dropout": tiny(vocab_size=5, hidden_dim=4, fusion=(2, 2), norm=True,
-                                              n_blocks=1, dropout=0.25),
+    "fusion22-tanh-norm-1block-dropout": tiny(
+        vocab_size=5, hidden_dim=4, fusion=(2, 2), norm=True, n_blocks=1, dropout=0.25
+    ),
     "flat-relu-2blocks": tiny(vocab_size=5, hidden_dim=4, activation="relu", n_blocks=2),
 }
 
@@ -195,10 +201,17 @@ def test_torch_gradcheck_with_parameters_as_inputs(rng):
 def test_state_dict_keys_are_the_numpy_parameter_names():
     config = CONFIGS["fusion22-relu-1block"]
     model = NeuralLM(dataclasses.replace(config, norm=True))
-    expected = ["embedding.weight",
-                *[f"{layer}.{part}.{p}" for layer in ("hidden.0", "hidden.1", "blocks.0")
-                  for part in ("linear", "norm") for p in ("weight", "bias")],
-                "output.weight", "output.bias"]
+    expected = [
+        "embedding.weight",
+        *[
+            f"{layer}.{part}.{p}"
+            for layer in ("hidden.0", "hidden.1", "blocks.0")
+            for part in ("linear", "norm")
+            for p in ("weight", "bias")
+        ],
+        "output.weight",
+        "output.bias",
+    ]
     assert list(model.state_dict()) == expected
     assert list(init_params(model.config, np.random.default_rng(0))) == expected
     assert model.layer_names() == ["embedding", "hidden.0", "hidden.1", "blocks.0", "output"]
@@ -215,9 +228,11 @@ def expected_std(key: str, config: ModelConfig, fan_in: int) -> float:
     return he_std(fan_in) if config.activation == "relu" else xavier_std(fan_in, config.hidden_dim)
 
 
-@pytest.mark.parametrize("config", [ModelConfig(), ModelConfig(context=8, fusion=(2, 4), activation="relu",
-                                                                norm=True, n_blocks=2, hidden_dim=256)],
-                         ids=["default", "fusion24-relu-norm-2blocks"])
+@pytest.mark.parametrize(
+    "config",
+    [ModelConfig(), ModelConfig(context=8, fusion=(2, 4), activation="relu", norm=True, n_blocks=2, hidden_dim=256)],
+    ids=["default", "fusion24-relu-norm-2blocks"],
+)
 def test_initialisation_statistics_and_initial_loss_near_ln_v(config):
     rng = np.random.default_rng(0)
     idx, targets = random_batch(config, rng, 512)

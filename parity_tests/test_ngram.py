@@ -22,8 +22,7 @@ from torch_lm import ngram as tlm
 
 REPO = Path(__file__).resolve().parents[1]
 # (label, smoothing, k, discount) covering every smoothing, and add-k both unsmoothed and smoothed
-SETTINGS = [("mle", "addk", 0.0, 0.75), ("addk", "addk", 0.3, 0.75), ("kn", "kn", 1.0, 0.6),
-            ("mkn", "mkn", 1.0, 0.75)]
+SETTINGS = [("mle", "addk", 0.0, 0.75), ("addk", "addk", 0.3, 0.75), ("kn", "kn", 1.0, 0.6), ("mkn", "mkn", 1.0, 0.75)]
 SETTING_IDS = [s[0] for s in SETTINGS]
 ENGINES = [(ref.NGramLM, np.asarray), (tlm.NGramLM, torch.as_tensor)]
 ENGINE_IDS = ["numpy", "torch"]
@@ -49,7 +48,7 @@ def contexts_for(ids: np.ndarray, width: int, rng: np.random.Generator, vocab_si
     random = rng.integers(0, vocab_size, size=(100, width), dtype=np.int64)
     if width == 0:
         return random
-    seen = np.stack([ids[j:len(ids) - width + j] for j in range(width)], axis=1)  # (T - width, width)
+    seen = np.stack([ids[j : len(ids) - width + j] for j in range(width)], axis=1)  # (T - width, width)
     return np.concatenate([np.unique(seen, axis=0), random])
 
 
@@ -59,10 +58,11 @@ def fractions(values) -> list[float]:
 
 # ------------------------------------------------------------------ naive witness (dicts, loops)
 
+
 def naive_prob(ids, order, vocab_size, smoothing, k, discount, history, token) -> float:
     """P(token | history) straight from the definitions, with Counters; history has order-1 ids."""
     text = [int(t) for t in ids]
-    raw = {m: Counter(tuple(text[i:i + m]) for i in range(len(text) - m + 1)) for m in range(1, order + 1)}
+    raw = {m: Counter(tuple(text[i : i + m]) for i in range(len(text) - m + 1)) for m in range(1, order + 1)}
 
     def counts(m):  # raw at the top (and for add-k), else distinct left neighbours of each m-gram
         if m == order or smoothing == "addk":
@@ -90,6 +90,7 @@ def naive_prob(ids, order, vocab_size, smoothing, k, discount, history, token) -
 
 
 # ------------------------------------------------------------------ hand-computed values
+
 
 def test_addk_by_hand():
     """'aabab', V=3: bigrams aa:1 ab:2 ba:1; context a has 3 bigrams, b has 1, c none."""
@@ -176,6 +177,7 @@ def test_modified_kn_discount_formula():
 
 # ------------------------------------------------------------------ held-out protocol
 
+
 def test_first_val_positions_take_history_from_train():
     train, val = ids_of("aabab"), ids_of("ba")
     both = np.concatenate([train, val])  # a a b a b | b a
@@ -201,6 +203,7 @@ def test_score_agrees_with_prob_table(label, smoothing, k, discount, rng):
 
 
 # ------------------------------------------------------------------ parity, normalisation, witness
+
 
 @pytest.mark.parametrize("order", [1, 3, 5])
 @pytest.mark.parametrize("label,smoothing,k,discount", SETTINGS, ids=SETTING_IDS)
@@ -246,12 +249,12 @@ def test_matches_naive_dictionary_counts(order, label, smoothing, k, discount, r
     model = ref.NGramLM.fit(ids, order, 4, smoothing, k=k, discount=discount)
     histories = list(itertools.product(range(4), repeat=order - 1))  # all of them, seen or not
     table = model.prob_table(np.array(histories, dtype=np.int64).reshape(len(histories), order - 1))
-    expected = [[naive_prob(ids, order, 4, smoothing, k, discount, h, w) for w in range(4)]
-                for h in histories]
+    expected = [[naive_prob(ids, order, 4, smoothing, k, discount, h, w) for w in range(4)] for h in histories]
     assert_close(table, np.array(expected))
 
 
 # ------------------------------------------------------------------ sampling
+
 
 @pytest.mark.parametrize("engine,convert", ENGINES, ids=ENGINE_IDS)
 def test_sampling_is_deterministic_where_the_model_is(engine, convert):
@@ -290,19 +293,23 @@ def test_sampling_from_short_prompt_stays_in_vocabulary(engine, convert, rng):
 
 # ------------------------------------------------------------------ bad input
 
+
 @pytest.mark.parametrize("engine,convert", ENGINES, ids=ENGINE_IDS)
-@pytest.mark.parametrize("kwargs,ids,argument", [
-    (dict(order=0), "abab", "order"),
-    (dict(order=2, vocab_size=0), "abab", "vocab_size"),
-    (dict(order=12, vocab_size=65), "abab", "vocab_size"),  # 65**12 overflows int64 codes
-    (dict(order=2, smoothing="witten-bell"), "abab", "smoothing"),
-    (dict(order=2, smoothing="addk", k=-0.1), "abab", "k"),
-    (dict(order=2, smoothing="kn", discount=0.0), "abab", "discount"),
-    (dict(order=2, smoothing="kn", discount=1.0), "abab", "discount"),
-    (dict(order=2, smoothing="mkn", discount=1.5), "abab", "discount"),
-    (dict(order=2), "abe", "train_ids"),  # e = id 4, outside V = 4
-    (dict(order=5), "abab", "train_ids"),  # 4 tokens, fewer than the order
-])
+@pytest.mark.parametrize(
+    "kwargs,ids,argument",
+    [
+        (dict(order=0), "abab", "order"),
+        (dict(order=2, vocab_size=0), "abab", "vocab_size"),
+        (dict(order=12, vocab_size=65), "abab", "vocab_size"),  # 65**12 overflows int64 codes
+        (dict(order=2, smoothing="witten-bell"), "abab", "smoothing"),
+        (dict(order=2, smoothing="addk", k=-0.1), "abab", "k"),
+        (dict(order=2, smoothing="kn", discount=0.0), "abab", "discount"),
+        (dict(order=2, smoothing="kn", discount=1.0), "abab", "discount"),
+        (dict(order=2, smoothing="mkn", discount=1.5), "abab", "discount"),
+        (dict(order=2), "abe", "train_ids"),  # e = id 4, outside V = 4
+        (dict(order=5), "abab", "train_ids"),  # 4 tokens, fewer than the order
+    ],
+)
 def test_bad_fit_arguments(engine, convert, kwargs, ids, argument):
     kwargs = {"vocab_size": 4, **kwargs}
     with pytest.raises(ValueError, match=argument):
@@ -337,8 +344,13 @@ def test_bad_ids_arrays(engine, convert):
 # ------------------------------------------------------------------ reference figures (full data)
 
 # docs/DESIGN.md §5 figures: (order, smoothing, k, val loss in nats/char), reproduced to ±0.002
-REFERENCE_FIGURES = [(1, "addk", 0.0, 3.347), (4, "addk", 0.1, 1.784), (3, "kn", 1.0, 2.041),
-                     (6, "kn", 1.0, 1.539), (7, "mkn", 1.0, 1.517)]
+REFERENCE_FIGURES = [
+    (1, "addk", 0.0, 3.347),
+    (4, "addk", 0.1, 1.784),
+    (3, "kn", 1.0, 2.041),
+    (6, "kn", 1.0, 1.539),
+    (7, "mkn", 1.0, 1.517),
+]
 
 
 def tiny_shakespeare_ids() -> np.ndarray:

@@ -20,7 +20,7 @@ NUMPY_REF = REPO / "numpy_ref"
 
 # Runs in a fresh interpreter. The finder sits first on sys.meta_path, so it is asked before
 # any real finder and turns every "torch" / "torch.*" import into an ImportError.
-SCRIPT = r'''
+SCRIPT = r"""
 import importlib, pkgutil, sys
 
 class BlockTorch:
@@ -58,7 +58,7 @@ out, cache = dropout_forward(x, 0.5, rng=rng)
 assert dropout_backward(np.ones_like(out), cache).shape == x.shape
 assert "torch" not in sys.modules
 print(" ".join(modules))
-'''
+"""
 
 # Modules of this project's first layer that must be among those discovered, so an empty
 # discovery (wrong path, wrong package) cannot pass silently.
@@ -66,8 +66,14 @@ EXPECTED_AT_LEAST = {"activations", "config", "dropout", "gradcheck", "init", "l
 
 
 def test_every_module_imports_and_runs_with_torch_blocked():
-    result = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, capture_output=True, text=True,
-                            timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert result.returncode == 0, result.stderr
     imported = set(result.stdout.split())
     assert EXPECTED_AT_LEAST <= imported, f"discovered only {sorted(imported)}"

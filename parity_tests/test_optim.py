@@ -47,8 +47,10 @@ def _random_grads(rng: np.random.Generator, dtype) -> dict[str, np.ndarray]:
 
 def _torch_optimizer(name: str, kwargs: dict, tensors: dict[str, torch.Tensor], foreach):
     """torch.optim.<name> with two parameter groups: decayed, and NO_DECAY with weight_decay 0."""
-    groups = [{"params": [t for k, t in tensors.items() if k not in NO_DECAY]},
-              {"params": [tensors[k] for k in sorted(NO_DECAY)], "weight_decay": 0.0}]
+    groups = [
+        {"params": [t for k, t in tensors.items() if k not in NO_DECAY]},
+        {"params": [tensors[k] for k in sorted(NO_DECAY)], "weight_decay": 0.0},
+    ]
     return getattr(torch.optim, name)(groups, foreach=foreach, **kwargs)
 
 
@@ -101,12 +103,13 @@ def test_sgd_first_momentum_buffer_is_the_undamped_gradient():
     opt.step(params, grads)
     np.testing.assert_array_equal(opt.state["w"]["momentum_buffer"], [0.5, -1.0])
     np.testing.assert_allclose(params["w"], [0.95, 2.1], rtol=1e-15)
-    opt.step(params, grads)   # from now on: buf = 0.9 buf + (1 - 0.5) g
+    opt.step(params, grads)  # from now on: buf = 0.9 buf + (1 - 0.5) g
     np.testing.assert_allclose(opt.state["w"]["momentum_buffer"], [0.7, -1.4], rtol=1e-15)
 
 
-@pytest.mark.parametrize("make", [lambda: SGD(lr=0.1, momentum=0.9, weight_decay=0.1),
-                                  lambda: AdamW(lr=0.1)], ids=["sgd", "adamw"])
+@pytest.mark.parametrize(
+    "make", [lambda: SGD(lr=0.1, momentum=0.9, weight_decay=0.1), lambda: AdamW(lr=0.1)], ids=["sgd", "adamw"]
+)
 def test_step_updates_params_in_place_and_keeps_grads(make, rng):
     params = {"w": rng.standard_normal((3, 2))}
     grads = {"w": rng.standard_normal((3, 2))}
@@ -126,8 +129,9 @@ def test_float32_stays_float32(dtype, rng):
     assert all(v.dtype == dtype for k, v in opt.state["w"].items() if k != "step")
 
 
-@pytest.mark.parametrize("dtype_pair", [(np.float64, torch.float64), (np.float32, torch.float32)],
-                         ids=["float64", "float32"])
+@pytest.mark.parametrize(
+    "dtype_pair", [(np.float64, torch.float64), (np.float32, torch.float32)], ids=["float64", "float32"]
+)
 @pytest.mark.parametrize("max_norm", [0.5, 1e3], ids=["clips", "no-op"])
 def test_clip_grad_norm_matches_torch(max_norm, dtype_pair, rng):
     np_dtype, torch_dtype = dtype_pair
@@ -148,33 +152,48 @@ def test_clip_grad_norm_matches_torch(max_norm, dtype_pair, rng):
 def test_warmup_cosine_lr_shape():
     lrs = [warmup_cosine_lr(s, 1.0, warmup_steps=4, total_steps=20, min_lr=0.1) for s in range(25)]
     assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]
-    assert all(a >= b for a, b in itertools.pairwise(lrs[3:]))             # non-increasing after warmup
-    assert lrs[12] == pytest.approx(0.55)                                   # half-way down the cosine
+    assert all(a >= b for a, b in itertools.pairwise(lrs[3:]))  # non-increasing after warmup
+    assert lrs[12] == pytest.approx(0.55)  # half-way down the cosine
     assert lrs[20:] == [0.1] * 5
     assert warmup_cosine_lr(0, 0.3, warmup_steps=0, total_steps=10) == 0.3  # no warmup: start at the peak
 
 
 def test_no_decay_keys_picks_biases_norms_and_embeddings():
-    keys = ["embedding.weight", "hidden.0.linear.weight", "hidden.0.linear.bias",
-            "hidden.0.norm.weight", "hidden.0.norm.bias", "output.weight", "output.bias"]
-    assert no_decay_keys(keys) == {"embedding.weight", "hidden.0.linear.bias", "hidden.0.norm.weight",
-                                   "hidden.0.norm.bias", "output.bias"}
+    keys = [
+        "embedding.weight",
+        "hidden.0.linear.weight",
+        "hidden.0.linear.bias",
+        "hidden.0.norm.weight",
+        "hidden.0.norm.bias",
+        "output.weight",
+        "output.bias",
+    ]
+    assert no_decay_keys(keys) == {
+        "embedding.weight",
+        "hidden.0.linear.bias",
+        "hidden.0.norm.weight",
+        "hidden.0.norm.bias",
+        "output.bias",
+    }
 
 
-@pytest.mark.parametrize("make, match", [
-    (lambda: SGD(lr=-0.1), "lr"),
-    (lambda: SGD(lr=True), "lr"),
-    (lambda: SGD(momentum=-0.5), "momentum"),
-    (lambda: SGD(weight_decay=-1e-4), "weight_decay"),
-    (lambda: SGD(nesterov=True), "nesterov"),
-    (lambda: SGD(momentum=0.9, dampening=0.1, nesterov=True), "nesterov"),
-    (lambda: AdamW(lr=float("nan")), "lr"),
-    (lambda: AdamW(betas=(1.0, 0.999)), r"betas\[0\]"),
-    (lambda: AdamW(betas=(0.9, -0.1)), r"betas\[1\]"),
-    (lambda: AdamW(betas=0.9), "betas"),
-    (lambda: AdamW(eps=-1e-8), "eps"),
-    (lambda: AdamW(weight_decay=-0.01), "weight_decay"),
-])
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: SGD(lr=-0.1), "lr"),
+        (lambda: SGD(lr=True), "lr"),
+        (lambda: SGD(momentum=-0.5), "momentum"),
+        (lambda: SGD(weight_decay=-1e-4), "weight_decay"),
+        (lambda: SGD(nesterov=True), "nesterov"),
+        (lambda: SGD(momentum=0.9, dampening=0.1, nesterov=True), "nesterov"),
+        (lambda: AdamW(lr=float("nan")), "lr"),
+        (lambda: AdamW(betas=(1.0, 0.999)), r"betas\[0\]"),
+        (lambda: AdamW(betas=(0.9, -0.1)), r"betas\[1\]"),
+        (lambda: AdamW(betas=0.9), "betas"),
+        (lambda: AdamW(eps=-1e-8), "eps"),
+        (lambda: AdamW(weight_decay=-0.01), "weight_decay"),
+    ],
+)
 def test_bad_hyperparameters_raise(make, match):
     with pytest.raises(ValueError, match=match):
         make()
@@ -186,26 +205,32 @@ def test_negative_scheduled_lr_raises():
         opt.lr = -1e-3
 
 
-@pytest.mark.parametrize("params, grads, no_decay, match", [
-    ({"w": np.zeros(3)}, {"v": np.zeros(3)}, (), "missing"),
-    ({"w": np.zeros(3)}, {"w": np.zeros(4)}, (), "shape"),
-    ({"w": np.zeros(3)}, {"w": np.zeros(3, dtype=np.float32)}, (), "dtype"),
-    ({"w": np.zeros(3, dtype=np.int64)}, {"w": np.zeros(3, dtype=np.int64)}, (), "floating-point"),
-    ({"w": np.zeros(3)}, {"w": np.zeros(3)}, ("b",), "no_decay"),
-])
+@pytest.mark.parametrize(
+    "params, grads, no_decay, match",
+    [
+        ({"w": np.zeros(3)}, {"v": np.zeros(3)}, (), "missing"),
+        ({"w": np.zeros(3)}, {"w": np.zeros(4)}, (), "shape"),
+        ({"w": np.zeros(3)}, {"w": np.zeros(3, dtype=np.float32)}, (), "dtype"),
+        ({"w": np.zeros(3, dtype=np.int64)}, {"w": np.zeros(3, dtype=np.int64)}, (), "floating-point"),
+        ({"w": np.zeros(3)}, {"w": np.zeros(3)}, ("b",), "no_decay"),
+    ],
+)
 def test_bad_step_inputs_raise(params, grads, no_decay, match):
     for opt in (SGD(no_decay=no_decay), AdamW(no_decay=no_decay)):
         with pytest.raises(ValueError, match=match):
             opt.step(params, grads)
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: clip_grad_norm({"w": np.ones(2)}, 0.0), "max_norm"),
-    (lambda: warmup_cosine_lr(-1, 1.0, 2, 10), "step"),
-    (lambda: warmup_cosine_lr(0, 1.0, 11, 10), "warmup_steps"),
-    (lambda: warmup_cosine_lr(0, 1.0, 2, 0), "total_steps"),
-    (lambda: warmup_cosine_lr(0, 0.1, 2, 10, min_lr=0.2), "min_lr"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: clip_grad_norm({"w": np.ones(2)}, 0.0), "max_norm"),
+        (lambda: warmup_cosine_lr(-1, 1.0, 2, 10), "step"),
+        (lambda: warmup_cosine_lr(0, 1.0, 11, 10), "warmup_steps"),
+        (lambda: warmup_cosine_lr(0, 1.0, 2, 0), "total_steps"),
+        (lambda: warmup_cosine_lr(0, 0.1, 2, 10, min_lr=0.2), "min_lr"),
+    ],
+)
 def test_bad_clip_and_schedule_arguments_raise(call, match):
     with pytest.raises(ValueError, match=match):
         call()

@@ -42,17 +42,17 @@ def test_pca_recovers_a_known_rotation():
     rng = np.random.default_rng(0)
     latent = rng.standard_normal((500, 3)) * np.array([5.0, 2.0, 0.5])
     latent -= latent.mean(axis=0)
-    latent = latent @ rotation(3, rng)                     # make the sample axes exactly uncorrelated…
+    latent = latent @ rotation(3, rng)  # make the sample axes exactly uncorrelated…
     _, _, vt = np.linalg.svd(latent, full_matrices=False)
-    latent = latent @ vt.T                                 # …so the principal axes are e1, e2, e3
+    latent = latent @ vt.T  # …so the principal axes are e1, e2, e3
     r = rotation(3, rng)
-    x = latent @ r.T + np.array([10.0, -3.0, 7.0])          # row i is R @ latent[i] + shift
+    x = latent @ r.T + np.array([10.0, -3.0, 7.0])  # row i is R @ latent[i] + shift
     projected, components, ratio = pca(x, k=2)
     for j in range(2):
         sign = np.sign(components[j] @ r[:, j])
         np.testing.assert_allclose(components[j], sign * r[:, j], atol=1e-10)
         np.testing.assert_allclose(projected[:, j], sign * latent[:, j], atol=1e-9)
-    variances = (latent ** 2).sum(axis=0)
+    variances = (latent**2).sum(axis=0)
     np.testing.assert_allclose(ratio, variances[:2] / variances.sum(), rtol=1e-10)
     np.testing.assert_allclose(components @ components.T, np.eye(2), atol=1e-12)
 
@@ -63,14 +63,14 @@ def test_pca_signs_are_fixed_so_plots_are_reproducible():
     _, components, _ = pca(x, k=3)
     largest = components[np.arange(3), np.abs(components).argmax(axis=1)]
     assert (largest > 0).all()
-    _, flipped, _ = pca(-x, k=3)                           # negating the data flips every direction…
+    _, flipped, _ = pca(-x, k=3)  # negating the data flips every direction…
     np.testing.assert_allclose(flipped, components, atol=1e-12)  # …and the convention flips it back
 
 
 @pytest.mark.parametrize("perplexity", [2.0, 5.0, 20.0])
 def test_conditional_probabilities_hit_the_target_perplexity(perplexity):
     rng = np.random.default_rng(2)
-    x = rng.standard_normal((40, 6)) * rng.uniform(0.1, 10, (40, 1))    # very different densities
+    x = rng.standard_normal((40, 6)) * rng.uniform(0.1, 10, (40, 1))  # very different densities
     p = conditional_probabilities(squared_distances(x), perplexity)
     entropy = -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1)), 0), axis=1)
     np.testing.assert_allclose(np.exp(entropy), perplexity, rtol=1e-4)
@@ -120,7 +120,7 @@ def test_tsne_keeps_well_separated_clusters_apart(perturbation, learning_rate):
     x, labels = clusters()
     y, kl = tsne(perturbed(x, perturbation), perplexity=10.0, learning_rate=learning_rate)
     assert island_ratio(y, labels) > 3
-    assert np.abs(y).max() < 100                           # a few cluster widths, not drifting apart
+    assert np.abs(y).max() < 100  # a few cluster widths, not drifting apart
     assert 0 < kl < 0.3
 
 
@@ -131,8 +131,9 @@ def test_tsne_reaches_scikit_learns_kl_and_trustworthiness(perturbation):
     x, _ = clusters()
     x = perturbed(x, perturbation)
     y, kl = tsne(x, perplexity=10.0)
-    reference = manifold.TSNE(perplexity=10.0, init="pca", learning_rate="auto", method="exact",
-                              max_iter=2000, random_state=0)
+    reference = manifold.TSNE(
+        perplexity=10.0, init="pca", learning_rate="auto", method="exact", max_iter=2000, random_state=0
+    )
     y_sklearn = reference.fit_transform(x)
     assert abs(kl - reference.kl_divergence_) <= KL_MARGIN
     ours = manifold.trustworthiness(x, y, n_neighbors=5)
@@ -141,8 +142,8 @@ def test_tsne_reaches_scikit_learns_kl_and_trustworthiness(perturbation):
 
 
 def test_tsne_learning_rate_auto_and_pca_start_follow_scikit_learn():
-    assert auto_learning_rate(65, 12.0) == 50.0            # small n: the floor
-    assert auto_learning_rate(4800, 12.0) == 100.0         # n / 12 / 4
+    assert auto_learning_rate(65, 12.0) == 50.0  # small n: the floor
+    assert auto_learning_rate(4800, 12.0) == 100.0  # n / 12 / 4
     x, _ = clusters()
     start, projected = pca_initialisation(x), pca(x)[0]
     np.testing.assert_allclose(start[:, 0].std(), 1e-4, rtol=1e-12)
@@ -161,19 +162,33 @@ def test_tsne_is_deterministic():
     assert not np.allclose(random_first, other)
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: pca(np.zeros(5)), "x must be 2-D"),
-    (lambda: pca(np.zeros((1, 3))), "at least 2 points"),
-    (lambda: pca(np.ones((4, 3)), k=4), "k must be at most"),
-    (lambda: pca(np.array([[0.0, np.nan], [1.0, 2.0]])), "finite"),
-    (lambda: tsne(np.ones((10, 3)), perplexity=9.0), r"perplexity must lie in .* = \[1, 9\)"),
-    (lambda: tsne(np.ones((10, 3)), perplexity=0.5), "perplexity"),
-    (lambda: tsne(np.ones((10, 3)), perplexity=3.0, n_iter=0), "n_iter"),
-    (lambda: tsne(np.ones((10, 3)), perplexity=3.0, learning_rate=0.0), "learning_rate"),
-    (lambda: tsne(np.ones((10, 3)), perplexity=3.0, learning_rate="fast"), "learning_rate"),
-    (lambda: tsne(np.ones((10, 3)), perplexity=3.0, init="spectral"), "init must be"),
-], ids=["1-D", "one point", "k too big", "nan", "perplexity too big", "perplexity < 1", "n_iter 0", "lr 0",
-        "lr word", "init"])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: pca(np.zeros(5)), "x must be 2-D"),
+        (lambda: pca(np.zeros((1, 3))), "at least 2 points"),
+        (lambda: pca(np.ones((4, 3)), k=4), "k must be at most"),
+        (lambda: pca(np.array([[0.0, np.nan], [1.0, 2.0]])), "finite"),
+        (lambda: tsne(np.ones((10, 3)), perplexity=9.0), r"perplexity must lie in .* = \[1, 9\)"),
+        (lambda: tsne(np.ones((10, 3)), perplexity=0.5), "perplexity"),
+        (lambda: tsne(np.ones((10, 3)), perplexity=3.0, n_iter=0), "n_iter"),
+        (lambda: tsne(np.ones((10, 3)), perplexity=3.0, learning_rate=0.0), "learning_rate"),
+        (lambda: tsne(np.ones((10, 3)), perplexity=3.0, learning_rate="fast"), "learning_rate"),
+        (lambda: tsne(np.ones((10, 3)), perplexity=3.0, init="spectral"), "init must be"),
+    ],
+    ids=[
+        "1-D",
+        "one point",
+        "k too big",
+        "nan",
+        "perplexity too big",
+        "perplexity < 1",
+        "n_iter 0",
+        "lr 0",
+        "lr word",
+        "init",
+    ],
+)
 def test_bad_arguments_are_refused(call, message):
     with pytest.raises(ValueError, match=message):
         call()

@@ -51,8 +51,7 @@ def test_a_one_percent_lr_difference_exceeds_the_tolerance(dtype, optimizer):
     batches = numpy_trajectory.make_batches(model_config, run)
     masks = numpy_trajectory.make_dropout_masks(model_config, run)
     np_params, np_losses = numpy_trajectory.train(params, model_config, run, batches, masks)
-    torch_params, torch_losses = trajectory.train(params, model_config, replace(run, lr=run.lr * 1.01),
-                                                  batches, masks)
+    torch_params, torch_losses = trajectory.train(params, model_config, replace(run, lr=run.lr * 1.01), batches, masks)
     assert max(trajectory.param_rel_diffs(np_params, torch_params).values()) > 2 * tolerance(dtype, 10, optimizer)
     assert trajectory.loss_max_rel_diff(np_losses, torch_losses) > 1e-5
 
@@ -62,9 +61,13 @@ def test_numpy_loop_computes_in_float32_when_given_float32():
     model_config = model_config_named("small", dropout=0.2)
     run = TrajectoryConfig(steps=2, warmup_steps=1)
     params = trajectory.initial_params(model_config, 0, "float32")
-    final, losses = numpy_trajectory.train(params, model_config, run,
-                                           numpy_trajectory.make_batches(model_config, run),
-                                           numpy_trajectory.make_dropout_masks(model_config, run))
+    final, losses = numpy_trajectory.train(
+        params,
+        model_config,
+        run,
+        numpy_trajectory.make_batches(model_config, run),
+        numpy_trajectory.make_dropout_masks(model_config, run),
+    )
     assert losses.dtype == np.float32
     assert {v.dtype for v in final.values()} == {np.dtype(np.float32)}
 
@@ -84,19 +87,26 @@ def test_inputs_are_deterministic_and_masks_have_the_layer_shapes():
     assert first[0][0].shape == (5, 8) and first[0][1].shape == (5,)
     masks = numpy_trajectory.make_dropout_masks(model_config, run)
     assert {name: m.shape for name, m in masks[0].items()} == {
-        "hidden.0": (5, 4, 16), "hidden.1": (5, 2, 16), "hidden.2": (5, 1, 16), "blocks.0": (5, 16)}
+        "hidden.0": (5, 4, 16),
+        "hidden.1": (5, 2, 16),
+        "hidden.2": (5, 1, 16),
+        "blocks.0": (5, 16),
+    }
     assert 0.3 < np.mean(masks[0]["hidden.0"]) < 0.7
     assert numpy_trajectory.make_dropout_masks(model_config_named("small"), run) == [{}, {}, {}]
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"optimizer": "adam"}, "optimizer"),
-    ({"steps": 0}, "steps"),
-    ({"steps": 5, "warmup_steps": 6}, "warmup_steps"),
-    ({"betas": (1.0, 0.99)}, r"betas\[0\]"),
-    ({"grad_clip": -1.0}, "grad_clip"),
-    ({"seed": -1}, "seed"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"optimizer": "adam"}, "optimizer"),
+        ({"steps": 0}, "steps"),
+        ({"steps": 5, "warmup_steps": 6}, "warmup_steps"),
+        ({"betas": (1.0, 0.99)}, r"betas\[0\]"),
+        ({"grad_clip": -1.0}, "grad_clip"),
+        ({"seed": -1}, "seed"),
+    ],
+)
 def test_bad_run_config_raises(kwargs, match):
     with pytest.raises(ValueError, match=match):
         TrajectoryConfig(**kwargs)
@@ -131,14 +141,17 @@ def test_help_exits_0(capsys):
     assert exit_info.value.code == 0 and "--optimizer" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--steps", "0"], "--steps"),
-    (["--seed", "-1"], "--seed"),
-    (["--dtype", "float16"], "--dtype"),
-    (["--dropout", "1.0"], "--dropout"),
-    (["--optimizer", "adam"], "--optimizer"),
-    (["--tolerance", "nan"], "--tolerance"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--steps", "0"], "--steps"),
+        (["--seed", "-1"], "--seed"),
+        (["--dtype", "float16"], "--dtype"),
+        (["--dropout", "1.0"], "--dropout"),
+        (["--optimizer", "adam"], "--optimizer"),
+        (["--tolerance", "nan"], "--tolerance"),
+    ],
+)
 def test_bad_values_exit_2_with_one_line(args, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(args)
@@ -151,6 +164,10 @@ def test_script_exit_code_is_mains():
     """The script file itself (one subprocess: importing torch costs seconds): exit 1 beyond tolerance."""
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--steps", "2", "--config", "small", "--tolerance", "1e-300", "--json"],
-        check=False, capture_output=True, text=True, timeout=120)
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1, result.stderr
     assert json.loads(result.stdout)["passed"] is False

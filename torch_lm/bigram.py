@@ -62,8 +62,8 @@ def count_table(ids: torch.Tensor, context: int, vocab_size: int) -> tuple[torch
         fail(where, f"ids has {len(ids)} tokens; context {context} needs at least {context + 1}")
     check_index_range(where, "ids", int(ids.min()), int(ids.max()), vocab_size)
     ids = ids.long()
-    windows = ids[:-1].unfold(0, context, 1)                                  # (T-C, C) view
-    codes = context_codes(windows, vocab_size)                                # (T-C,)
+    windows = ids[:-1].unfold(0, context, 1)  # (T-C, C) view
+    codes = context_codes(windows, vocab_size)  # (T-C,)
     distinct, inverse = torch.unique(codes, sorted=True, return_inverse=True)
     counts = torch.zeros(len(distinct) * vocab_size, dtype=torch.int64, device=ids.device)
     counts.index_add_(0, inverse * vocab_size + ids[context:], torch.ones_like(inverse))
@@ -82,7 +82,7 @@ def count_mle_loss(counts: torch.Tensor) -> float:
     counts = counts.double()
     check_ndim("count_mle_loss", "counts", tuple(counts.shape), (2,))
     check_counts_values("count_mle_loss", float(counts.min()), float(counts.sum()))
-    rows = counts.sum(dim=1, keepdim=True).clamp(min=1)                       # (K, 1)
+    rows = counts.sum(dim=1, keepdim=True).clamp(min=1)  # (K, 1)
     seen = counts > 0
     return float(-(counts[seen] * (counts / rows)[seen].log()).sum() / counts.sum())
 
@@ -93,8 +93,13 @@ def count_cross_entropy(logits: torch.Tensor, counts: torch.Tensor) -> torch.Ten
     where = "count_cross_entropy"
     if not logits.is_floating_point():
         fail(where, f"logits must be a floating-point array, got dtype {logits.dtype}")
-    check_counts_args(where, tuple(logits.shape), tuple(counts.shape),
-                      counts.is_floating_point() or is_integer_dtype(counts.dtype), counts.dtype)
+    check_counts_args(
+        where,
+        tuple(logits.shape),
+        tuple(counts.shape),
+        counts.is_floating_point() or is_integer_dtype(counts.dtype),
+        counts.dtype,
+    )
     check_counts_values(where, float(counts.min()), float(counts.sum()))
     weights = counts.to(logits.dtype)
     return -(weights * log_softmax(logits)).sum() / weights.sum()
@@ -119,12 +124,13 @@ class TableLM(nn.Module):
         with torch.no_grad():
             self.table.weight.zero_()
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         where = "TableLM.forward"
         check_context_idx(where, self.context, tuple(idx.shape), is_integer_dtype(idx.dtype), idx.dtype)
         check_ids_in_range(where, "idx", idx, self.vocab_size)
-        logits = self.table(context_codes(idx, self.vocab_size))             # (B,) -> (B, V)
+        logits = self.table(context_codes(idx, self.vocab_size))  # (B,) -> (B, V)
         return logits, None if targets is None else cross_entropy(logits, targets)
 
 
@@ -148,12 +154,12 @@ class FactoredLM(nn.Module):
         with torch.no_grad():
             self.output.weight.mul_(OUTPUT_INIT_SCALE)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        check_context_idx("FactoredLM.forward", self.context, tuple(idx.shape),
-                          is_integer_dtype(idx.dtype), idx.dtype)
-        x = self.embedding(idx)                                               # (B, C, E)
-        logits = self.output(x.reshape(x.shape[0], -1))                       # (B, C*E) -> (B, V)
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        check_context_idx("FactoredLM.forward", self.context, tuple(idx.shape), is_integer_dtype(idx.dtype), idx.dtype)
+        x = self.embedding(idx)  # (B, C, E)
+        logits = self.output(x.reshape(x.shape[0], -1))  # (B, C*E) -> (B, V)
         return logits, None if targets is None else cross_entropy(logits, targets)
 
 
@@ -166,11 +172,12 @@ def l2_penalty(model: nn.Module, n_tokens: int) -> torch.Tensor:
     same prior whatever the table size. It acts as smoothing: an unseen (context, next) pair
     keeps a finite logit instead of drifting to -inf.
     """
-    return sum((p ** 2).sum() for p in model.parameters() if p.ndim >= 2) / n_tokens
+    return sum((p**2).sum() for p in model.parameters() if p.ndim >= 2) / n_tokens
 
 
-def fit_counts(model: nn.Module, contexts: torch.Tensor, counts: torch.Tensor, steps: int,
-               lr: float = 0.1, l2: float = 0.0) -> list[float]:
+def fit_counts(
+    model: nn.Module, contexts: torch.Tensor, counts: torch.Tensor, steps: int, lr: float = 0.1, l2: float = 0.0
+) -> list[float]:
     """Full-batch Adam on the count-weighted loss (the count trick): exact gradient descent on
     the whole text's training loss. contexts (K, C), counts (K, V) from ``count_table``.
 
@@ -185,8 +192,7 @@ def fit_counts(model: nn.Module, contexts: torch.Tensor, counts: torch.Tensor, s
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     # Cosine decay to 0: with a constant rate Adam's normalised steps keep the loss oscillating
     # about 1e-4 above the optimum (the -inf directions of unseen pairs never stop pulling).
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * step / steps)))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * step / steps)))
     history = []
     for _ in range(steps):
         loss = count_cross_entropy(model(contexts)[0], counts)

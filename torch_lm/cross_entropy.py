@@ -74,10 +74,10 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     # -log_softmax(logits)[n, t] = logsumexp(shifted[n]) - shifted[n, t]: the same numbers as
     # gathering from the full log-softmax (IEEE negation and subtraction are exact mirrors),
     # without materialising (and differentiating) the (N, V) log-probabilities.
-    shifted = _shifted_scaled_logits("cross_entropy", logits, 1.0)        # (N, V)
-    log_sum_exp = shifted.exp().sum(dim=-1).log()                         # (N,)
-    picked = shifted.gather(1, targets.long().unsqueeze(1)).squeeze(1)    # (N, 1) -> (N,)
-    return (log_sum_exp - picked).mean()                                  # (N,) -> ()
+    shifted = _shifted_scaled_logits("cross_entropy", logits, 1.0)  # (N, V)
+    log_sum_exp = shifted.exp().sum(dim=-1).log()  # (N,)
+    picked = shifted.gather(1, targets.long().unsqueeze(1)).squeeze(1)  # (N, 1) -> (N,)
+    return (log_sum_exp - picked).mean()  # (N,) -> ()
 
 
 class CrossEntropyLoss(nn.Module):

@@ -27,9 +27,11 @@ def summarize_activations(activations: dict[str, torch.Tensor], activation: str)
 
     ``activations`` as filled by ``NeuralLM.capture_activations()``.
     """
-    rows = [torch.stack([a.mean(), a.std(correction=0), saturated_or_dead(a, activation).to(a.dtype).mean()])
-            for a in activations.values()]
-    values = torch.stack(rows).tolist()                                    # (L, 3)
+    rows = [
+        torch.stack([a.mean(), a.std(correction=0), saturated_or_dead(a, activation).to(a.dtype).mean()])
+        for a in activations.values()
+    ]
+    values = torch.stack(rows).tolist()  # (L, 3)
     return {name: dict(zip(STAT_NAMES, row)) for name, row in zip(activations, values)}
 
 
@@ -52,6 +54,7 @@ def shape_report(model: nn.Module, idx: torch.Tensor) -> list[tuple[str, tuple[i
     def recorder(name):
         def hook(module, inputs, output):
             shapes.append((name, tuple(output.shape)))
+
         return hook
 
     handles = [model.get_submodule(name).register_forward_hook(recorder(name)) for name in model.layer_names()]
@@ -86,15 +89,21 @@ def grad_norms(model: nn.Module) -> dict[str, float]:
             grads.append(p.grad)
             owner.append(i)
     # One fused kernel for all per-parameter norms (what clip_grad_norm_ uses).
-    squares = torch.stack(torch._foreach_norm(grads)).square()                     # (P,)
+    squares = torch.stack(torch._foreach_norm(grads)).square()  # (P,)
     index = torch.tensor(owner, device=squares.device)
-    per_layer = squares.new_zeros(len(layers)).index_add_(0, index, squares)       # (L,)
-    values = torch.cat([per_layer, squares.sum().reshape(1)]).sqrt().tolist()     # (L + 1,)
+    per_layer = squares.new_zeros(len(layers)).index_add_(0, index, squares)  # (L,)
+    values = torch.cat([per_layer, squares.sum().reshape(1)]).sqrt().tolist()  # (L + 1,)
     return dict(zip([*layers, "total"], values))
 
 
-def overfit_tiny_batch(model: nn.Module, idx: torch.Tensor, targets: torch.Tensor, steps: int = 200,
-                       lr: float = 1e-2, optimizer: str = "adam") -> list[float]:
+def overfit_tiny_batch(
+    model: nn.Module,
+    idx: torch.Tensor,
+    targets: torch.Tensor,
+    steps: int = 200,
+    lr: float = 1e-2,
+    optimizer: str = "adam",
+) -> list[float]:
     """Train a copy of ``model`` on one batch; the loss before every step.
 
     idx (B, T), targets (B,); optimizer "adam" or "sgd". The copy is in eval mode (no dropout):

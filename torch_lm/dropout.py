@@ -18,8 +18,9 @@ from torch import nn
 from numpy_ref.validation import check_bool_dtype, check_float_dtype, check_probability, check_same_shape
 
 
-def make_keep_mask(shape: tuple[int, ...], p: float, generator: torch.Generator | None = None,
-                   device: torch.device | str | None = None) -> torch.Tensor:
+def make_keep_mask(
+    shape: tuple[int, ...], p: float, generator: torch.Generator | None = None, device: torch.device | str | None = None
+) -> torch.Tensor:
     """Boolean tensor of ``shape``, each entry True (kept) with probability 1 - p.
 
     Drawn from ``generator`` (the default generator of the device if None): on the CPU by
@@ -34,7 +35,7 @@ def make_keep_mask(shape: tuple[int, ...], p: float, generator: torch.Generator 
 
 # The CPU masks compare a uniform 32-bit word with round(p * 2**32), drawing it lazily (below).
 WORD_BITS = 32
-LOW_BITS = 24                        # the word's bits below its top byte
+LOW_BITS = 24  # the word's bits below its top byte
 
 
 def keep_threshold(p: float) -> int:
@@ -44,12 +45,13 @@ def keep_threshold(p: float) -> int:
     would round to 2**32, which no word reaches, so it is held at 2**32 - 1 (keep probability
     2**-32, still within the 2**-33 of 1 - p).
     """
-    return min(round(p * 2 ** WORD_BITS), 2 ** WORD_BITS - 1)
+    return min(round(p * 2**WORD_BITS), 2**WORD_BITS - 1)
 
 
 @torch.compiler.disable  # NumPy's generator is state torch.compile must not trace into a graph
-def _cpu_keep_mask(shape: tuple[int, ...], p: float, generator: torch.Generator | None,
-                   np_dtype: type = np.bool_) -> torch.Tensor:
+def _cpu_keep_mask(
+    shape: tuple[int, ...], p: float, generator: torch.Generator | None, np_dtype: type = np.bool_
+) -> torch.Tensor:
     """CPU keep-mask of ``shape``, True (or 1.0 in a float ``np_dtype``) with probability 1 - p.
 
     An entry is kept when a uniform 32-bit word is >= ``keep_threshold(p)``, so the keep
@@ -70,11 +72,11 @@ def _cpu_keep_mask(shape: tuple[int, ...], p: float, generator: torch.Generator 
     high, low = divmod(keep_threshold(p), 1 << LOW_BITS)
     seed = int(torch.empty((), dtype=torch.int64).random_(generator=generator))
     bits = np.random.SFC64(seed)
-    top = bits.random_raw(-(-numel // 8)).view(np.uint8)[:numel]            # (numel,) top bytes
+    top = bits.random_raw(-(-numel // 8)).view(np.uint8)[:numel]  # (numel,) top bytes
     keep = np.greater(top, high, out=np.empty(numel, np_dtype), casting="unsafe")
-    ties = np.flatnonzero(top == high)                                      # undecided entries
+    ties = np.flatnonzero(top == high)  # undecided entries
     if ties.size:
-        below = bits.random_raw(ties.size) & ((1 << LOW_BITS) - 1)          # their 24 low bits
+        below = bits.random_raw(ties.size) & ((1 << LOW_BITS) - 1)  # their 24 low bits
         keep[ties] = below >= low
     return torch.from_numpy(keep).reshape(shape)
 
@@ -105,8 +107,9 @@ class Dropout(nn.Module):
         super().__init__()
         self.p = check_probability("Dropout", "p", p)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """x (...) float. mask: bool keep-mask of x's shape, drawn from ``generator`` if None."""
         check_float_dtype("Dropout", "x", x.is_floating_point(), x.dtype)
         if mask is not None:

@@ -27,8 +27,8 @@ def embedding(idx: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     check_ndim(where, "weight", weight.shape, [2])
     check_ids_in_range(where, "idx", idx, weight.shape[0])
     # index_select on int64 ids rather than weight[idx]: a uint8 index would be read as a mask.
-    rows = weight.index_select(0, idx.reshape(-1).long())           # (...) -> (N, E)
-    return rows.reshape(*idx.shape, weight.shape[1])                # (N, E) -> (..., E)
+    rows = weight.index_select(0, idx.reshape(-1).long())  # (...) -> (N, E)
+    return rows.reshape(*idx.shape, weight.shape[1])  # (N, E) -> (..., E)
 
 
 class Embedding(nn.Module):

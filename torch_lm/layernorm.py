@@ -57,16 +57,16 @@ class _LayerNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
-        mean = x.mean(dim=-1, keepdim=True)                          # (..., 1)
-        x_hat = x - mean                                             # centred, normalised below
+        mean = x.mean(dim=-1, keepdim=True)  # (..., 1)
+        x_hat = x - mean  # centred, normalised below
         squares = x_hat * x_hat
-        var = squares.mean(dim=-1, keepdim=True)                     # (..., 1), biased (/ D)
-        inv_std = torch.rsqrt(var + eps)                             # (..., 1)
-        x_hat.mul_(inv_std)                                          # x_hat = (x - mean) / sigma
+        var = squares.mean(dim=-1, keepdim=True)  # (..., 1), biased (/ D)
+        inv_std = torch.rsqrt(var + eps)  # (..., 1)
+        x_hat.mul_(inv_std)  # x_hat = (x - mean) / sigma
         ctx.save_for_backward(x_hat, inv_std, weight)
-        if weight.dtype == bias.dtype == x.dtype:                    # out = x_hat * weight + bias
+        if weight.dtype == bias.dtype == x.dtype:  # out = x_hat * weight + bias
             return torch.mul(x_hat, weight, out=squares).add_(bias)
-        return x_hat * weight + bias                                 # mixed dtypes: promote
+        return x_hat * weight + bias  # mixed dtypes: promote
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -79,18 +79,18 @@ class _LayerNorm(torch.autograd.Function):
         x_hat, inv_std, weight = ctx.saved_tensors
         d = x_hat.shape[-1]
         need_x, need_weight, need_bias, _ = ctx.needs_input_grad
-        buffer = dout * x_hat                                        # (..., D)
+        buffer = dout * x_hat  # (..., D)
         dweight = buffer.reshape(-1, d).sum(dim=0) if need_weight else None
         dbias = dout.reshape(-1, d).sum(dim=0) if need_bias else None
         if not need_x:
             return None, dweight, dbias, None
-        dx = dout * weight                                           # g, the gradient w.r.t. x_hat
+        dx = dout * weight  # g, the gradient w.r.t. x_hat
         mean_g = dx.mean(dim=-1, keepdim=True)
         mean_g_x_hat = torch.mul(dx, x_hat, out=buffer).mean(dim=-1, keepdim=True)
         through_var = torch.mul(x_hat, mean_g_x_hat, out=buffer)
-        dx -= mean_g                                                 # the gradient through the mean
-        dx -= through_var                                            # ... and through the variance
-        dx *= inv_std                                                # then scale by 1 / sigma
+        dx -= mean_g  # the gradient through the mean
+        dx -= through_var  # ... and through the variance
+        dx *= inv_std  # then scale by 1 / sigma
         return dx, dweight, dbias, None
 
 

@@ -32,8 +32,16 @@ class Linear(nn.Module):
     ReLU), or their ``_uniform`` variants. The bias starts at zero.
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
-                 init: str = "xavier_normal", device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        init: str = "xavier_normal",
+        device=None,
+        dtype=None,
+    ) -> None:
         super().__init__()
         self.in_features = check_positive_int("Linear", "in_features", in_features)
         self.out_features = check_positive_int("Linear", "out_features", out_features)
@@ -71,8 +79,7 @@ class Linear(nn.Module):
         Runs on every forward, so a valid input is recognised first from a few attributes; the
         checks that name the mistake run only otherwise.
         """
-        if x.ndim and x.shape[-1] == self.in_features and x.dtype == self.weight.dtype \
-                and x.is_floating_point():
+        if x.ndim and x.shape[-1] == self.in_features and x.dtype == self.weight.dtype and x.is_floating_point():
             return
         check_float_dtype("Linear", "x", x.is_floating_point(), x.dtype)
         check_nonempty_last_axis("Linear", "x", tuple(x.shape))

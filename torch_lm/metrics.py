@@ -46,7 +46,7 @@ def token_weighted_mean(losses: torch.Tensor, counts: torch.Tensor) -> torch.Ten
     total = int(counts.sum())
     if total == 0:
         fail(where, f"counts must include at least one token, got a total of 0 over {counts.numel()} batches")
-    return (losses * counts.to(torch.float64)).sum() / total       # (K,) -> ()
+    return (losses * counts.to(torch.float64)).sum() / total  # (K,) -> ()
 
 
 def _check_n_tokens(where: str, n_tokens: object) -> int:

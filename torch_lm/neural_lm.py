@@ -59,8 +59,9 @@ class HiddenLayer(nn.Module):
         self.act = make_activation(config.activation)
         self.dropout = Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """x (..., in_features) -> (..., H); ``mask``/``generator`` only matter in training mode."""
         x = self.linear(x)
         if self.norm is not None:
@@ -81,7 +82,7 @@ class NeuralLM(nn.Module):
         super().__init__()
         self.config = config
         self.embedding = Embedding(config.vocab_size, config.embed_dim)
-        fan_ins = list(hidden_fan_ins(config).values())       # fusion levels first, then blocks
+        fan_ins = list(hidden_fan_ins(config).values())  # fusion levels first, then blocks
         levels = len(config.groups)
         self.hidden = nn.ModuleList(HiddenLayer(f, config) for f in fan_ins[:levels])
         self.blocks = nn.ModuleList(HiddenLayer(f, config) for f in fan_ins[levels:])
@@ -99,9 +100,14 @@ class NeuralLM(nn.Module):
         with torch.no_grad():
             self.output.weight.mul_(OUTPUT_INIT_SCALE)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
-                masks: dict[str, torch.Tensor] | None = None,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        masks: dict[str, torch.Tensor] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits and mean cross-entropy loss.
 
         idx (B, T) integer ids in [0, V) with T == config.context; targets (B,) ids or None.
@@ -111,14 +117,14 @@ class NeuralLM(nn.Module):
         """
         self._check_inputs(idx, targets, masks)
         masks = masks or {}
-        x = self.embedding(idx)                                                # (B, T, E)
+        x = self.embedding(idx)  # (B, T, E)
         for i, (g, layer) in enumerate(zip(self.config.groups, self.hidden)):
             B, n, d = x.shape
             x = layer(x.reshape(B, n // g, g * d), masks.get(f"hidden.{i}"), generator)  # (B, n/g, H)
-        x = x.squeeze(1)                                                       # (B, 1, H) -> (B, H)
+        x = x.squeeze(1)  # (B, 1, H) -> (B, H)
         for j, block in enumerate(self.blocks):
-            x = x + block(x, masks.get(f"blocks.{j}"), generator)              # residual, (B, H)
-        logits = self.output(x)                                                # (B, V)
+            x = x + block(x, masks.get(f"blocks.{j}"), generator)  # residual, (B, H)
+        logits = self.output(x)  # (B, V)
         loss = None if targets is None else cross_entropy(logits, targets)
         return logits, loss
 
@@ -157,6 +163,7 @@ class NeuralLM(nn.Module):
         def recorder(name):
             def hook(module, inputs, output):
                 acts[name] = output.detach()
+
             return hook
 
         handles = [layer.act.register_forward_hook(recorder(name)) for name, layer in self.hidden_layers()]

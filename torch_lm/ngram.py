@@ -35,17 +35,16 @@ def ngram_codes(ids: torch.Tensor, order: int, vocab_size: int) -> list[torch.Te
     codes = [ids]
     for m in range(2, order + 1):
         # extend each (m-1)-gram by the token after it: shift left one base-V digit, add it
-        codes.append(codes[-1][:-1] * vocab_size + ids[m - 1:])  # (T - m + 1,)
+        codes.append(codes[-1][:-1] * vocab_size + ids[m - 1 :])  # (T - m + 1,)
     return codes
 
 
-def continuation_counts(longer_keys: torch.Tensor, order: int,
-                        vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def continuation_counts(longer_keys: torch.Tensor, order: int, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """N1+(. g) for the order-``order`` grams g, from the distinct (order+1)-gram codes (K,).
 
     Returns (sorted distinct g codes (G,), their counts (G,) int64).
     """
-    return torch.unique(longer_keys % vocab_size ** order, sorted=True, return_counts=True)
+    return torch.unique(longer_keys % vocab_size**order, sorted=True, return_counts=True)
 
 
 def count_of_counts(counts: torch.Tensor) -> tuple[int, int, int, int]:
@@ -72,6 +71,7 @@ class NGramLevel:
     keys (K,) int64 sorted m-gram codes, alpha (K,) float64; context_keys (H,) int64 sorted,
     gamma (H,) float64; ``discounts`` = (D1, D2, D3+) used (zeros for add-k).
     """
+
     order: int
     keys: torch.Tensor
     alpha: torch.Tensor
@@ -85,12 +85,14 @@ def addk_level(order: int, keys: torch.Tensor, counts: torch.Tensor, k: float, v
     context_keys, inverse = _contexts(keys, vocab_size)
     totals = _tally(inverse, len(context_keys), counts).double()  # (H,) d = sum_w c(hw)
     smoothed = totals + k * vocab_size
-    return NGramLevel(order, keys, counts.double() / smoothed[inverse], context_keys,
-                      k * vocab_size / smoothed, (0.0, 0.0, 0.0))
+    return NGramLevel(
+        order, keys, counts.double() / smoothed[inverse], context_keys, k * vocab_size / smoothed, (0.0, 0.0, 0.0)
+    )
 
 
-def kneser_ney_level(order: int, keys: torch.Tensor, counts: torch.Tensor,
-                     discounts: tuple[float, float, float], vocab_size: int) -> NGramLevel:
+def kneser_ney_level(
+    order: int, keys: torch.Tensor, counts: torch.Tensor, discounts: tuple[float, float, float], vocab_size: int
+) -> NGramLevel:
     """Absolute discounting of one order: alpha = (c - D(c))/d, gamma = sum_types D(c) / d."""
     d1, d2, d3 = discounts
     context_keys, inverse = _contexts(keys, vocab_size)
@@ -109,14 +111,13 @@ def kneser_ney_level(order: int, keys: torch.Tensor, counts: torch.Tensor,
     return NGramLevel(order, keys, alpha, context_keys, gamma, discounts)
 
 
-def build_levels(ids: torch.Tensor, order: int, vocab_size: int, smoothing: str,
-                 k: float, discount: float) -> tuple[NGramLevel, ...]:
+def build_levels(
+    ids: torch.Tensor, order: int, vocab_size: int, smoothing: str, k: float, discount: float
+) -> tuple[NGramLevel, ...]:
     """The levels 1..order of a model fitted on ids (T,) int64 (entry m-1 is order m)."""
-    distinct = [torch.unique(codes, sorted=True, return_counts=True)
-                for codes in ngram_codes(ids, order, vocab_size)]
+    distinct = [torch.unique(codes, sorted=True, return_counts=True) for codes in ngram_codes(ids, order, vocab_size)]
     if smoothing == "addk":
-        return tuple(addk_level(m, keys, counts, k, vocab_size)
-                     for m, (keys, counts) in enumerate(distinct, start=1))
+        return tuple(addk_level(m, keys, counts, k, vocab_size) for m, (keys, counts) in enumerate(distinct, start=1))
     levels = []
     for m in range(1, order + 1):
         # the highest order keeps raw counts; lower orders count distinct left neighbours
@@ -132,8 +133,9 @@ def _lookup(keys: torch.Tensor, values: torch.Tensor, queries: torch.Tensor, def
     return torch.where(keys[index] == queries, values[index], default)
 
 
-def _encode(columns: Sequence[torch.Tensor], vocab_size: int, shape: tuple[int, ...],
-            device: torch.device) -> torch.Tensor:
+def _encode(
+    columns: Sequence[torch.Tensor], vocab_size: int, shape: tuple[int, ...], device: torch.device
+) -> torch.Tensor:
     """Code of token sequences given column by column (oldest first); no columns -> code 0."""
     code = torch.zeros(shape, dtype=torch.int64, device=device)
     for column in columns:
@@ -141,8 +143,9 @@ def _encode(columns: Sequence[torch.Tensor], vocab_size: int, shape: tuple[int, 
     return code
 
 
-def interpolate(chain: Sequence[NGramLevel], history: torch.Tensor, tokens: torch.Tensor,
-                vocab_size: int) -> torch.Tensor:
+def interpolate(
+    chain: Sequence[NGramLevel], history: torch.Tensor, tokens: torch.Tensor, vocab_size: int
+) -> torch.Tensor:
     """P(tokens | history) through ``chain`` (lowest order first), from uniform upwards.
 
     history and tokens broadcast ((N, 1) with (1, V) -> (N, V); (M,) with (M,) -> (M,)).
@@ -164,6 +167,7 @@ class NGramLM:
     ``levels[m - 1]`` is order m (``kn``/``mkn`` chain all of them; ``addk`` uses the level
     matching the history length, interpolated with uniform).
     """
+
     order: int
     vocab_size: int
     smoothing: str
@@ -173,27 +177,40 @@ class NGramLM:
     device: torch.device
 
     @classmethod
-    def fit(cls, train_ids: torch.Tensor, order: int, vocab_size: int, smoothing: str = "kn",
-            k: float = DEFAULT_K, discount: float = DEFAULT_DISCOUNT) -> NGramLM:
+    def fit(
+        cls,
+        train_ids: torch.Tensor,
+        order: int,
+        vocab_size: int,
+        smoothing: str = "kn",
+        k: float = DEFAULT_K,
+        discount: float = DEFAULT_DISCOUNT,
+    ) -> NGramLM:
         """Count the n-grams of train_ids (T,) int (on its device) and build the smoothed model.
 
         ``k`` is used by ``addk`` only; ``discount`` by ``kn`` and as the ``mkn`` fallback.
         Raises ValueError for bad hyperparameters, ids outside [0, vocab_size), or T < order.
         """
         where = "NGramLM.fit"
-        order, vocab_size, smoothing, k, discount = check_fit_args(where, order, vocab_size, smoothing,
-                                                                   k, discount)
+        order, vocab_size, smoothing, k, discount = check_fit_args(where, order, vocab_size, smoothing, k, discount)
         ids = _check_ids(where, "train_ids", train_ids, vocab_size)
         if len(ids) < order:
             fail(where, f"train_ids has {len(ids)} tokens, fewer than order={order}: no n-gram to count")
-        return cls(order, vocab_size, smoothing, k, discount,
-                   build_levels(ids, order, vocab_size, smoothing, k, discount), ids.device)
+        return cls(
+            order,
+            vocab_size,
+            smoothing,
+            k,
+            discount,
+            build_levels(ids, order, vocab_size, smoothing, k, discount),
+            ids.device,
+        )
 
     def chain(self, history_length: int) -> tuple[NGramLevel, ...]:
         """Levels used for a history of ``history_length`` <= order - 1 tokens, lowest first."""
         if self.smoothing == "addk":
             return (self.levels[history_length],)
-        return self.levels[:history_length + 1]
+        return self.levels[: history_length + 1]
 
     def prob_table(self, contexts: torch.Tensor) -> torch.Tensor:
         """Next-token distributions: contexts (N, C) int -> (N, V) float64, rows sum to 1.
@@ -222,7 +239,7 @@ class NGramLM:
         length = self.order - 1
         end = len(ids)
         # column j holds, for every scored i, the token j places into its history ids[i-L:i]
-        columns = [ids[start - length + j:end - length + j] for j in range(length)]
+        columns = [ids[start - length + j : end - length + j] for j in range(length)]
         history = _encode(columns, self.vocab_size, (end - start,), self.device)
         return interpolate(self.chain(length), history, ids[start:], self.vocab_size)
 
@@ -233,8 +250,9 @@ class NGramLM:
         """
         return float(-torch.log(self.token_probs(ids, start)).mean())
 
-    def sample(self, length: int, generator: torch.Generator | None = None,
-               prompt: torch.Tensor | Sequence[int] = ()) -> torch.Tensor:
+    def sample(
+        self, length: int, generator: torch.Generator | None = None, prompt: torch.Tensor | Sequence[int] = ()
+    ) -> torch.Tensor:
         """Draw ``length`` tokens one at a time after ``prompt`` (P,) int; returns (length,) int64.
 
         The history is the prompt plus what was drawn so far, shortened to n-1 tokens.
@@ -247,7 +265,7 @@ class NGramLM:
         history = _check_ids("NGramLM.sample", "prompt", prompt, self.vocab_size).tolist()
         drawn = []
         for _ in range(length):
-            window = history[len(history) - min(len(history), self.order - 1):]
+            window = history[len(history) - min(len(history), self.order - 1) :]
             probs = self.prob_table(torch.tensor([window], dtype=torch.int64))[0]  # (V,)
             token = int(torch.multinomial(probs, 1, generator=generator))
             drawn.append(token)

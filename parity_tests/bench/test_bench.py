@@ -21,17 +21,35 @@ from torch_lm.cli import bench as bench_cli
 from torch_lm.training.config import TrainConfig
 
 # The --json contract: the last line holds at least these keys.
-REQUIRED_KEYS = {"gemm_peak_gflops", "train_gflops", "train_to_peak_ratio", "tokens_per_sec",
-                 "sampling_share", "logging_share", "numpy_over_torch_float64",
-                 "numpy_over_torch_float32", "kn7_fit_score_s", "parity_suite_s", "threads",
-                 "loadavg_start", "loadavg_end"}
+REQUIRED_KEYS = {
+    "gemm_peak_gflops",
+    "train_gflops",
+    "train_to_peak_ratio",
+    "tokens_per_sec",
+    "sampling_share",
+    "logging_share",
+    "numpy_over_torch_float64",
+    "numpy_over_torch_float32",
+    "kn7_fit_score_s",
+    "parity_suite_s",
+    "threads",
+    "loadavg_start",
+    "loadavg_end",
+}
 
 
 def tiny_plan() -> bench_plan.BenchPlan:
     """Every section at toy size."""
-    return bench_plan.BenchPlan(ModelConfig(context=4, embed_dim=3, hidden_dim=8, fusion=(2, 2)),
-                           TrainConfig(batch_size=8, log_interval=2), gemm_sizes=(16, 32), windows=2,
-                           compare_steps=2, scaling_steps=2, ngram_orders=(2, 7), run_suite=False)
+    return bench_plan.BenchPlan(
+        ModelConfig(context=4, embed_dim=3, hidden_dim=8, fusion=(2, 2)),
+        TrainConfig(batch_size=8, log_interval=2),
+        gemm_sizes=(16, 32),
+        windows=2,
+        compare_steps=2,
+        scaling_steps=2,
+        ngram_orders=(2, 7),
+        run_suite=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +61,9 @@ def bench_run(tmp_path_factory):
     out_dir = tmp / "reports"
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
-        code = bench_cli.main(["--json", "--skip-suite", "--data", str(text), "--out-dir", str(out_dir)],
-                          plan=tiny_plan())
+        code = bench_cli.main(
+            ["--json", "--skip-suite", "--data", str(text), "--out-dir", str(out_dir)], plan=tiny_plan()
+        )
     assert code == 0
     return stdout.getvalue().strip().splitlines(), out_dir, text.read_text()
 
@@ -53,8 +72,8 @@ def test_json_last_line_and_reports(bench_run):
     lines, out_dir, text = bench_run
     summary = json.loads(lines[-1])
     assert REQUIRED_KEYS <= set(summary)
-    assert summary["parity_suite_s"] is None            # --skip-suite (and the plan) skip it
-    assert summary["kn7_fit_score_s"] > 0                # order 7 ran on the given text
+    assert summary["parity_suite_s"] is None  # --skip-suite (and the plan) skip it
+    assert summary["kn7_fit_score_s"] > 0  # order 7 ran on the given text
     assert summary["threads"] >= 1 and len(summary["loadavg_start"]) == 3
     shares = [summary[f"{piece}_share"] for piece in bench_plan.PIECES]
     assert sum(shares) == pytest.approx(1.0) and min(shares) >= 0
@@ -63,14 +82,19 @@ def test_json_last_line_and_reports(bench_run):
     full = json.loads((out_dir / "bench.json").read_text())
     assert full["summary"] == summary
     assert [row["row"] for row in full["scaling"]] == ["base", "2x batch", "2x context", "2x hidden"]
-    assert [(r["smoothing"], r["order"]) for r in full["ngram"]] == [("kn", 2), ("kn", 7),
-                                                                      ("mkn", 2), ("mkn", 7)]
+    assert [(r["smoothing"], r["order"]) for r in full["ngram"]] == [("kn", 2), ("kn", 7), ("mkn", 2), ("mkn", 7)]
     assert set(full["numpy_vs_torch"]) == {"float64", "float32"}
     assert full["plan"]["model"]["vocab_size"] == len(set(text))
     report = (out_dir / "BENCH.md").read_text()
     assert report.startswith("# Benchmarks")
-    for heading in ("## Targets", "## Step split", "## NumPy reference vs torch", "## Scaling",
-                    "## n-gram", "## Parity suite"):
+    for heading in (
+        "## Targets",
+        "## Step split",
+        "## NumPy reference vs torch",
+        "## Scaling",
+        "## n-gram",
+        "## Parity suite",
+    ):
         assert heading in report
     assert report.rstrip().endswith(markdown.NOTES_MARKER)
 
@@ -92,7 +116,7 @@ def test_without_text_the_ngram_figures_are_missing_not_failed(bench_run):
     summary = run.summarize(results)
     assert summary["kn7_fit_score_s"] is None
     assert summary["targets"]["7-gram KN fit + held-out scoring (s)"]["met"] is None
-    ids, config = run.training_ids(None, ModelConfig(), seed=0)   # batches from random ids
+    ids, config = run.training_ids(None, ModelConfig(), seed=0)  # batches from random ids
     assert len(ids) == 1_003_854 and int(ids.max()) < config.vocab_size == ModelConfig().vocab_size
 
 
@@ -124,8 +148,13 @@ def test_target_verdicts():
     summary |= {"train_to_peak_ratio": 0.6, "sampling_share": 0.05, "numpy_over_torch_float64": 1.5}
     verdicts = run.target_verdicts(summary)
     met = {v["key"]: v["met"] for v in verdicts.values()}
-    assert met == {"train_to_peak_ratio": True, "sampling_share": False, "logging_share": None,
-                   "numpy_over_torch_float64": True, "kn7_fit_score_s": None}
+    assert met == {
+        "train_to_peak_ratio": True,
+        "sampling_share": False,
+        "logging_share": None,
+        "numpy_over_torch_float64": True,
+        "kn7_fit_score_s": None,
+    }
 
 
 def test_parity_suite_reports_wall_time_and_outcome(tmp_path):

@@ -31,11 +31,33 @@ from torch_lm.training.step import TrainingStep
 REPO = Path(__file__).resolve().parents[2]
 WORDS = "to be or not the king queen hath thee thou my lord good night sweet prince".split()
 # Every download in these tests goes to a proxy that refuses connections: never the network.
-OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
-           "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "no_proxy": ""}
-TINY_MODEL = ["--context", "4", "--embed-dim", "8", "--hidden-dim", "16", "--fusion", "2,2",
-              "--batch-size", "32", "--eval-batch-size", "1024", "--sample-length", "20",
-              "--device", "cpu", "--seed", "3"]
+OFFLINE = {
+    "http_proxy": "http://127.0.0.1:9",
+    "https_proxy": "http://127.0.0.1:9",
+    "HTTP_PROXY": "http://127.0.0.1:9",
+    "HTTPS_PROXY": "http://127.0.0.1:9",
+    "no_proxy": "",
+}
+TINY_MODEL = [
+    "--context",
+    "4",
+    "--embed-dim",
+    "8",
+    "--hidden-dim",
+    "16",
+    "--fusion",
+    "2,2",
+    "--batch-size",
+    "32",
+    "--eval-batch-size",
+    "1024",
+    "--sample-length",
+    "20",
+    "--device",
+    "cpu",
+    "--seed",
+    "3",
+]
 
 
 def synthetic_text(n_chars: int = 3000, seed: int = 0) -> str:
@@ -51,8 +73,7 @@ def script(name: str, *args: str, cwd: Path, repo: Path = REPO, **popen) -> subp
     """Run ``python <repo>/scripts/<name>.py args`` with one thread and no network."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", **OFFLINE}
     command = [sys.executable, str(repo / "scripts" / f"{name}.py"), *args]
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
-                          **popen)
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, **popen)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, code: int, pattern: str) -> None:
@@ -75,9 +96,21 @@ def workdir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(workdir) -> tuple[Path, subprocess.CompletedProcess]:
     """A 30-step CLI training run in ``workdir/runs/cli``."""
-    result = script("train", "--data", "text.txt", *TINY_MODEL, "--max-steps", "30",
-                    "--eval-interval", "15", "--log-interval", "5", "--run-dir", "runs/cli",
-                    cwd=workdir)
+    result = script(
+        "train",
+        "--data",
+        "text.txt",
+        *TINY_MODEL,
+        "--max-steps",
+        "30",
+        "--eval-interval",
+        "15",
+        "--log-interval",
+        "5",
+        "--run-dir",
+        "runs/cli",
+        cwd=workdir,
+    )
     assert result.returncode == 0, result.stderr
     return workdir / "runs" / "cli", result
 
@@ -89,23 +122,46 @@ def test_every_script_has_help(name, tmp_path):
     assert result.returncode == 0 and result.stdout.startswith("usage:") and not result.stderr
     if name == "train":  # every docs/DESIGN.md §6 flag, defaults read from the dataclasses
         flat = " ".join(result.stdout.split())
-        for flag in ("--context", "--embed-dim", "--hidden-dim", "--fusion", "--n-blocks",
-                     "--activation", "--norm", "--dropout", "--batch-size", "--lr", "--max-steps",
-                     "--time-budget", "--eval-interval", "--log-interval", "--run-dir",
-                     "--resume", "--seed", "--device", "--dtype", "--data", "--compile",
-                     "--grad-clip", "--checkpoint-interval"):
+        for flag in (
+            "--context",
+            "--embed-dim",
+            "--hidden-dim",
+            "--fusion",
+            "--n-blocks",
+            "--activation",
+            "--norm",
+            "--dropout",
+            "--batch-size",
+            "--lr",
+            "--max-steps",
+            "--time-budget",
+            "--eval-interval",
+            "--log-interval",
+            "--run-dir",
+            "--resume",
+            "--seed",
+            "--device",
+            "--dtype",
+            "--data",
+            "--compile",
+            "--grad-clip",
+            "--checkpoint-interval",
+        ):
             assert flag in flat, flag
         assert f"(default: {TrainConfig().lr})" in flat
         assert f"(default: {ModelConfig().hidden_dim})" in flat
 
 
 # ----------------------------------------------------------------------------- bad input
-@pytest.mark.parametrize("args, pattern", [
-    (["--lr", "-1"], r"^train\.py: error: TrainConfig: lr must be a finite number > 0, got -1\.0$"),
-    (["--context", "0"], r"context must be a positive integer, got 0"),
-    (["--dropout", "1.5"], r"dropout must be a probability in \[0, 1\), got 1\.5"),
-    (["--device", "tpu"], r"device must be auto, cpu, cuda or cuda:N, got 'tpu'"),
-])
+@pytest.mark.parametrize(
+    "args, pattern",
+    [
+        (["--lr", "-1"], r"^train\.py: error: TrainConfig: lr must be a finite number > 0, got -1\.0$"),
+        (["--context", "0"], r"context must be a positive integer, got 0"),
+        (["--dropout", "1.5"], r"dropout must be a probability in \[0, 1\), got 1\.5"),
+        (["--device", "tpu"], r"device must be auto, cpu, cuda or cuda:N, got 'tpu'"),
+    ],
+)
 def test_train_rejects_bad_values_with_one_line_and_exit_2(args, pattern, workdir):
     assert_one_line_error(script("train", "--data", "text.txt", *args, cwd=workdir), 2, pattern)
 
@@ -114,12 +170,15 @@ def test_train_without_data_offline_says_how_to_install_it(tmp_path):
     # A copy of the code whose data/ directory is empty, so the default copy is missing.
     repo = tmp_path / "repo"
     for package in ("torch_lm", "numpy_ref", "scripts"):
-        shutil.copytree(REPO / package, repo / package,
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(REPO / package, repo / package, ignore=shutil.ignore_patterns("__pycache__"))
     result = script("train", "--max-steps", "1", cwd=tmp_path, repo=repo)
-    assert_one_line_error(result, 1, r"no copy of Tiny Shakespeare at .*data/tinyshakespeare\.txt "
-                                     r"and the download .* failed .*; if offline, run python "
-                                     r"scripts/download_data\.py --from FILE$")
+    assert_one_line_error(
+        result,
+        1,
+        r"no copy of Tiny Shakespeare at .*data/tinyshakespeare\.txt "
+        r"and the download .* failed .*; if offline, run python "
+        r"scripts/download_data\.py --from FILE$",
+    )
 
 
 @pytest.mark.parametrize("name", ["evaluate", "generate"])
@@ -130,26 +189,43 @@ def test_unreadable_checkpoints(name, tmp_path):
 
 
 def test_generate_rejects_a_prompt_outside_the_vocabulary(trained, workdir):
-    result = script("generate", "--checkpoint", str(trained[0] / "last.pt"), "--prompt", "ROMEO:",
-                    "--device", "cpu", cwd=workdir)
-    assert_one_line_error(result, 2, r"^generate\.py: error: --prompt: ':', 'E', 'M', 'O', 'R' "
-                                     r"not in the vocabulary of \d+ characters$")
+    result = script(
+        "generate", "--checkpoint", str(trained[0] / "last.pt"), "--prompt", "ROMEO:", "--device", "cpu", cwd=workdir
+    )
+    assert_one_line_error(
+        result,
+        2,
+        r"^generate\.py: error: --prompt: ':', 'E', 'M', 'O', 'R' "
+        r"not in the vocabulary of \d+ characters$",
+    )
 
 
 # ----------------------------------------------------------------------------- end to end
 def test_train_prints_a_summary_and_writes_the_run(trained):
     run_dir, result = trained
-    assert re.fullmatch(r"completed: 30 steps, val loss \d\.\d{4} nats/char \(perplexity "
-                        r"[\d.]+, [\d.]+ bpc\), best \d\.\d{4}; checkpoints and events in "
-                        r"runs/cli\n", result.stdout.splitlines()[-1] + "\n")
+    assert re.fullmatch(
+        r"completed: 30 steps, val loss \d\.\d{4} nats/char \(perplexity "
+        r"[\d.]+, [\d.]+ bpc\), best \d\.\d{4}; checkpoints and events in "
+        r"runs/cli\n",
+        result.stdout.splitlines()[-1] + "\n",
+    )
     assert {"last.pt", "best.pt", "projector_config.pbtxt"} <= set(os.listdir(run_dir))
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(run_dir))
 
 
 def test_evaluate_json_reports_the_heldout_protocol(trained, workdir, capsys):
     run_dir, _ = trained
-    result = script("evaluate", "--checkpoint", str(run_dir / "best.pt"), "--json",
-                    "--data", "text.txt", "--device", "cpu", cwd=workdir)
+    result = script(
+        "evaluate",
+        "--checkpoint",
+        str(run_dir / "best.pt"),
+        "--json",
+        "--data",
+        "text.txt",
+        "--device",
+        "cpu",
+        cwd=workdir,
+    )
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
     assert set(figures) == {"val_loss", "val_ppl", "bpc", "positions"}
@@ -158,15 +234,36 @@ def test_evaluate_json_reports_the_heldout_protocol(trained, workdir, capsys):
     assert figures["val_loss"] == pytest.approx(best, rel=1e-6)
     assert figures["val_ppl"] == pytest.approx(math.exp(figures["val_loss"]), rel=1e-9)
     assert figures["bpc"] == pytest.approx(figures["val_loss"] / math.log(2), rel=1e-9)
-    assert evaluate_main(["--checkpoint", str(run_dir / "best.pt"), "--device", "cpu",
-                          "--data", str(workdir / "text.txt")]) == 0
-    assert re.fullmatch(r"val loss \d\.\d{4} nats/char, perplexity [\d.]+, [\d.]+ bits/char "
-                        r"over 300 positions\n", capsys.readouterr().out)
+    assert (
+        evaluate_main(
+            ["--checkpoint", str(run_dir / "best.pt"), "--device", "cpu", "--data", str(workdir / "text.txt")]
+        )
+        == 0
+    )
+    assert re.fullmatch(
+        r"val loss \d\.\d{4} nats/char, perplexity [\d.]+, [\d.]+ bits/char "
+        r"over 300 positions\n",
+        capsys.readouterr().out,
+    )
 
 
 def test_generate_continues_the_prompt_reproducibly(trained, workdir, capsys):
-    args = ["--checkpoint", str(trained[0] / "last.pt"), "--prompt", "the king", "--length", "60",
-            "--seed", "5", "--temperature", "0.8", "--top-k", "5", "--device", "cpu"]
+    args = [
+        "--checkpoint",
+        str(trained[0] / "last.pt"),
+        "--prompt",
+        "the king",
+        "--length",
+        "60",
+        "--seed",
+        "5",
+        "--temperature",
+        "0.8",
+        "--top-k",
+        "5",
+        "--device",
+        "cpu",
+    ]
     result = script("generate", *args, cwd=workdir)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("the king") and len(result.stdout) == len("the king") + 60 + 1
@@ -182,10 +279,27 @@ def test_sigint_saves_last_pt_exits_130_and_resume_continues(workdir):
     run_dir = workdir / "runs" / "sigint"
     env = {**os.environ, "OMP_NUM_THREADS": "1", **OFFLINE}
     process = subprocess.Popen(
-        [sys.executable, str(REPO / "scripts" / "train.py"), "--data", "text.txt", *TINY_MODEL,
-         "--max-steps", "1000000", "--eval-interval", "20", "--log-interval", "10",
-         "--run-dir", str(run_dir)],
-        cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            str(REPO / "scripts" / "train.py"),
+            "--data",
+            "text.txt",
+            *TINY_MODEL,
+            "--max-steps",
+            "1000000",
+            "--eval-interval",
+            "20",
+            "--log-interval",
+            "10",
+            "--run-dir",
+            str(run_dir),
+        ],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not (run_dir / "last.pt").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -194,15 +308,27 @@ def test_sigint_saves_last_pt_exits_130_and_resume_continues(workdir):
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
     last_line = stderr.strip().splitlines()[-1]
-    match = re.fullmatch(r"train\.py: error: interrupted at step (\d+); saved .*last\.pt "
-                         r"\(continue with --resume\)", last_line)
+    match = re.fullmatch(
+        r"train\.py: error: interrupted at step (\d+); saved .*last\.pt "
+        r"\(continue with --resume\)",
+        last_line,
+    )
     assert match, last_line
     stopped = int(match.group(1))
     assert load_checkpoint(run_dir / "last.pt")["step"] == stopped
 
     # Only --run-dir and --resume: every other setting comes from the checkpoint.
-    result = script("train", "--data", "text.txt", "--run-dir", str(run_dir), "--resume",
-                    "--max-steps", str(stopped + 10), cwd=workdir)
+    result = script(
+        "train",
+        "--data",
+        "text.txt",
+        "--run-dir",
+        str(run_dir),
+        "--resume",
+        "--max-steps",
+        str(stopped + 10),
+        cwd=workdir,
+    )
     assert result.returncode == 0, result.stderr
     resumed = load_checkpoint(run_dir / "last.pt")
     assert resumed["step"] == stopped + 10
@@ -228,21 +354,24 @@ def assert_in_process_error(outcome: tuple[int, str], code: int, pattern: str) -
     assert len(lines) == 1 and re.search(pattern, lines[0]), err
 
 
-@pytest.mark.parametrize("args, code, pattern", [
-    (["--device", "cuda:7"], 2, r"cuda:7 requested but"),
-    (["--context", "8", "--fusion", "2,3"], 2, r"fusion \(2, 3\) multiplies to 6, but context is 8"),
-    (["--fusion", "two"], 2, r"argument --fusion: expected comma-separated integers"),
-    (["--betas", "0.9"], 2, r"argument --betas: expected two comma-separated numbers"),
-    (["--betas", "0.9,1.5"], 2, r"betas must be two numbers in \[0, 1\)"),
-    (["--lr", "fast"], 2, r"argument --lr: invalid float value: 'fast'"),
-    (["--activation", "sigmoid"], 2, r"argument --activation: invalid choice: 'sigmoid'"),
-    (["--min-lr", "1", "--lr", "0.1"], 2, r"min_lr must not exceed lr"),
-    (["--batch-size", "0"], 2, r"batch_size must be a positive integer, got 0"),
-    (["--dropout", "-0.1"], 2, r"dropout must be a probability in \[0, 1\), got -0\.1"),
-    (["--checkpoint-interval", "-5"], 2, r"checkpoint_interval must be an integer >= 0, got -5"),
-    (["--resume", "--run-dir", "nowhere"], 1, r"--resume: no checkpoint at nowhere/last\.pt"),
-    (["--data", "absent.txt"], 1, r"data file absent\.txt not found"),
-])
+@pytest.mark.parametrize(
+    "args, code, pattern",
+    [
+        (["--device", "cuda:7"], 2, r"cuda:7 requested but"),
+        (["--context", "8", "--fusion", "2,3"], 2, r"fusion \(2, 3\) multiplies to 6, but context is 8"),
+        (["--fusion", "two"], 2, r"argument --fusion: expected comma-separated integers"),
+        (["--betas", "0.9"], 2, r"argument --betas: expected two comma-separated numbers"),
+        (["--betas", "0.9,1.5"], 2, r"betas must be two numbers in \[0, 1\)"),
+        (["--lr", "fast"], 2, r"argument --lr: invalid float value: 'fast'"),
+        (["--activation", "sigmoid"], 2, r"argument --activation: invalid choice: 'sigmoid'"),
+        (["--min-lr", "1", "--lr", "0.1"], 2, r"min_lr must not exceed lr"),
+        (["--batch-size", "0"], 2, r"batch_size must be a positive integer, got 0"),
+        (["--dropout", "-0.1"], 2, r"dropout must be a probability in \[0, 1\), got -0\.1"),
+        (["--checkpoint-interval", "-5"], 2, r"checkpoint_interval must be an integer >= 0, got -5"),
+        (["--resume", "--run-dir", "nowhere"], 1, r"--resume: no checkpoint at nowhere/last\.pt"),
+        (["--data", "absent.txt"], 1, r"data file absent\.txt not found"),
+    ],
+)
 def test_more_bad_train_inputs(args, code, pattern, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert_in_process_error(call(capsys, train_main, *args), code, pattern)
@@ -251,8 +380,11 @@ def test_more_bad_train_inputs(args, code, pattern, tmp_path, monkeypatch, capsy
 def test_train_refuses_a_too_short_text(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     Path("short.txt").write_text("to be")
-    assert_in_process_error(call(capsys, train_main, "--data", "short.txt", *TINY_MODEL), 1,
-                            r"the text is too short: 5 characters split into 4 train / 1 val")
+    assert_in_process_error(
+        call(capsys, train_main, "--data", "short.txt", *TINY_MODEL),
+        1,
+        r"the text is too short: 5 characters split into 4 train / 1 val",
+    )
 
 
 def test_train_resume_problems(trained, tmp_path, monkeypatch, capsys):
@@ -260,8 +392,7 @@ def test_train_resume_problems(trained, tmp_path, monkeypatch, capsys):
     shutil.copytree(trained[0], "copy")
     shutil.copy(trained[0].parent.parent / "text.txt", "text.txt")
     Path("other.txt").write_text(Path("text.txt").read_text().replace("q", "Q"))
-    outcome = call(capsys, train_main, "--data", "text.txt", "--run-dir", "copy", "--resume",
-                   "--hidden-dim", "24")
+    outcome = call(capsys, train_main, "--data", "text.txt", "--run-dir", "copy", "--resume", "--hidden-dim", "24")
     assert_in_process_error(outcome, 1, r"different model .*hidden_dim 16 vs 24")
     outcome = call(capsys, train_main, "--data", "other.txt", "--run-dir", "copy", "--resume")
     assert_in_process_error(outcome, 1, r"does not match the data's .*adds \['Q'\]")
@@ -277,21 +408,48 @@ def test_generate_rejects_bad_numbers(flag, value, trained, capsys):
 
 def test_evaluate_rejects_data_outside_the_vocabulary(trained, tmp_path, capsys):
     (tmp_path / "other.txt").write_text("Zebras quietly vex jumping fowl.\n" * 20)
-    outcome = call(capsys, evaluate_main, "--checkpoint", str(trained[0] / "last.pt"),
-                   "--data", str(tmp_path / "other.txt"), "--device", "cpu")
+    outcome = call(
+        capsys,
+        evaluate_main,
+        "--checkpoint",
+        str(trained[0] / "last.pt"),
+        "--data",
+        str(tmp_path / "other.txt"),
+        "--device",
+        "cpu",
+    )
     assert_in_process_error(outcome, 1, r"the data does not fit checkpoint .*last\.pt: .*'Z'")
 
 
 def test_a_float64_run_is_evaluated_in_float64(workdir, tmp_path, capsys):
     run_dir = tmp_path / "f64"
-    assert train_main(["--data", str(workdir / "text.txt"), *TINY_MODEL, "--dtype", "float64",
-                       "--max-steps", "4", "--eval-interval", "4", "--run-dir", str(run_dir)]) == 0
+    assert (
+        train_main(
+            [
+                "--data",
+                str(workdir / "text.txt"),
+                *TINY_MODEL,
+                "--dtype",
+                "float64",
+                "--max-steps",
+                "4",
+                "--eval-interval",
+                "4",
+                "--run-dir",
+                str(run_dir),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert evaluate_main(["--checkpoint", str(run_dir / "last.pt"), "--json", "--device", "cpu",
-                          "--data", str(workdir / "text.txt")]) == 0
+    assert (
+        evaluate_main(
+            ["--checkpoint", str(run_dir / "last.pt"), "--json", "--device", "cpu", "--data", str(workdir / "text.txt")]
+        )
+        == 0
+    )
     figures = json.loads(capsys.readouterr().out)
-    assert figures["val_loss"] == pytest.approx(load_checkpoint(run_dir / "last.pt")["best_val_loss"],
-                                                rel=1e-13)
+    assert figures["val_loss"] == pytest.approx(load_checkpoint(run_dir / "last.pt")["best_val_loss"], rel=1e-13)
     assert load_checkpoint(run_dir / "last.pt")["model"]["output.weight"].dtype == torch.float64
 
 
@@ -306,12 +464,24 @@ def test_sigterm_exits_143_after_saving(workdir, tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(TrainingStep, "__call__", step_then_terminate)
     run_dir = tmp_path / "term"
-    outcome = call(capsys, train_main, "--data", str(workdir / "text.txt"), *TINY_MODEL,
-                   "--max-steps", "50", "--run-dir", str(run_dir))
+    outcome = call(
+        capsys,
+        train_main,
+        "--data",
+        str(workdir / "text.txt"),
+        *TINY_MODEL,
+        "--max-steps",
+        "50",
+        "--run-dir",
+        str(run_dir),
+    )
     code, err = outcome
     assert code == 143, err
-    assert re.fullmatch(r"train\.py: error: interrupted \(SIGTERM\) at step 3; saved .*last\.pt "
-                        r"\(continue with --resume\)", err.strip().splitlines()[-1]), err
+    assert re.fullmatch(
+        r"train\.py: error: interrupted \(SIGTERM\) at step 3; saved .*last\.pt "
+        r"\(continue with --resume\)",
+        err.strip().splitlines()[-1],
+    ), err
     assert load_checkpoint(run_dir / "last.pt")["step"] == 3
 
 
@@ -319,8 +489,7 @@ def test_missing_checkpoints(tmp_path, capsys):
     for main in (evaluate_main, generate_main):
         outcome = call(capsys, main, "--checkpoint", str(tmp_path / "missing.pt"), "--device", "cpu")
         assert_in_process_error(outcome, 1, r"checkpoint .*missing\.pt not found")
-    assert_in_process_error(call(capsys, evaluate_main), 2,
-                            r"the following arguments are required: --checkpoint")
+    assert_in_process_error(call(capsys, evaluate_main), 2, r"the following arguments are required: --checkpoint")
 
 
 def test_download_offline_says_how_to_install(tmp_path, monkeypatch, capsys):

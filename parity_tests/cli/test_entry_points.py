@@ -22,8 +22,7 @@ def console_script(command: str) -> str:
 
 def installed_console_scripts() -> dict[str, str]:
     """name -> "module:function" of every console script the installed package declares."""
-    return {ep.name: ep.value for ep in entry_points(group="console_scripts")
-            if ep.value.startswith("torch_lm.")}
+    return {ep.name: ep.value for ep in entry_points(group="console_scripts") if ep.value.startswith("torch_lm.")}
 
 
 def test_every_script_has_the_console_script_of_its_name():
@@ -35,8 +34,10 @@ def test_both_routes_print_help_under_their_own_name(command):
     name = console_script(command)
     installed = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
     assert installed, f"{name} is not installed: pip install -e ."
-    for argv, prog in (([installed], name), ([sys.executable, str(REPO / "scripts" / f"{command}.py")],
-                                              f"{command}.py")):
+    for argv, prog in (
+        ([installed], name),
+        ([sys.executable, str(REPO / "scripts" / f"{command}.py")], f"{command}.py"),
+    ):
         result = subprocess.run([*argv, "--help"], capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith(f"usage: {prog} "), result.stdout[:80]

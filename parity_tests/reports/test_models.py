@@ -94,7 +94,7 @@ def test_tuning_uses_only_the_train_slice(split):
         return ngram(ids, 2, "addk", k)
 
     best, losses = tune_on_slice((0.01, 1.0, 100.0), fit, train)
-    assert fitted_on == [len(fit_ids)] * 3                              # never the slice itself
+    assert fitted_on == [len(fit_ids)] * 3  # never the slice itself
     expected = {k: heldout(ngram(fit_ids, 2, "addk", k), fit_ids, slice_ids).loss for k in losses}
     assert losses == pytest.approx(expected) and best == min(expected, key=expected.get)
     with pytest.raises(ValueError, match="too short"):
@@ -107,13 +107,13 @@ def test_sampling_is_seeded_and_shares_one_random_stream(split):
     first = sample(model, [0], 50, seed=3)
     assert first == sample(model, [0], 50, seed=3) != sample(model, [0], 50, seed=4)
     assert len(first) == 50 and all(0 <= t < V for t in first)
-    assert sample(ngram(train), [0], 50, seed=3) == first                 # same model, same draws
+    assert sample(ngram(train), [0], 50, seed=3) == first  # same model, same draws
     cold = sample(model, [0], 20, temperature=1e-3, seed=3)
     history = [0]
-    for token in cold:                                                    # a very low temperature is argmax
+    for token in cold:  # a very low temperature is argmax
         assert token == int(model.next_probs(torch.tensor([history[-2:]])).argmax())
         history.append(token)
-    assert len(sample(UniformModel(V), [], 10)) == 10                     # context 0, empty prompt
+    assert len(sample(UniformModel(V), [], 10)) == 10  # context 0, empty prompt
 
 
 def test_generation_quality_counts_words_and_distinct_ngrams():

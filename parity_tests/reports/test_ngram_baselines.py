@@ -29,8 +29,7 @@ def tiny_text(tmp_path) -> Path:
 
 
 def test_script_table_matches_library(tiny_text, capsys):
-    main(["--data", str(tiny_text), "--orders", "1,3", "--smoothing", "kn,addk", "--k", "0.5",
-                     "--json"])
+    main(["--data", str(tiny_text), "--orders", "1,3", "--smoothing", "kn,addk", "--k", "0.5", "--json"])
     rows = json.loads(capsys.readouterr().out)
     ids = np.array([ord(ch) for ch in tiny_text.read_text()])
     ids = np.searchsorted(np.unique(ids), ids)
@@ -42,9 +41,19 @@ def test_script_table_matches_library(tiny_text, capsys):
         assert math.isclose(got[smoothing, order], model.score(ids, n_train))
 
 
-@pytest.mark.parametrize("argv", [["--orders", "0"], ["--orders", "2,x"], ["--smoothing", "kn,foo"],
-                                  ["--k", "-1"], ["--k", "nan"], ["--discount", "1"],
-                                  ["--threads", "0"], ["--orders", "16"]])  # 16: V**16 overflows int64
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--orders", "0"],
+        ["--orders", "2,x"],
+        ["--smoothing", "kn,foo"],
+        ["--k", "-1"],
+        ["--k", "nan"],
+        ["--discount", "1"],
+        ["--threads", "0"],
+        ["--orders", "16"],
+    ],
+)  # 16: V**16 overflows int64
 def test_script_rejects_bad_values(argv, tiny_text, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--data", str(tiny_text), *argv])
@@ -54,8 +63,9 @@ def test_script_rejects_bad_values(argv, tiny_text, capsys):
 
 def test_script_exit_codes_as_a_process(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    missing = subprocess.run([sys.executable, str(SCRIPT), "--data", str(tmp_path / "none.txt")],
-                             capture_output=True, text=True, env=env)
+    missing = subprocess.run(
+        [sys.executable, str(SCRIPT), "--data", str(tmp_path / "none.txt")], capture_output=True, text=True, env=env
+    )
     assert missing.returncode == 2 and "--data" in missing.stderr.splitlines()[-1]
     helped = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, env=env)
     assert helped.returncode == 0 and "--smoothing" in helped.stdout

@@ -55,8 +55,16 @@ def workdir(tmp_path_factory) -> Path:
     text = tiny_play()
     (path / "text.txt").write_text(text)
     model = ModelConfig(vocab_size=len(set(text)), context=4, embed_dim=4, hidden_dim=16)
-    run = TrainConfig(batch_size=32, max_steps=20, eval_interval=10, log_interval=5, sample_length=10,
-                      eval_batch_size=1024, device="cpu", run_dir=str(path / "run"))
+    run = TrainConfig(
+        batch_size=32,
+        max_steps=20,
+        eval_interval=10,
+        log_interval=5,
+        sample_length=10,
+        eval_batch_size=1024,
+        device="cpu",
+        run_dir=str(path / "run"),
+    )
     _, slice_ids = slice_split(split_ids(CharVocab.from_text(text).encode(text))[0])
     with contextlib.redirect_stderr(io.StringIO()):
         train(model, run, text)
@@ -70,7 +78,7 @@ def call(main, argv) -> tuple[int, str, str]:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             code = main([str(a) for a in argv])
-        except SystemExit as stop:          # argparse errors exit from inside parse_args
+        except SystemExit as stop:  # argparse errors exit from inside parse_args
             code = stop.code
     return code, out.getvalue(), err.getvalue()
 
@@ -93,11 +101,33 @@ def fails(main, argv, expected_code: int, pattern: str) -> None:
 def swept(workdir) -> dict:
     """A two-context sweep (4 steps each) on the tiny text; its JSON results and table."""
     reports = workdir / "reports"
-    code, out, err = call(sweep_cli.main, [
-        "--contexts", "1,2", "--steps", 4, "--embed-dim", 4, "--hidden-dim", 8, "--batch-size", 16,
-        "--eval-interval", 4, "--device", "cpu", "--data", workdir / "text.txt",
-        "--runs-root", workdir / "sweep_runs", "--out", reports / "sweep.json",
-        "--png", reports / "sweep_context.png"])
+    code, out, err = call(
+        sweep_cli.main,
+        [
+            "--contexts",
+            "1,2",
+            "--steps",
+            4,
+            "--embed-dim",
+            4,
+            "--hidden-dim",
+            8,
+            "--batch-size",
+            16,
+            "--eval-interval",
+            4,
+            "--device",
+            "cpu",
+            "--data",
+            workdir / "text.txt",
+            "--runs-root",
+            workdir / "sweep_runs",
+            "--out",
+            reports / "sweep.json",
+            "--png",
+            reports / "sweep_context.png",
+        ],
+    )
     assert code == 0, err
     return {"results": json.loads((reports / "sweep.json").read_text()), "table": out}
 
@@ -112,21 +142,36 @@ def test_sweep_trains_each_context_with_its_ngram_twin(workdir, swept):
     for row in results["rows"]:
         assert row["neural"]["steps"] == 4 and row["neural"]["fusion"] == []
         order = row["context"] + 1
-        expected = NGramLM.fit(train_ids, order, len(vocab), "mkn").score(torch.cat([train_ids, val_ids]),
-                                                                            len(train_ids))
+        expected = NGramLM.fit(train_ids, order, len(vocab), "mkn").score(
+            torch.cat([train_ids, val_ids]), len(train_ids)
+        )
         assert row["ngram"]["order"] == order and row["ngram"]["val_loss"] == pytest.approx(expected)
         events = EventAccumulator(row["neural"]["run_dir"])
         events.Reload()
         assert "loss/val" in events.Tags()["scalars"]
-        assert events.PluginTagToContent("hparams")                      # an hparams run
+        assert events.PluginTagToContent("hparams")  # an hparams run
     assert (workdir / "reports" / "sweep_context.png").stat().st_size > 0
     assert "context" in swept["table"].splitlines()[0] and len(swept["table"].splitlines()) == 3
 
 
 def test_sweep_refuses_to_overwrite_runs_without_the_flag(workdir, swept):
-    code, _, err = call(sweep_cli.main, ["--contexts", "1", "--steps", 4, "--data", workdir / "text.txt",
-                                     "--runs-root", workdir / "sweep_runs", "--out", workdir / "other.json",
-                                     "--png", workdir / "other.png"])
+    code, _, err = call(
+        sweep_cli.main,
+        [
+            "--contexts",
+            "1",
+            "--steps",
+            4,
+            "--data",
+            workdir / "text.txt",
+            "--runs-root",
+            workdir / "sweep_runs",
+            "--out",
+            workdir / "other.json",
+            "--png",
+            workdir / "other.png",
+        ],
+    )
     assert_one_line_error(code, err, 1, "already holds a run; pass --overwrite")
 
 
@@ -136,13 +181,15 @@ def test_fusion_and_ngram_order_limits():
     assert sweep.fusion_for(16, "default") == (8, 2) and sweep.fusion_for(4, "default") == ()
     with pytest.raises(ValueError, match="power-of-two"):
         sweep.fusion_for(6, "pairs")
-    assert sweep.max_ngram_order(65) == 10                                # 65**10 < 2**63 <= 65**11
+    assert sweep.max_ngram_order(65) == 10  # 65**10 < 2**63 <= 65**11
 
 
 # ----------------------------------------------------------------------------- embeddings
 def test_plot_embeddings_writes_both_projections(workdir):
-    code, _, err = call(embeddings_cli.main, ["--checkpoint", workdir / "run" / "best.pt",
-                                              "--out-dir", workdir / "emb", "--perplexity", 5])
+    code, _, err = call(
+        embeddings_cli.main,
+        ["--checkpoint", workdir / "run" / "best.pt", "--out-dir", workdir / "emb", "--perplexity", 5],
+    )
     assert code == 0, err
     for name in ("embeddings_pca.png", "embeddings_tsne.png"):
         assert (workdir / "emb" / name).read_bytes().startswith(b"\x89PNG")
@@ -151,15 +198,38 @@ def test_plot_embeddings_writes_both_projections(workdir):
 
 def test_character_categories():
     assert [embeddings.category(c) for c in "aKz7 ;\n"] == [
-        "vowel", "capital", "consonant", "digit", "whitespace", "punctuation", "whitespace"]
+        "vowel",
+        "capital",
+        "consonant",
+        "digit",
+        "whitespace",
+        "punctuation",
+        "whitespace",
+    ]
 
 
 # ----------------------------------------------------------------------------- compare
 def run_compare(workdir: Path, *extra) -> tuple[int, str]:
-    code, _, err = call(compare_cli.main, [
-        "--checkpoint", workdir / "run" / "best.pt", "--data", workdir / "text.txt",
-        "--tuning-checkpoint", workdir / "holdout" / "best.pt", "--out", workdir / "reports" / "REPORT.md", "--fit-steps", 5, "--sample-length", 100,
-        "--kn-order", 3, *extra])
+    code, _, err = call(
+        compare_cli.main,
+        [
+            "--checkpoint",
+            workdir / "run" / "best.pt",
+            "--data",
+            workdir / "text.txt",
+            "--tuning-checkpoint",
+            workdir / "holdout" / "best.pt",
+            "--out",
+            workdir / "reports" / "REPORT.md",
+            "--fit-steps",
+            5,
+            "--sample-length",
+            100,
+            "--kn-order",
+            3,
+            *extra,
+        ],
+    )
     return code, err
 
 
@@ -170,12 +240,22 @@ def test_compare_writes_a_deterministic_report_from_computed_numbers(workdir, sw
     outputs = ("REPORT.md", "compare.json", "loss_curves.png", "generation_quality.png")
     first = {name: (reports / name).read_bytes() for name in outputs}
     assert run_compare(workdir)[0] == 0
-    assert {name: (reports / name).read_bytes() for name in outputs} == first   # byte for byte
+    assert {name: (reports / name).read_bytes() for name in outputs} == first  # byte for byte
 
     report, summary = first["REPORT.md"].decode(), json.loads(first["compare.json"])
     rows = {row["key"]: row for row in summary["rows"]}
-    assert list(rows) == ["uniform", "unigram", "bigram_addk", "neural_bigram", "trigram_addk", "trigram_kn",
-                          "neural_trigram", "best_count", "neural_lm", "mixture"]
+    assert list(rows) == [
+        "uniform",
+        "unigram",
+        "bigram_addk",
+        "neural_bigram",
+        "trigram_addk",
+        "trigram_kn",
+        "neural_trigram",
+        "best_count",
+        "neural_lm",
+        "mixture",
+    ]
     for row in rows.values():
         assert f"| {row['label']} | {row['context']} |" in report and f"{row['val_loss']:.4f}" in report
 
@@ -209,25 +289,44 @@ def test_holdout_tail_keeps_the_slice_out_of_every_batch(workdir, tmp_path):
     assert holdout == len(slice_split(train_ids)[1]) > 0
     config = replace(TrainConfig.from_dict(tuner["train_config"]), run_dir=str(tmp_path / "t"))
     trainer = Trainer(ModelConfig.from_dict(tuner["model_config"]), config, text)
-    assert torch.equal(trainer.sampler.ids, train_ids[:len(train_ids) - holdout])
+    assert torch.equal(trainer.sampler.ids, train_ids[: len(train_ids) - holdout])
 
 
 def test_compare_all_regenerates_sweep_and_embeddings(workdir, monkeypatch):
     """The one command: sweep (one context, 1 step) + embedding plots + report."""
-    monkeypatch.chdir(workdir)                                          # runs/sweep is relative
+    monkeypatch.chdir(workdir)  # runs/sweep is relative
     out = workdir / "all" / "REPORT.md"
-    code, _, err = call(compare_cli.main, [
-        "--all", "--sweep-steps", 1, "--sweep-contexts", 1, "--checkpoint", workdir / "run" / "best.pt",
-        "--tuning-checkpoint", workdir / "all-holdout" / "best.pt",
-        "--data", workdir / "text.txt", "--out", out, "--fit-steps", 5, "--sample-length", 50,
-        "--kn-order", 3])
+    code, _, err = call(
+        compare_cli.main,
+        [
+            "--all",
+            "--sweep-steps",
+            1,
+            "--sweep-contexts",
+            1,
+            "--checkpoint",
+            workdir / "run" / "best.pt",
+            "--tuning-checkpoint",
+            workdir / "all-holdout" / "best.pt",
+            "--data",
+            workdir / "text.txt",
+            "--out",
+            out,
+            "--fit-steps",
+            5,
+            "--sample-length",
+            50,
+            "--kn-order",
+            3,
+        ],
+    )
     assert code == 0, err
     results = json.loads((out.parent / "sweep.json").read_text())
     assert [row["context"] for row in results["rows"]] == [1] and results["steps"] == 1
     report = out.read_text()
     assert "python scripts/compare.py --all" in report and "embeddings_tsne.png" in report
     assert all((out.parent / name).is_file() for name in ("sweep_context.png", "embeddings_pca.png"))
-    tuner = torch.load(workdir / "all-holdout" / "best.pt", weights_only=True)   # --all trained it
+    tuner = torch.load(workdir / "all-holdout" / "best.pt", weights_only=True)  # --all trained it
     assert tuner["train_config"]["holdout_tail"] > 0 and tuner["train_config"]["max_steps"] == 20
 
 
@@ -248,8 +347,9 @@ BAD_FLAGS = [  # (script main, argv, pattern): exit 2, one line
 ]
 
 
-@pytest.mark.parametrize("main, argv, pattern", BAD_FLAGS,
-                         ids=[f"{m.__module__.split('.')[-1]} {' '.join(a)}" for m, a, _ in BAD_FLAGS])
+@pytest.mark.parametrize(
+    "main, argv, pattern", BAD_FLAGS, ids=[f"{m.__module__.split('.')[-1]} {' '.join(a)}" for m, a, _ in BAD_FLAGS]
+)
 def test_bad_flags_exit_2_with_one_line(main, argv, pattern):
     fails(main, argv, 2, pattern)
 
@@ -258,8 +358,12 @@ def test_values_that_only_the_data_can_refuse_exit_2(workdir):
     text, checkpoint = workdir / "text.txt", workdir / "run" / "best.pt"
     fails(sweep_cli.main, ["--fusion", "pairs", "--contexts", "3", "--data", text], 2, "power-of-two")
     fails(sweep_cli.main, ["--lr", "-1", "--contexts", "1", "--data", text], 2, "lr must be")
-    fails(embeddings_cli.main, ["--checkpoint", checkpoint, "--perplexity", 100], 2,
-          r"--perplexity must lie in \[1, \d+\)")
+    fails(
+        embeddings_cli.main,
+        ["--checkpoint", checkpoint, "--perplexity", 100],
+        2,
+        r"--perplexity must lie in \[1, \d+\)",
+    )
 
 
 def test_missing_or_mismatched_inputs_exit_1(workdir, tmp_path):
@@ -270,8 +374,12 @@ def test_missing_or_mismatched_inputs_exit_1(workdir, tmp_path):
     fails(sweep_cli.main, ["--data", tmp_path / "nope.txt"], 1, "not found")
     other = tmp_path / "other.txt"
     other.write_text("abcdefghij" * 50)
-    fails(compare_cli.main, ["--checkpoint", workdir / "run" / "best.pt", "--data", other], 1,
-          "vocabulary that does not match")
+    fails(
+        compare_cli.main,
+        ["--checkpoint", workdir / "run" / "best.pt", "--data", other],
+        1,
+        "vocabulary that does not match",
+    )
 
 
 @pytest.mark.parametrize("script", ["sweep_context", "plot_embeddings", "compare"])

@@ -28,8 +28,7 @@ from torch_lm.training.data import CharVocab
 from torch_lm.training.step import parameter_groups
 
 VOCAB = CharVocab.from_text("abc de\nf")
-CONFIG = ModelConfig(vocab_size=len(VOCAB), context=4, embed_dim=3, hidden_dim=7, fusion=(2, 2),
-                     norm=True)
+CONFIG = ModelConfig(vocab_size=len(VOCAB), context=4, embed_dim=3, hidden_dim=7, fusion=(2, 2), norm=True)
 
 
 @pytest.fixture
@@ -43,10 +42,18 @@ def trained():
     loss.backward()
     optimizer.step()
     generator = torch.Generator().manual_seed(3)
-    checkpoint = build_checkpoint(model, optimizer, CONFIG, TrainConfig().to_dict(), VOCAB,
-                                  step=1, best_val_loss=float("inf"),
-                                  rng={"dropout": generator.get_state()},
-                                  running_loss_sum=2.5, running_tokens=5)
+    checkpoint = build_checkpoint(
+        model,
+        optimizer,
+        CONFIG,
+        TrainConfig().to_dict(),
+        VOCAB,
+        step=1,
+        best_val_loss=float("inf"),
+        rng={"dropout": generator.get_state()},
+        running_loss_sum=2.5,
+        running_tokens=5,
+    )
     return model, optimizer, checkpoint
 
 
@@ -109,7 +116,9 @@ def test_a_pickled_code_payload_is_refused_unexecuted(tmp_path, trained):
     marker = tmp_path / "payload_ran"
     path = tmp_path / "evil.pt"
     torch.save({**checkpoint, "model": CodePayload(marker)}, path)
-    with pytest.raises(CheckpointError, match=r"refusing checkpoint .*evil.pt: it references (posix|nt)\.system") as error:
+    with pytest.raises(
+        CheckpointError, match=r"refusing checkpoint .*evil.pt: it references (posix|nt)\.system"
+    ) as error:
         load_checkpoint(path)
     assert "\n" not in str(error.value)
     assert not marker.exists()
@@ -129,7 +138,7 @@ def test_a_truncated_checkpoint_gives_a_clear_error(tmp_path, trained):
     _, _, checkpoint = trained
     path = save_checkpoint(tmp_path / "last.pt", checkpoint)
     data = path.read_bytes()
-    path.write_bytes(data[:len(data) // 2])
+    path.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="cannot read checkpoint .*last.pt: truncated") as error:
         load_checkpoint(path)
     assert "\n" not in str(error.value)
@@ -148,15 +157,18 @@ def test_a_missing_checkpoint_is_reported(tmp_path):
         load_checkpoint(tmp_path / "nope.pt")
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda c: [1, 2, 3], "holds a list"),
-    (lambda c: {k: v for k, v in c.items() if k != "optimizer"}, r"missing \['optimizer'\]"),
-    (lambda c: {**c, "step": "7"}, "'step' should be a int"),
-    (lambda c: {**c, "format_version": 99}, "format version 99"),
-    (lambda c: {**c, "vocab": ["a", "a"]}, "unique"),
-    (lambda c: {**c, "model_config": {"context": 0}}, "context must be a positive integer"),
-    (lambda c: {**c, "model_config": {"colour": "red"}}, "unknown keys"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda c: [1, 2, 3], "holds a list"),
+        (lambda c: {k: v for k, v in c.items() if k != "optimizer"}, r"missing \['optimizer'\]"),
+        (lambda c: {**c, "step": "7"}, "'step' should be a int"),
+        (lambda c: {**c, "format_version": 99}, "format version 99"),
+        (lambda c: {**c, "vocab": ["a", "a"]}, "unique"),
+        (lambda c: {**c, "model_config": {"context": 0}}, "context must be a positive integer"),
+        (lambda c: {**c, "model_config": {"colour": "red"}}, "unknown keys"),
+    ],
+)
 def test_malformed_checkpoints_are_refused(tmp_path, trained, mutate, message):
     _, _, checkpoint = trained
     path = tmp_path / "bad.pt"

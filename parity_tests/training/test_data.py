@@ -163,9 +163,15 @@ def test_readable_labels():
     assert CharVocab.from_text("b a\n").labels() == ["<newline>", "<space>", "a", "b"]
 
 
-@pytest.mark.parametrize("chars, message", [
-    ([], "empty"), (["a", "a"], "unique"), (["ab"], "single character"), ([1], "single character"),
-])
+@pytest.mark.parametrize(
+    "chars, message",
+    [
+        ([], "empty"),
+        (["a", "a"], "unique"),
+        (["ab"], "single character"),
+        ([1], "single character"),
+    ],
+)
 def test_bad_vocab_lists_are_refused(chars, message):
     with pytest.raises(ValueError, match=message):
         CharVocab.from_list(chars)
@@ -198,7 +204,7 @@ def test_batch_shapes_and_targets_follow_each_window():
     assert x.shape == (B, T) and y.shape == (B,) and x.dtype == y.dtype == torch.int64
     start = x[:, 0]
     assert torch.equal(x, start[:, None] + torch.arange(T))  # contiguous windows
-    assert torch.equal(y, start + T)                          # the character after each window
+    assert torch.equal(y, start + T)  # the character after each window
     assert int(start.min()) >= 0 and int(y.max()) <= 499
 
 
@@ -230,21 +236,23 @@ def test_rank_slices_concatenate_to_the_global_batch(world_size):
     ids, B = position_ids(5000), 32
     whole = BatchSampler(ids, context=5, batch_size=B, seed=11)
     for step in (0, 17):
-        parts = [BatchSampler(ids, 5, B, seed=11, rank=r, world_size=world_size).batch(step)
-                 for r in range(world_size)]
+        parts = [BatchSampler(ids, 5, B, seed=11, rank=r, world_size=world_size).batch(step) for r in range(world_size)]
         assert all(x.shape == (B // world_size, 5) for x, _ in parts)
         x, y = whole.batch(step)
         assert torch.equal(torch.cat([p[0] for p in parts]), x)
         assert torch.equal(torch.cat([p[1] for p in parts]), y)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(batch_size=30, world_size=4), "divisible"),
-    (dict(rank=2, world_size=2), "rank"),
-    (dict(context=0), "context"),
-    (dict(ids=position_ids(8), context=8), "at least 9"),
-    (dict(ids=torch.arange(100.0)), "int64"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(batch_size=30, world_size=4), "divisible"),
+        (dict(rank=2, world_size=2), "rank"),
+        (dict(context=0), "context"),
+        (dict(ids=position_ids(8), context=8), "at least 9"),
+        (dict(ids=torch.arange(100.0)), "int64"),
+    ],
+)
 def test_bad_sampler_arguments(kwargs, message):
     args = dict(ids=position_ids(100), context=4, batch_size=8, seed=0) | kwargs
     with pytest.raises(ValueError, match=message):

@@ -23,8 +23,23 @@ STEPS = 20
 # Dropout 0: with DDP each rank draws its own masks, so only without dropout can two ranks
 # reproduce the single process (see torch_lm/training/trainer.py). float64 makes the rounding ~1e-16: two
 # ranks sum the batch's gradient in a different order than one process.
-RUN = [*TINY_MODEL, "--dropout", "0", "--dtype", "float64", "--max-steps", str(STEPS),
-       "--log-interval", "1", "--eval-interval", "10", "--lr", "0.01", "--warmup-steps", "3"]
+RUN = [
+    *TINY_MODEL,
+    "--dropout",
+    "0",
+    "--dtype",
+    "float64",
+    "--max-steps",
+    str(STEPS),
+    "--log-interval",
+    "1",
+    "--eval-interval",
+    "10",
+    "--lr",
+    "0.01",
+    "--warmup-steps",
+    "3",
+]
 EXACT = dict(rtol=1e-12, atol=1e-15)
 
 
@@ -38,14 +53,22 @@ def losses(records: list[dict], tag: str) -> tuple[list[int], torch.Tensor]:
 def test_torchrun_two_ranks_reproduce_one_process_with_the_same_global_batch(tmp_path, capsys):
     (tmp_path / "tiny.txt").write_text(synthetic_text())
     env = {**os.environ, "OMP_NUM_THREADS": "1", **OFFLINE}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               str(REPO / "scripts" / "train.py"), "--data", "tiny.txt", *RUN,
-               "--run-dir", "runs/two"]
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=300)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(REPO / "scripts" / "train.py"),
+        "--data",
+        "tiny.txt",
+        *RUN,
+        "--run-dir",
+        "runs/two",
+    ]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert train_main(["--data", str(tmp_path / "tiny.txt"), *RUN,
-                       "--run-dir", str(tmp_path / "runs" / "one")]) == 0
+    assert train_main(["--data", str(tmp_path / "tiny.txt"), *RUN, "--run-dir", str(tmp_path / "runs" / "one")]) == 0
     capsys.readouterr()
 
     # Rank 0 alone printed the summary and wrote the run: one event file, each record once.
@@ -70,8 +93,7 @@ def test_torchrun_two_ranks_reproduce_one_process_with_the_same_global_batch(tmp
 
 
 # ----------------------------------------------------------------------------- launch checks
-TORCHRUN_ENV = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1",
-                "MASTER_PORT": "29500"}
+TORCHRUN_ENV = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
 
 
 def test_the_launch_environment_is_read_and_checked():
@@ -110,22 +132,37 @@ def test_rank_devices():
     assert rank_device("cpu", DistEnv()) == torch.device("cpu")
     if not torch.cuda.is_available():
         assert rank_device("auto", two) == torch.device("cpu")
-    with pytest.raises(ValueError, match=r"use cuda \(each rank takes cuda:LOCAL_RANK\) or cpu, "
-                                         r"not 'cuda:0'"):
+    with pytest.raises(
+        ValueError,
+        match=r"use cuda \(each rank takes cuda:LOCAL_RANK\) or cpu, "
+        r"not 'cuda:0'",
+    ):
         rank_device("cuda:0", two)
 
 
-@pytest.mark.parametrize("environ, args, pattern", [
-    (TORCHRUN_ENV, ["--batch-size", "33"],
-     r"^train\.py\[rank 1\]: error: --batch-size 33 is the global batch and must be divisible "
-     r"by the 2 data-parallel ranks"),
-    ({**TORCHRUN_ENV, "RANK": "0", "LOCAL_RANK": "0"}, ["--device", "cuda:0"],
-     r"^train\.py: error: device: with 2 data-parallel ranks use cuda"),
-    ({"WORLD_SIZE": "2"}, [], r"^train\.py: error: distributed launch: WORLD_SIZE set but RANK, "
-                             r"LOCAL_RANK not"),
-])
-def test_bad_launches_fail_in_one_line_before_any_process_group(environ, args, pattern,
-                                                                tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize(
+    "environ, args, pattern",
+    [
+        (
+            TORCHRUN_ENV,
+            ["--batch-size", "33"],
+            r"^train\.py\[rank 1\]: error: --batch-size 33 is the global batch and must be divisible "
+            r"by the 2 data-parallel ranks",
+        ),
+        (
+            {**TORCHRUN_ENV, "RANK": "0", "LOCAL_RANK": "0"},
+            ["--device", "cuda:0"],
+            r"^train\.py: error: device: with 2 data-parallel ranks use cuda",
+        ),
+        (
+            {"WORLD_SIZE": "2"},
+            [],
+            r"^train\.py: error: distributed launch: WORLD_SIZE set but RANK, "
+            r"LOCAL_RANK not",
+        ),
+    ],
+)
+def test_bad_launches_fail_in_one_line_before_any_process_group(environ, args, pattern, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)

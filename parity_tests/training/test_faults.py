@@ -59,8 +59,7 @@ def text_file(tmp_path_factory) -> Path:
 
 def train_records(run_dir: Path) -> list[tuple[int, float]]:
     """(step, train loss) of every log step in ``metrics.jsonl``."""
-    return [(r["step"], r["loss/train"]) for r in read_metrics(run_dir / METRICS_FILE)
-            if "loss/train" in r]
+    return [(r["step"], r["loss/train"]) for r in read_metrics(run_dir / METRICS_FILE) if "loss/train" in r]
 
 
 def complete_records(run_dir: Path) -> list[str]:
@@ -74,15 +73,38 @@ def complete_records(run_dir: Path) -> list[str]:
 def test_kill_9_mid_run_then_resume_gives_the_uninterrupted_losses(text_file, tmp_path, capsys):
     # A constant lr (warmup 0, min_lr = lr) makes the numbers independent of --max-steps, so the
     # killed run can be open-ended and the straight run stop wherever the resumed one does.
-    flags = ["--data", str(text_file), *TINY_MODEL, "--lr", "0.01", "--min-lr", "0.01",
-             "--warmup-steps", "0", "--log-interval", "1", "--checkpoint-interval", "10",
-             "--eval-interval", "1000000"]
+    flags = [
+        "--data",
+        str(text_file),
+        *TINY_MODEL,
+        "--lr",
+        "0.01",
+        "--min-lr",
+        "0.01",
+        "--warmup-steps",
+        "0",
+        "--log-interval",
+        "1",
+        "--checkpoint-interval",
+        "10",
+        "--eval-interval",
+        "1000000",
+    ]
     killed = tmp_path / "killed"
     process = subprocess.Popen(
-        [sys.executable, str(REPO / "scripts" / "train.py"), *flags, "--max-steps", "1000000",
-         "--run-dir", str(killed)],
+        [
+            sys.executable,
+            str(REPO / "scripts" / "train.py"),
+            *flags,
+            "--max-steps",
+            "1000000",
+            "--run-dir",
+            str(killed),
+        ],
         env={**os.environ, "OMP_NUM_THREADS": "1", **OFFLINE},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and len(complete_records(killed)) < 25:
@@ -98,16 +120,17 @@ def test_kill_9_mid_run_then_resume_gives_the_uninterrupted_losses(text_file, tm
     stale = killed / ".last.pt.crashed.tmp"
     stale.write_bytes(b"half a checkpoint")
 
-    assert train_main(["--data", str(text_file), "--run-dir", str(killed), "--resume",
-                       "--max-steps", str(final_step)]) == 0
+    assert (
+        train_main(["--data", str(text_file), "--run-dir", str(killed), "--resume", "--max-steps", str(final_step)])
+        == 0
+    )
     straight = tmp_path / "straight"
     assert train_main([*flags, "--max-steps", str(final_step), "--run-dir", str(straight)]) == 0
     capsys.readouterr()
 
     assert train_records(killed) == train_records(straight)  # exact, every step once
     assert [step for step, _ in train_records(killed)] == list(range(1, final_step + 1))
-    assert scalar_values(read_events(killed), "loss/train") == scalar_values(
-        read_events(straight), "loss/train")
+    assert scalar_values(read_events(killed), "loss/train") == scalar_values(read_events(straight), "loss/train")
     resumed, reference = load_checkpoint(killed / "last.pt"), load_checkpoint(straight / "last.pt")
     for name, value in reference["model"].items():
         assert torch.equal(resumed["model"][name], value), name
@@ -116,13 +139,19 @@ def test_kill_9_mid_run_then_resume_gives_the_uninterrupted_losses(text_file, tm
 
 def test_a_resumed_run_drops_the_metrics_logged_after_its_checkpoint(tmp_path):
     path = tmp_path / METRICS_FILE
-    path.write_text("".join(f'{{"step": {step}, "loss/train": {step / 10}}}\n'
-                            for step in range(1, 8)) + '{"step": 8, "loss/tr')  # torn by a crash
+    path.write_text(
+        "".join(f'{{"step": {step}, "loss/train": {step / 10}}}\n' for step in range(1, 8)) + '{"step": 8, "loss/tr'
+    )  # torn by a crash
     metrics = MetricsFile(path, purge_step=5)
     metrics.write(5, {"loss/train": 9.0})
     metrics.close()
     assert [(r["step"], r["loss/train"]) for r in read_metrics(path)] == [
-        (1, 0.1), (2, 0.2), (3, 0.3), (4, 0.4), (5, 9.0)]
+        (1, 0.1),
+        (2, 0.2),
+        (3, 0.3),
+        (4, 0.4),
+        (5, 9.0),
+    ]
     MetricsFile(path).close()  # a fresh run starts the file anew
     assert path.read_text() == ""
 
@@ -137,22 +166,40 @@ def test_a_run_restarted_within_the_same_second_writes_the_event_file_that_sorts
 
 
 # ----------------------------------------------------------------------------- divergence
-def test_a_diverging_run_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
-        text_file, tmp_path, capsys):
+def test_a_diverging_run_stops_naming_the_step_and_keeps_the_last_good_checkpoint(text_file, tmp_path, capsys):
     # lr 1e30: the first AdamW step moves every weight by ~1e30, and within a step or two the
     # float32 weights or loss overflow. No test hook: the run diverges the way a real one does.
     run_dir = tmp_path / "diverged"
-    outcome = call(capsys, train_main, "--data", str(text_file), *TINY_MODEL, "--lr", "1e30",
-                   "--warmup-steps", "0", "--log-interval", "1", "--checkpoint-interval", "1",
-                   "--max-steps", "10", "--run-dir", str(run_dir))
+    outcome = call(
+        capsys,
+        train_main,
+        "--data",
+        str(text_file),
+        *TINY_MODEL,
+        "--lr",
+        "1e30",
+        "--warmup-steps",
+        "0",
+        "--log-interval",
+        "1",
+        "--checkpoint-interval",
+        "1",
+        "--max-steps",
+        "10",
+        "--run-dir",
+        str(run_dir),
+    )
     code, err = outcome
     # stderr also holds the progress bar the run drew before it stopped; the error is the end.
     assert code == 1 and "Traceback" not in err
     # The weights can overflow a step before the loss does: the checkpoint refuses them.
     last_line = err.strip().splitlines()[-1]
-    match = re.fullmatch(r"train\.py: error: (training loss|weights) became non-finite at step "
-                         r"(\d+); stopped \(the last good checkpoint is .*last\.pt \(step "
-                         r"(\d+)\)\); try a lower --lr or --grad-clip", last_line)
+    match = re.fullmatch(
+        r"train\.py: error: (training loss|weights) became non-finite at step "
+        r"(\d+); stopped \(the last good checkpoint is .*last\.pt \(step "
+        r"(\d+)\)\); try a lower --lr or --grad-clip",
+        last_line,
+    )
     assert match, err
     bad_step, kept_step = int(match.group(2)), int(match.group(3))
     assert 1 < bad_step < 10 and kept_step == bad_step - 1
@@ -169,27 +216,49 @@ def test_a_diverging_run_stops_naming_the_step_and_keeps_the_last_good_checkpoin
 def finished_run(text_file, tmp_path_factory) -> Path:
     """A 4-step run directory with a good ``last.pt``."""
     run_dir = tmp_path_factory.mktemp("finished") / "run"
-    assert train_main(["--data", str(text_file), *TINY_MODEL, "--max-steps", "4",
-                       "--eval-interval", "4", "--run-dir", str(run_dir)]) == 0
+    assert (
+        train_main(
+            [
+                "--data",
+                str(text_file),
+                *TINY_MODEL,
+                "--max-steps",
+                "4",
+                "--eval-interval",
+                "4",
+                "--run-dir",
+                str(run_dir),
+            ]
+        )
+        == 0
+    )
     return run_dir
 
 
-@pytest.mark.parametrize("spoil, pattern", [
-    (lambda data, marker: data[:len(data) // 2],
-     r"cannot read checkpoint .*last\.pt: truncated or not a torch checkpoint"),
-    (lambda data, marker: b"\x00garbage" * 100, r"cannot read checkpoint .*last\.pt"),
-    (lambda data, marker: code_carrying_checkpoint(data, marker),
-     r"refusing checkpoint .*last\.pt: it references (posix|nt)\.system, which is not plain data"),
-], ids=["truncated", "garbage", "pickled code"])
-def test_resume_from_an_unusable_last_pt_fails_in_one_line(spoil, pattern, finished_run,
-                                                         text_file, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "spoil, pattern",
+    [
+        (
+            lambda data, marker: data[: len(data) // 2],
+            r"cannot read checkpoint .*last\.pt: truncated or not a torch checkpoint",
+        ),
+        (lambda data, marker: b"\x00garbage" * 100, r"cannot read checkpoint .*last\.pt"),
+        (
+            lambda data, marker: code_carrying_checkpoint(data, marker),
+            r"refusing checkpoint .*last\.pt: it references (posix|nt)\.system, which is not plain data",
+        ),
+    ],
+    ids=["truncated", "garbage", "pickled code"],
+)
+def test_resume_from_an_unusable_last_pt_fails_in_one_line(spoil, pattern, finished_run, text_file, tmp_path, capsys):
     run_dir = tmp_path / "run"
     shutil.copytree(finished_run, run_dir)
     marker = tmp_path / "payload_ran"
     last = run_dir / "last.pt"
     last.write_bytes(spoil(last.read_bytes(), marker))
-    outcome = call(capsys, train_main, "--data", str(text_file), "--run-dir", str(run_dir),
-                   "--resume", "--max-steps", "8")
+    outcome = call(
+        capsys, train_main, "--data", str(text_file), "--run-dir", str(run_dir), "--resume", "--max-steps", "8"
+    )
     assert_in_process_error(outcome, 1, pattern)
     assert not marker.exists()
 
@@ -211,8 +280,18 @@ def small_checkpoint(step: int) -> dict:
     optimizer = torch.optim.AdamW(parameter_groups(model, 0.1))
     model(torch.zeros(2, 2, dtype=torch.int64), torch.ones(2, dtype=torch.int64))[1].backward()
     optimizer.step()
-    return build_checkpoint(model, optimizer, config, TrainConfig().to_dict(), vocab, step,
-                            float("inf"), {"dropout": torch.Generator().get_state()}, 0.0, 0)
+    return build_checkpoint(
+        model,
+        optimizer,
+        config,
+        TrainConfig().to_dict(),
+        vocab,
+        step,
+        float("inf"),
+        {"dropout": torch.Generator().get_state()},
+        0.0,
+        0,
+    )
 
 
 def die(*args, **kwargs) -> None:
@@ -237,7 +316,7 @@ class HalfWriteThenDie:
 
     def write(self, data) -> None:
         data = bytes(data)
-        self.file.write(data[:len(data) // 2])
+        self.file.write(data[: len(data) // 2])
         self.file.flush()
         die()
 
@@ -247,14 +326,17 @@ def fdopen_half_write_then_die(fd, *args, **kwargs):
     return HalfWriteThenDie(REAL_FDOPEN(fd, *args, **kwargs))
 
 
-@pytest.mark.parametrize("target, attribute, crash, survivor", [
-    (torch, "save", die, 1),  # still serialising in memory: no file touched yet
-    (os, "fdopen", fdopen_half_write_then_die, 1),  # half the bytes in the temporary file
-    (os, "replace", die, 1),  # the temporary file is complete and fsynced, not yet renamed
-    (data_module, "fsync_directory", die, 2),  # renamed: the new checkpoint is in place
-], ids=["inside torch.save", "mid-write", "before the rename", "after the rename"])
-def test_a_crash_while_writing_a_checkpoint_leaves_a_loadable_last_pt(
-        target, attribute, crash, survivor, tmp_path):
+@pytest.mark.parametrize(
+    "target, attribute, crash, survivor",
+    [
+        (torch, "save", die, 1),  # still serialising in memory: no file touched yet
+        (os, "fdopen", fdopen_half_write_then_die, 1),  # half the bytes in the temporary file
+        (os, "replace", die, 1),  # the temporary file is complete and fsynced, not yet renamed
+        (data_module, "fsync_directory", die, 2),  # renamed: the new checkpoint is in place
+    ],
+    ids=["inside torch.save", "mid-write", "before the rename", "after the rename"],
+)
+def test_a_crash_while_writing_a_checkpoint_leaves_a_loadable_last_pt(target, attribute, crash, survivor, tmp_path):
     path = save_checkpoint(tmp_path / "last.pt", small_checkpoint(step=1))
     newer = small_checkpoint(step=2)
     pid = os.fork()

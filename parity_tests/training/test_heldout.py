@@ -18,8 +18,7 @@ from torch_lm.training.heldout import HeldoutResult, heldout_loss, ngram_heldout
 
 
 def tiny_model(vocab_size: int, context: int) -> NeuralLM:
-    config = ModelConfig(vocab_size=vocab_size, context=context, embed_dim=5, hidden_dim=11,
-                         dropout=0.3)
+    config = ModelConfig(vocab_size=vocab_size, context=context, embed_dim=5, hidden_dim=11, dropout=0.3)
     model = NeuralLM(config).double()
     model.reset_parameters(torch.Generator().manual_seed(0))
     return model
@@ -29,7 +28,7 @@ def brute_force_heldout(model: NeuralLM, ids: torch.Tensor, n_train: int, contex
     """−ln p(ids[p] | ids[p-T:p]) for every val position p, one forward each, plain mean."""
     losses = []
     for p in range(n_train, len(ids)):
-        logits, _ = model(ids[p - context:p][None])  # (1, V)
+        logits, _ = model(ids[p - context : p][None])  # (1, V)
         losses.append(-torch.log_softmax(logits[0], -1)[ids[p]].item())
     return sum(losses) / len(losses)
 
@@ -50,8 +49,12 @@ def test_heldout_loss_covers_every_val_position_with_train_context(batch_size):
     assert result.perplexity == pytest.approx(math.exp(result.loss), rel=1e-12)
     assert result.bpc == pytest.approx(result.loss / math.log(2), rel=1e-12)
     assert model.training  # mode restored
-    assert result.to_dict() == {"val_loss": result.loss, "val_ppl": result.perplexity,
-                                "bpc": result.bpc, "positions": 22}
+    assert result.to_dict() == {
+        "val_loss": result.loss,
+        "val_ppl": result.perplexity,
+        "bpc": result.bpc,
+        "positions": 22,
+    }
 
 
 def test_heldout_loss_first_positions_really_use_the_train_text():

@@ -45,7 +45,7 @@ def greedy(model, prompt, n):
     """Reference greedy decoding: argmax of the logits of the last `context` ids, n times."""
     seq = prompt
     for _ in range(n):
-        seq = torch.cat([seq, model(seq[:, -model.config.context:])[0].argmax(-1, keepdim=True)], dim=1)
+        seq = torch.cat([seq, model(seq[:, -model.config.context :])[0].argmax(-1, keepdim=True)], dim=1)
     return seq
 
 
@@ -55,7 +55,7 @@ def test_cold_or_top1_sampling_is_greedy_argmax(generator_model, kwargs):
     with torch.no_grad():
         expected = greedy(generator_model, prompt, 20)
     assert torch.equal(sample(generator_model, prompt, **kwargs), expected)
-    assert not torch.equal(sample(generator_model, prompt), expected)     # T = 1 does sample
+    assert not torch.equal(sample(generator_model, prompt), expected)  # T = 1 does sample
 
 
 def test_short_prompt_is_left_padded_with_pad_id(generator_model):
@@ -74,14 +74,17 @@ def test_generate_runs_in_eval_mode_and_restores_training(generator_model):
     assert model.training
 
 
-@pytest.mark.parametrize("prompt, n, kwargs, message", [
-    (torch.tensor([[1.0, 2.0]]), 3, {}, "prompt must hold integers"),
-    (torch.tensor([1, 2]), 3, {}, "prompt must be 2-D"),
-    (torch.tensor([[11, 1, 2, 3, 4, 5]]), 3, {}, r"prompt must lie in \[0, 11\)"),   # outside the last context
-    (torch.tensor([[1, 2]]), 0, {}, "length"),
-    (torch.tensor([[1, 2]]), 3, {"top_k": 0}, "top_k"),
-    (torch.tensor([[1, 2]]), 3, {"temperature": 0.0}, "temperature"),
-])
+@pytest.mark.parametrize(
+    "prompt, n, kwargs, message",
+    [
+        (torch.tensor([[1.0, 2.0]]), 3, {}, "prompt must hold integers"),
+        (torch.tensor([1, 2]), 3, {}, "prompt must be 2-D"),
+        (torch.tensor([[11, 1, 2, 3, 4, 5]]), 3, {}, r"prompt must lie in \[0, 11\)"),  # outside the last context
+        (torch.tensor([[1, 2]]), 0, {}, "length"),
+        (torch.tensor([[1, 2]]), 3, {"top_k": 0}, "top_k"),
+        (torch.tensor([[1, 2]]), 3, {"temperature": 0.0}, "temperature"),
+    ],
+)
 def test_generate_rejects_bad_arguments(generator_model, prompt, n, kwargs, message):
     with pytest.raises(ValueError, match=message):
         generate(generator_model, prompt, n, **kwargs)

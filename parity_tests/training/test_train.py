@@ -40,15 +40,27 @@ def synthetic_text(n_chars: int = 4000, seed: int = 0) -> str:
 
 TEXT = synthetic_text()
 VOCAB = CharVocab.from_text(TEXT)
-MODEL = ModelConfig(vocab_size=len(VOCAB), context=4, embed_dim=8, hidden_dim=32, fusion=(2, 2),
-                    n_blocks=1, norm=True, dropout=0.1)
+MODEL = ModelConfig(
+    vocab_size=len(VOCAB), context=4, embed_dim=8, hidden_dim=32, fusion=(2, 2), n_blocks=1, norm=True, dropout=0.1
+)
 
 
 def run_config(run_dir, **overrides) -> TrainConfig:
     """40 steps; log every 5, evaluate and checkpoint every 10."""
-    settings = dict(batch_size=32, lr=1e-2, min_lr=1e-3, warmup_steps=3, max_steps=40,
-                    eval_interval=10, log_interval=5, eval_batch_size=1024, sample_length=40,
-                    seed=0, device="cpu", run_dir=str(run_dir))
+    settings = dict(
+        batch_size=32,
+        lr=1e-2,
+        min_lr=1e-3,
+        warmup_steps=3,
+        max_steps=40,
+        eval_interval=10,
+        log_interval=5,
+        eval_batch_size=1024,
+        sample_length=40,
+        seed=0,
+        device="cpu",
+        run_dir=str(run_dir),
+    )
     return TrainConfig(**(settings | overrides))
 
 
@@ -61,8 +73,7 @@ def straight_run(tmp_path_factory):
 
 
 def read_events(run_dir) -> EventAccumulator:
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "histograms": 0,
-                                                          "tensors": 0})
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "histograms": 0, "tensors": 0})
     events.Reload()
     return events
 
@@ -76,27 +87,30 @@ def params_of(path) -> dict[str, torch.Tensor]:
 
 
 # ----------------------------------------------------------------------------- configuration
-@pytest.mark.parametrize("overrides, message", [
-    (dict(lr=-1.0), "lr must be a finite number > 0"),
-    (dict(lr=0.0), "lr must be a finite number > 0"),
-    (dict(lr=1e-3, min_lr=1e-2), "min_lr must not exceed lr"),
-    (dict(batch_size=0), "batch_size must be a positive integer"),
-    (dict(max_steps=2.5), "max_steps must be a positive integer"),
-    (dict(warmup_steps=-1), "warmup_steps must be an integer >= 0"),
-    (dict(seed=-1), "seed must be an integer >= 0"),
-    (dict(checkpoint_interval=-1), "checkpoint_interval must be an integer >= 0"),
-    (dict(weight_decay=-0.1), "weight_decay must be a finite number >= 0"),
-    (dict(grad_clip=float("nan")), "grad_clip must be a finite number >= 0"),
-    (dict(time_budget=-5.0), "time_budget must be a finite number >= 0"),
-    (dict(betas=(0.9, 1.0)), "betas must be two numbers in"),
-    (dict(betas=(0.9,)), "betas must be two numbers in"),
-    (dict(device="tpu"), "device must be auto, cpu, cuda or cuda:N"),
-    (dict(device="cuda:x"), "device must be auto, cpu, cuda or cuda:N"),
-    (dict(dtype="float16"), "dtype must be one of"),
-    (dict(run_dir=""), "run_dir must be a non-empty path"),
-    (dict(fused_optimizer="yes"), "fused_optimizer must be True or False"),
-    (dict(compile=1), "compile must be True or False"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(lr=-1.0), "lr must be a finite number > 0"),
+        (dict(lr=0.0), "lr must be a finite number > 0"),
+        (dict(lr=1e-3, min_lr=1e-2), "min_lr must not exceed lr"),
+        (dict(batch_size=0), "batch_size must be a positive integer"),
+        (dict(max_steps=2.5), "max_steps must be a positive integer"),
+        (dict(warmup_steps=-1), "warmup_steps must be an integer >= 0"),
+        (dict(seed=-1), "seed must be an integer >= 0"),
+        (dict(checkpoint_interval=-1), "checkpoint_interval must be an integer >= 0"),
+        (dict(weight_decay=-0.1), "weight_decay must be a finite number >= 0"),
+        (dict(grad_clip=float("nan")), "grad_clip must be a finite number >= 0"),
+        (dict(time_budget=-5.0), "time_budget must be a finite number >= 0"),
+        (dict(betas=(0.9, 1.0)), "betas must be two numbers in"),
+        (dict(betas=(0.9,)), "betas must be two numbers in"),
+        (dict(device="tpu"), "device must be auto, cpu, cuda or cuda:N"),
+        (dict(device="cuda:x"), "device must be auto, cpu, cuda or cuda:N"),
+        (dict(dtype="float16"), "dtype must be one of"),
+        (dict(run_dir=""), "run_dir must be a non-empty path"),
+        (dict(fused_optimizer="yes"), "fused_optimizer must be True or False"),
+        (dict(compile=1), "compile must be True or False"),
+    ],
+)
 def test_bad_train_config_values_are_refused(overrides, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**overrides)
@@ -137,23 +151,26 @@ def test_weight_decay_applies_to_linear_weights_only():
     decay, no_decay = parameter_groups(model, 0.1)
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert sorted(names[id(p)] for p in decay["params"]) == [
-        "blocks.0.linear.weight", "hidden.0.linear.weight", "hidden.1.linear.weight", "output.weight"]
+        "blocks.0.linear.weight",
+        "hidden.0.linear.weight",
+        "hidden.1.linear.weight",
+        "output.weight",
+    ]
     assert len(decay["params"]) + len(no_decay["params"]) == len(names)
 
 
 def test_make_optimizer_is_fused_unless_told_otherwise_or_unavailable(monkeypatch):
     model, config = NeuralLM(MODEL), TrainConfig()
     fused = make_optimizer(model, config.optimizer_settings())
-    assert fused.defaults["fused"] is True                     # torch >= 2.4 has a CPU kernel
+    assert fused.defaults["fused"] is True  # torch >= 2.4 has a CPU kernel
     assert [g["weight_decay"] for g in fused.param_groups] == [0.1, 0.0]
     assert not make_optimizer(model, replace(config, fused_optimizer=False).optimizer_settings()).defaults["fused"]
 
     real_adamw = torch.optim.AdamW
 
-    def adamw_without_fused(params, fused=None, **kwargs):   # what a CPU torch 2.3 says
+    def adamw_without_fused(params, fused=None, **kwargs):  # what a CPU torch 2.3 says
         if fused:
-            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors "
-                               "of supported devices")
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported devices")
         return real_adamw(params, **kwargs)
 
     monkeypatch.setattr(torch.optim, "AdamW", adamw_without_fused)
@@ -167,8 +184,9 @@ def test_fused_adamw_takes_the_op_by_op_steps_to_rounding(dtype, rtol):
     models[False].load_state_dict(models[True].state_dict())
     start = {name: value.clone() for name, value in models[True].state_dict().items()}
     config = TrainConfig(lr=1e-2)
-    optimizers = {f: make_optimizer(m, replace(config, fused_optimizer=f).optimizer_settings())
-                  for f, m in models.items()}
+    optimizers = {
+        f: make_optimizer(m, replace(config, fused_optimizer=f).optimizer_settings()) for f, m in models.items()
+    }
     generator = torch.Generator().manual_seed(0)
     for step in range(20):
         grads = [torch.randn(p.shape, generator=generator, dtype=dtype) for p in models[True].parameters()]
@@ -179,7 +197,7 @@ def test_fused_adamw_takes_the_op_by_op_steps_to_rounding(dtype, rtol):
                 group["lr"] = config.lr_at(step)
             optimizers[fused].step()
     for (name, a), b in zip(models[True].state_dict().items(), models[False].state_dict().values()):
-        assert not torch.equal(a, start[name])                                 # the steps moved it
+        assert not torch.equal(a, start[name])  # the steps moved it
         torch.testing.assert_close(a, b, rtol=rtol, atol=rtol * a.abs().max().item())
 
 
@@ -192,8 +210,9 @@ def test_compiled_training_follows_the_eager_run(tmp_path):
     eager = train(MODEL, run_config(tmp_path / "eager", **settings), TEXT)
     compiled = train(MODEL, run_config(tmp_path / "compiled", compile=True, **settings), TEXT)
     assert [step for step, _ in compiled["train_history"]] == [5, 10]
-    for (_, a), (_, b) in zip(eager["train_history"] + eager["val_history"],
-                              compiled["train_history"] + compiled["val_history"]):
+    for (_, a), (_, b) in zip(
+        eager["train_history"] + eager["val_history"], compiled["train_history"] + compiled["val_history"]
+    ):
         assert a == pytest.approx(b, rel=1e-4)
 
 
@@ -203,18 +222,25 @@ def test_a_short_run_writes_every_tag_of_the_contract(straight_run):
     events = read_events(run_dir)
     model = NeuralLM(MODEL)
     hidden = [name for name, _ in model.hidden_layers()]
-    expected = {"loss/train", "perplexity/train", "loss/val", "perplexity/val", "lr",
-                "throughput/tokens_per_sec", "grad_norm/total"}
+    expected = {
+        "loss/train",
+        "perplexity/train",
+        "loss/val",
+        "perplexity/val",
+        "lr",
+        "throughput/tokens_per_sec",
+        "grad_norm/total",
+    }
     expected |= {f"grad_norm/{layer}" for layer in model.layer_names()}
-    expected |= {f"activations/{layer}/{stat}" for layer in hidden
-                 for stat in ("mean", "std", "frac_saturated_or_dead")}
+    expected |= {
+        f"activations/{layer}/{stat}" for layer in hidden for stat in ("mean", "std", "frac_saturated_or_dead")
+    }
     assert set(events.Tags()["scalars"]) == expected
     for tag in expected - {"loss/val", "perplexity/val"}:
         assert [step for step, _ in scalar_values(events, tag)] == list(range(5, 41, 5)), tag
     assert [step for step, _ in scalar_values(events, "loss/val")] == [10, 20, 30, 40]
 
-    histograms = {f"{kind}/{name}" for name, _ in model.named_parameters()
-                  for kind in ("weights", "gradients")}
+    histograms = {f"{kind}/{name}" for name, _ in model.named_parameters() for kind in ("weights", "gradients")}
     assert set(events.Tags()["histograms"]) == histograms
     assert [e.step for e in events.Histograms("gradients/output.weight")] == [10, 20, 30, 40]
 
@@ -228,8 +254,7 @@ def test_a_short_run_writes_every_tag_of_the_contract(straight_run):
 def test_hparams_link_the_configs_to_the_final_val_metrics(straight_run):
     run_dir, _ = straight_run
     content = read_events(run_dir).PluginTagToContent("hparams")
-    assert set(content) == {"_hparams_/experiment", "_hparams_/session_start_info",
-                            "_hparams_/session_end_info"}
+    assert set(content) == {"_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"}
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
     assert {m.name.tag for m in experiment.metric_infos} == {"loss/val", "perplexity/val"}
     hparam_names = {h.name for h in experiment.hparam_infos}
@@ -248,8 +273,7 @@ def test_projector_embedding_has_readable_labels(straight_run):
     folder = run_dir / "00040" / "char_embedding"
     labels = (folder / "metadata.tsv").read_text().splitlines()
     assert labels == VOCAB.labels() and "<space>" in labels and "<newline>" in labels
-    vectors = [[float(v) for v in line.split("\t")]
-               for line in (folder / "tensors.tsv").read_text().splitlines()]
+    vectors = [[float(v) for v in line.split("\t")] for line in (folder / "tensors.tsv").read_text().splitlines()]
     weights = params_of(run_dir / "last.pt")["embedding.weight"]
     torch.testing.assert_close(torch.tensor(vectors), weights, rtol=1e-5, atol=1e-6)
 
@@ -265,7 +289,8 @@ def test_logged_perplexity_is_exp_of_the_logged_loss(straight_run):
             assert ppl == pytest.approx(math.exp(loss), rel=1e-6)
     # The event file holds the summary's numbers (float32-rounded).
     assert [v for _, v in scalar_values(events, "loss/train")] == pytest.approx(
-        [loss for _, loss in summary["train_history"]], rel=1e-6)
+        [loss for _, loss in summary["train_history"]], rel=1e-6
+    )
     assert summary["val_ppl"] == pytest.approx(math.exp(summary["val_loss"]), rel=1e-12)
 
 
@@ -325,8 +350,7 @@ def interrupt_after(monkeypatch, stop_step: int, signum: int = signal.SIGINT) ->
     monkeypatch.setattr(TrainingStep, "__call__", step_then_maybe_interrupt)
 
 
-def test_resume_after_sigint_gives_the_same_numbers_as_a_straight_run(straight_run, tmp_path,
-                                                                      monkeypatch):
+def test_resume_after_sigint_gives_the_same_numbers_as_a_straight_run(straight_run, tmp_path, monkeypatch):
     straight_dir, straight = straight_run
     run_dir = tmp_path / "resumed"
     handler_before = signal.getsignal(signal.SIGINT)
@@ -349,8 +373,7 @@ def test_resume_after_sigint_gives_the_same_numbers_as_a_straight_run(straight_r
         assert torch.equal(final["optimizer"]["state"][index]["exp_avg_sq"], state["exp_avg_sq"])
     assert torch.equal(final["rng"]["dropout"], reference["rng"]["dropout"])
     # TensorBoard shows one continuous curve equal to the straight run's.
-    assert scalar_values(read_events(run_dir), "loss/train") == scalar_values(
-        read_events(straight_dir), "loss/train")
+    assert scalar_values(read_events(run_dir), "loss/train") == scalar_values(read_events(straight_dir), "loss/train")
 
 
 def test_sigterm_stops_and_saves_like_sigint(straight_run, tmp_path, monkeypatch):
@@ -408,8 +431,7 @@ class NaNAfterStep12(NeuralLM):
         return logits, loss
 
 
-def test_a_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
-        tmp_path, monkeypatch):
+def test_a_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer_module, "NeuralLM", NaNAfterStep12)
     NaNAfterStep12.calls = 0
     run_dir = tmp_path / "nan"
@@ -421,8 +443,7 @@ def test_a_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpo
 
 
 def test_time_budget_stops_early_and_still_evaluates(tmp_path):
-    summary = train(MODEL, run_config(tmp_path / "budget", max_steps=10**6, eval_interval=10**6,
-                                      time_budget=1.0), TEXT)
+    summary = train(MODEL, run_config(tmp_path / "budget", max_steps=10**6, eval_interval=10**6, time_budget=1.0), TEXT)
     assert summary["status"] == "time_budget" and 0 < summary["steps"] < 10**6
     assert summary["val_history"][-1][0] == summary["steps"]
     assert load_checkpoint(tmp_path / "budget" / "last.pt")["step"] == summary["steps"]

@@ -37,29 +37,37 @@ def random_batch(config: ModelConfig, batch: int, seed: int = 0) -> tuple[np.nda
     return x, rng.integers(0, config.vocab_size, batch)
 
 
-def numpy_step(config: ModelConfig, train: TrainConfig, params: dict, x: np.ndarray,
-               y: np.ndarray) -> Callable[[], None]:
+def numpy_step(
+    config: ModelConfig, train: TrainConfig, params: dict, x: np.ndarray, y: np.ndarray
+) -> Callable[[], None]:
     """One ``numpy_ref`` training step on (x, y), updating ``params`` in place."""
-    optimizer = NumpyAdamW(lr=train.lr, betas=train.betas, weight_decay=train.weight_decay,
-                           no_decay=no_decay_keys(params))
+    optimizer = NumpyAdamW(
+        lr=train.lr, betas=train.betas, weight_decay=train.weight_decay, no_decay=no_decay_keys(params)
+    )
     rng = np.random.default_rng(train.seed)
 
     def step() -> None:
         _, _, cache = neural_lm_forward(params, x, config, y, train=True, rng=rng)
         optimizer.step(params, neural_lm_backward(cache))
+
     return step
 
 
-def torch_step(config: ModelConfig, train: TrainConfig, x: np.ndarray, y: np.ndarray,
-               dtype: torch.dtype, params: dict | None = None) -> Callable[[], None]:
+def torch_step(
+    config: ModelConfig,
+    train: TrainConfig,
+    x: np.ndarray,
+    y: np.ndarray,
+    dtype: torch.dtype,
+    params: dict | None = None,
+) -> Callable[[], None]:
     """One ``torch_lm`` training step on (x, y): the trainer's ``TrainingStep`` and optimiser at
     a constant learning rate and without clipping, as the NumPy step (``params``: numpy weights
     to start from, else a fresh initialisation)."""
     model = NeuralLM(config).to(dtype).train()
     if params is not None:
         model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in params.items()})
-    step = TrainingStep(model, make_optimizer(model, train.optimizer_settings()),
-                        lambda _: train.lr, grad_clip=0.0)
+    step = TrainingStep(model, make_optimizer(model, train.optimizer_settings()), lambda _: train.lr, grad_clip=0.0)
     generator = torch.Generator().manual_seed(train.seed)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     count = iter(range(1 << 62))
@@ -72,8 +80,10 @@ def numpy_vs_torch(plan: BenchPlan) -> dict:
     result = {}
     for np_dtype, torch_dtype in ((np.float64, torch.float64), (np.float32, torch.float32)):
         params = init_params(plan.model, np.random.default_rng(plan.train.seed), np_dtype)
-        engines = {"torch": torch_step(plan.model, plan.train, x, y, torch_dtype, params),
-                   "numpy": numpy_step(plan.model, plan.train, params, x, y)}
+        engines = {
+            "torch": torch_step(plan.model, plan.train, x, y, torch_dtype, params),
+            "numpy": numpy_step(plan.model, plan.train, params, x, y),
+        }
         seconds = {name: [] for name in engines}
         # Blocks of steps, the engines taking turns, so both see the same contention. Each block
         # starts with an untimed step: after the other engine's step, its thread pool (OpenMP
@@ -82,12 +92,13 @@ def numpy_vs_torch(plan: BenchPlan) -> dict:
         for _ in range(max(1, plan.compare_steps // block)):
             for name, step in engines.items():
                 seconds[name] += time_calls(step, block, warmup=1)
-        timing = {name: {k: v * 1e3 for k, v in best_and_median(s).items()}
-                  for name, s in seconds.items()}
+        timing = {name: {k: v * 1e3 for k, v in best_and_median(s).items()} for name, s in seconds.items()}
         result[np.dtype(np_dtype).name] = {
-            "numpy_ms": timing["numpy"], "torch_ms": timing["torch"],
+            "numpy_ms": timing["numpy"],
+            "torch_ms": timing["torch"],
             "numpy_over_torch": timing["numpy"]["best"] / timing["torch"]["best"],
-            "numpy_over_torch_median": timing["numpy"]["median"] / timing["torch"]["median"]}
+            "numpy_over_torch_median": timing["numpy"]["median"] / timing["torch"]["median"],
+        }
     return result
 
 
@@ -100,21 +111,31 @@ def doubled_context(config: ModelConfig) -> ModelConfig:
 def scaling(plan: BenchPlan, peak_gflops: float) -> list[dict]:
     """torch step time (forward + backward + AdamW) as batch, context and hidden size double."""
     base, batch = plan.model, plan.train.batch_size
-    rows = [("base", base, batch), ("2x batch", base, 2 * batch),
-            ("2x context", doubled_context(base), batch),
-            ("2x hidden", replace(base, hidden_dim=2 * base.hidden_dim), batch)]
+    rows = [
+        ("base", base, batch),
+        ("2x batch", base, 2 * batch),
+        ("2x context", doubled_context(base), batch),
+        ("2x hidden", replace(base, hidden_dim=2 * base.hidden_dim), batch),
+    ]
     dtype = DTYPES[plan.train.dtype]
     results = []
     for name, config, b in rows:
         x, y = random_batch(config, b)
-        seconds = best_and_median(time_calls(torch_step(config, plan.train, x, y, dtype),
-                                             plan.scaling_steps))
+        seconds = best_and_median(time_calls(torch_step(config, plan.train, x, y, dtype), plan.scaling_steps))
         flops = matmul_flops(config, b)
-        results.append({"row": name, "batch_size": b, "context": config.context,
-                        "hidden_dim": config.hidden_dim, "fusion": list(config.fusion),
-                        "step_ms": seconds["best"] * 1e3, "step_ms_median": seconds["median"] * 1e3,
-                        "gflops": flops / seconds["best"] / 1e9,
-                        "to_peak": flops / seconds["best"] / 1e9 / peak_gflops})
+        results.append(
+            {
+                "row": name,
+                "batch_size": b,
+                "context": config.context,
+                "hidden_dim": config.hidden_dim,
+                "fusion": list(config.fusion),
+                "step_ms": seconds["best"] * 1e3,
+                "step_ms_median": seconds["median"] * 1e3,
+                "gflops": flops / seconds["best"] / 1e9,
+                "to_peak": flops / seconds["best"] / 1e9 / peak_gflops,
+            }
+        )
     for row in results:
         row["x_base"] = row["step_ms"] / results[0]["step_ms"]
     return results
@@ -130,17 +151,32 @@ def ngram_timings(text: str, orders: Sequence[int], smoothings: Sequence[str]) -
     for smoothing in smoothings:
         for order in orders:
             result = ngram_heldout(NGramLM, ids, n_train, order, len(vocab), smoothing)
-            rows.append({"order": order, "smoothing": smoothing, "fit_s": result["fit_s"],
-                         "score_s": result["score_s"], "fit_score_s": result["fit_s"] + result["score_s"],
-                         "val_loss": result["loss"]})
+            rows.append(
+                {
+                    "order": order,
+                    "smoothing": smoothing,
+                    "fit_s": result["fit_s"],
+                    "score_s": result["score_s"],
+                    "fit_score_s": result["fit_s"] + result["score_s"],
+                    "val_loss": result["loss"],
+                }
+            )
     return rows
 
 
 def parity_suite(repo: Path = REPO, timeout: float = 3600.0) -> dict:
     """Wall time and outcome of ``python -m pytest -q -p no:cacheprovider`` in ``repo``."""
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-                          cwd=repo, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
-    return {"seconds": time.perf_counter() - start, "returncode": proc.returncode,
-            "summary": lines[-1].strip("= ") if lines else ""}
+    return {
+        "seconds": time.perf_counter() - start,
+        "returncode": proc.returncode,
+        "summary": lines[-1].strip("= ") if lines else "",
+    }

@@ -25,15 +25,15 @@ class BenchPlan:
     model: ModelConfig
     train: TrainConfig
     gemm_sizes: tuple[int, ...] = (1024, 2048)
-    windows: int = 6                 # measured log intervals
-    gemm_per_window: int = 2         # repetitions of each GEMM size before each window
+    windows: int = 6  # measured log intervals
+    gemm_per_window: int = 2  # repetitions of each GEMM size before each window
     warmup_windows: int = 1
-    compare_steps: int = 20          # numpy vs torch: timed steps per engine and dtype
-    scaling_steps: int = 10          # timed steps per scaling row
+    compare_steps: int = 20  # numpy vs torch: timed steps per engine and dtype
+    scaling_steps: int = 10  # timed steps per scaling row
     ngram_orders: tuple[int, ...] = (3, 5, 7)
-    ngram_smoothings: tuple[str, ...] = ("kn", "mkn")   # interpolated and modified Kneser-Ney
+    ngram_smoothings: tuple[str, ...] = ("kn", "mkn")  # interpolated and modified Kneser-Ney
     run_suite: bool = True
-    compile: bool = False            # also measure the training loop under torch.compile
+    compile: bool = False  # also measure the training loop under torch.compile
 
     def to_dict(self) -> dict:
         d = asdict(self)

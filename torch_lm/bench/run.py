@@ -91,8 +91,7 @@ def run(plan: BenchPlan, text: str | None, progress: Callable[[str], None] = lam
     compiled = None
     if plan.compile:
         progress("training throughput under torch.compile")
-        compiled = training_throughput(replace(plan, train=replace(plan.train, compile=True)),
-                                       ids, gemm)
+        compiled = training_throughput(replace(plan, train=replace(plan.train, compile=True)), ids, gemm)
         peak = gemm.summary()
     progress("numpy_ref vs torch")
     compare = numpy_vs_torch(plan)
@@ -138,8 +137,8 @@ def summarize(results: dict) -> dict:
         **{f"{piece}_share": train["shares"][piece] for piece in PIECES},
         "numpy_over_torch_float64": results["numpy_vs_torch"]["float64"]["numpy_over_torch"],
         "numpy_over_torch_float32": results["numpy_vs_torch"]["float32"]["numpy_over_torch"],
-        "kn7_fit_score_s": seven.get("kn"),      # interpolated Kneser-Ney, order 7
-        "mkn7_fit_score_s": seven.get("mkn"),    # modified Kneser-Ney, order 7
+        "kn7_fit_score_s": seven.get("kn"),  # interpolated Kneser-Ney, order 7
+        "mkn7_fit_score_s": seven.get("mkn"),  # modified Kneser-Ney, order 7
         "parity_suite_s": suite["seconds"] if suite else None,
         "threads": results["machine"]["threads"],
         "loadavg_start": results["loadavg_start"],
@@ -155,6 +154,10 @@ def target_verdicts(summary: dict) -> dict:
     verdicts = {}
     for name, (key, op, limit) in TARGETS.items():
         value = summary[key]
-        verdicts[name] = {"key": key, "value": value, "limit": f"{op} {limit}",
-                          "met": None if value is None else compare[op](value, limit)}
+        verdicts[name] = {
+            "key": key,
+            "value": value,
+            "limit": f"{op} {limit}",
+            "met": None if value is None else compare[op](value, limit),
+        }
     return verdicts

@@ -27,13 +27,16 @@ class TrainLoop:
     ``log_interval`` steps whose last captures the diagnostics and is followed by the log step.
     """
 
-    def __init__(self, model_config: ModelConfig, config: TrainConfig, ids: torch.Tensor,
-                 log_dir: Path):
+    def __init__(self, model_config: ModelConfig, config: TrainConfig, ids: torch.Tensor, log_dir: Path):
         self.config = config
         model = NeuralLM(model_config).to(DTYPES[config.dtype]).train()
-        self.train_step = TrainingStep(model, make_optimizer(model, config.optimizer_settings()),
-                                       config.lr_at, config.grad_clip,
-                                       forward=torch.compile(model) if config.compile else model)
+        self.train_step = TrainingStep(
+            model,
+            make_optimizer(model, config.optimizer_settings()),
+            config.lr_at,
+            config.grad_clip,
+            forward=torch.compile(model) if config.compile else model,
+        )
         self.sampler = BatchSampler(ids, model_config.context, config.batch_size, config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.logger = TensorBoardLogger(log_dir)
@@ -65,8 +68,14 @@ class TrainLoop:
         loss = self.train_step.running.mean
         self.train_step.running.reset()
         tokens_per_sec = self.config.log_interval * self.config.batch_size / elapsed
-        self.logger.log_train(self.step, loss, self.config.lr_at(self.step - 1), tokens_per_sec,
-                              self.train_step.grad_norms, self.train_step.activation_stats)
+        self.logger.log_train(
+            self.step,
+            loss,
+            self.config.lr_at(self.step - 1),
+            tokens_per_sec,
+            self.train_step.grad_norms,
+            self.train_step.activation_stats,
+        )
         return time.perf_counter() - start
 
     def close(self) -> None:
@@ -102,8 +111,7 @@ def training_throughput(plan: BenchPlan, ids: torch.Tensor, gemm: GemmPeak) -> d
     split = dict(ordinary[int(np.argmin(totals))])
     split["logging"] += min(log_work) / interval
     del split["log_work"]
-    step_s = {"best": sum(split.values()),
-              "median": float(np.median(totals)) + float(np.median(log_work)) / interval}
+    step_s = {"best": sum(split.values()), "median": float(np.median(totals)) + float(np.median(log_work)) / interval}
     sustained = sum(sum(step.values()) for window in windows for step in window) / (interval * plan.windows)
     flops = matmul_flops(plan.model, batch)
     return {

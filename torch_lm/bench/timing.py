@@ -21,8 +21,15 @@ from numpy_ref.config import ModelConfig
 
 # Settings that change the figures: thread counts, and glibc malloc's trimming (every fresh
 # large tensor costs page faults once freed memory goes back to the OS; see BENCH.md).
-ENV_KEYS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_",
-            "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES", "LD_PRELOAD")
+ENV_KEYS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "MALLOC_TRIM_THRESHOLD_",
+    "MALLOC_MMAP_THRESHOLD_",
+    "GLIBC_TUNABLES",
+    "LD_PRELOAD",
+)
 
 
 def best_and_median(seconds: Sequence[float]) -> dict[str, float]:
@@ -96,7 +103,7 @@ class Gemm:
         self.a = torch.randn(size, size, generator=generator)
         self.b = torch.randn(size, size, generator=generator)
         self.out = torch.empty(size, size)
-        self.flops = 2 * size ** 3
+        self.flops = 2 * size**3
         self.seconds: list[float] = []
 
     def run_once(self) -> None:
@@ -128,8 +135,13 @@ class GemmPeak:
         """{"best", "median" (of the best size), "size", "repeats", "per_size": {size: rates}}."""
         per_size = {g.size: g.gflops() for g in self.gemms}
         size = max(per_size, key=lambda n: per_size[n]["best"])
-        return {"best": per_size[size]["best"], "median": per_size[size]["median"], "size": size,
-                "repeats": len(self.gemms[0].seconds), "per_size": per_size}
+        return {
+            "best": per_size[size]["best"],
+            "median": per_size[size]["median"],
+            "size": size,
+            "repeats": len(self.gemms[0].seconds),
+            "per_size": per_size,
+        }
 
 
 def matmul_flops(config: ModelConfig, batch: int) -> int:

@@ -17,21 +17,25 @@ REPORTS_DIR = Path(__file__).resolve().parents[2] / "reports"
 
 def build_parser() -> OneLineParser:
     parser = parser_for(
-        "bench", description="Speed of the training hot path against this machine's GEMM peak, "
+        "bench",
+        description="Speed of the training hot path against this machine's GEMM peak, "
         "numpy_ref vs torch, scaling, n-gram and parity-suite timings; writes reports/bench.json and "
-        "reports/BENCH.md.")
-    parser.add_argument("--json", action="store_true",
-                        help="print the results as one JSON object on the last line")
+        "reports/BENCH.md.",
+    )
+    parser.add_argument("--json", action="store_true", help="print the results as one JSON object on the last line")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (noisier figures)")
     parser.add_argument("--skip-suite", action="store_true", help="do not time the parity suite")
-    parser.add_argument("--compile", action="store_true",
-                        help="also time the training loop under torch.compile")
-    parser.add_argument("--data", help="text file for the n-gram timings and the batches "
-                        "(default: data/tinyshakespeare.txt)")
-    parser.add_argument("--threads", type=POSITIVE_INT,
-                        help="torch and BLAS threads (default: torch's, all cores)")
-    parser.add_argument("--out-dir", type=Path, default=REPORTS_DIR,
-                        help="where bench.json and BENCH.md go (default: the repository's reports/)")
+    parser.add_argument("--compile", action="store_true", help="also time the training loop under torch.compile")
+    parser.add_argument(
+        "--data", help="text file for the n-gram timings and the batches (default: data/tinyshakespeare.txt)"
+    )
+    parser.add_argument("--threads", type=POSITIVE_INT, help="torch and BLAS threads (default: torch's, all cores)")
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=REPORTS_DIR,
+        help="where bench.json and BENCH.md go (default: the repository's reports/)",
+    )
     return parser
 
 
@@ -40,7 +44,7 @@ def main(argv: Sequence[str] | None = None, plan=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.threads:
-        set_thread_variables(args.threads)   # NumPy's BLAS reads them once, when it loads
+        set_thread_variables(args.threads)  # NumPy's BLAS reads them once, when it loads
     import torch
 
     from torch_lm.bench.markdown import to_markdown, write_reports

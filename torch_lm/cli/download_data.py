@@ -20,14 +20,16 @@ from torch_lm.training.data import (
 
 def build_parser() -> OneLineParser:
     """The parser of ``download_data``."""
-    parser = parser_for("download_data",
-                           description="Put Tiny Shakespeare into data/ and verify its sha256.")
-    parser.add_argument("--from", dest="source", metavar="FILE",
-                        help="install a local copy instead of downloading (also verified)")
-    parser.add_argument("--dest", default=str(DEFAULT_DATA_PATH), metavar="PATH",
-                        help="where to put the text (default: %(default)s)")
-    parser.add_argument("--url", default=TINY_SHAKESPEARE_URL,
-                        help="download from this URL, e.g. a mirror (default: the char-rnn copy)")
+    parser = parser_for("download_data", description="Put Tiny Shakespeare into data/ and verify its sha256.")
+    parser.add_argument(
+        "--from", dest="source", metavar="FILE", help="install a local copy instead of downloading (also verified)"
+    )
+    parser.add_argument(
+        "--dest", default=str(DEFAULT_DATA_PATH), metavar="PATH", help="where to put the text (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--url", default=TINY_SHAKESPEARE_URL, help="download from this URL, e.g. a mirror (default: the char-rnn copy)"
+    )
     return parser
 
 

@@ -23,18 +23,24 @@ from torch_lm.training.heldout import heldout_loss
 
 def build_parser() -> OneLineParser:
     """The parser of ``evaluate``."""
-    parser = parser_for("evaluate",
-                           description="Held-out protocol of docs/DESIGN.md §3 on a checkpoint: mean "
-                                       "loss over every val position (nats/char), perplexity, "
-                                       "bits per character.")
+    parser = parser_for(
+        "evaluate",
+        description="Held-out protocol of docs/DESIGN.md §3 on a checkpoint: mean "
+        "loss over every val position (nats/char), perplexity, "
+        "bits per character.",
+    )
     parser.add_argument("--checkpoint", required=True, metavar="PATH", help="a last.pt or best.pt")
-    parser.add_argument("--json", action="store_true",
-                        help='print {"val_loss", "val_ppl", "bpc", "positions"} as JSON')
-    parser.add_argument("--data", metavar="PATH",
-                        help=f"text file (default: {DEFAULT_DATA_PATH}, downloaded if absent)")
+    parser.add_argument("--json", action="store_true", help='print {"val_loss", "val_ppl", "bpc", "positions"} as JSON')
+    parser.add_argument(
+        "--data", metavar="PATH", help=f"text file (default: {DEFAULT_DATA_PATH}, downloaded if absent)"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    parser.add_argument("--batch-size", type=POSITIVE_INT, default=TrainConfig().eval_batch_size,
-                        help="windows per forward (default: %(default)s)")
+    parser.add_argument(
+        "--batch-size",
+        type=POSITIVE_INT,
+        default=TrainConfig().eval_batch_size,
+        help="windows per forward (default: %(default)s)",
+    )
     return parser
 
 
@@ -52,8 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             ids = vocab.encode(text)
         except ValueError as error:
-            raise DataError(f"the data does not fit checkpoint {args.checkpoint}: "
-                            f"{str(error).removeprefix('CharVocab.encode: ')}") from None
+            raise DataError(
+                f"the data does not fit checkpoint {args.checkpoint}: {str(error).removeprefix('CharVocab.encode: ')}"
+            ) from None
         train_ids, val_ids = split_ids(ids)
         result = heldout_loss(model, train_ids, val_ids, model.config.context, args.batch_size)
     except KeyboardInterrupt:
@@ -63,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
-        print(f"val loss {result.loss:.4f} nats/char, perplexity {result.perplexity:.3f}, "
-              f"{result.bpc:.4f} bits/char over {result.positions:,} positions")
+        print(
+            f"val loss {result.loss:.4f} nats/char, perplexity {result.perplexity:.3f}, "
+            f"{result.bpc:.4f} bits/char over {result.positions:,} positions"
+        )
     return 0

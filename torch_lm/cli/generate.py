@@ -16,16 +16,22 @@ def build_parser() -> OneLineParser:
     """The parser of ``generate``."""
     parser = parser_for("generate", description="Sample text from a checkpoint.")
     parser.add_argument("--checkpoint", required=True, metavar="PATH", help="a last.pt or best.pt")
-    parser.add_argument("--prompt", default=None,
-                        help="text to continue (default: a newline, the start of a speech)")
-    parser.add_argument("--length", type=POSITIVE_INT, default=500,
-                        help="characters to generate (default: %(default)s)")
-    parser.add_argument("--temperature", type=POSITIVE_FLOAT, default=1.0,
-                        help="softmax temperature; < 1 is more conservative (default: %(default)s)")
-    parser.add_argument("--top-k", type=POSITIVE_INT, default=None,
-                        help="sample only among the K most likely characters (default: all)")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="seed for reproducible samples (default: fresh randomness)")
+    parser.add_argument("--prompt", default=None, help="text to continue (default: a newline, the start of a speech)")
+    parser.add_argument(
+        "--length", type=POSITIVE_INT, default=500, help="characters to generate (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--temperature",
+        type=POSITIVE_FLOAT,
+        default=1.0,
+        help="softmax temperature; < 1 is more conservative (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--top-k", type=POSITIVE_INT, default=None, help="sample only among the K most likely characters (default: all)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="seed for reproducible samples (default: fresh randomness)"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     return parser
 
@@ -46,14 +52,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         prompt_ids = vocab.encode(prompt).to(device)[None]  # (1, len(prompt))
     except ValueError as error:
-        return fail(parser, f"--prompt: {str(error).removeprefix('CharVocab.encode: ')}",
-                    EXIT_USAGE)
+        return fail(parser, f"--prompt: {str(error).removeprefix('CharVocab.encode: ')}", EXIT_USAGE)
     generator = torch.Generator(device)
     if args.seed is None:
         generator.seed()
     else:
         generator.manual_seed(args.seed)
-    ids = generate(model, prompt_ids, args.length, temperature=args.temperature, top_k=args.top_k,
-                   generator=generator)
+    ids = generate(model, prompt_ids, args.length, temperature=args.temperature, top_k=args.top_k, generator=generator)
     print(vocab.decode(ids[0]))
     return 0

@@ -26,17 +26,31 @@ from torch_lm.training.data import DEFAULT_DATA_PATH
 
 
 def build_parser() -> OneLineParser:
-    parser = parser_for("ngram_baselines", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                        description="Count n-gram baselines on Tiny Shakespeare under the held-out "
-                                    "protocol (docs/DESIGN.md §3, §5).")
+    parser = parser_for(
+        "ngram_baselines",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Count n-gram baselines on Tiny Shakespeare under the held-out protocol (docs/DESIGN.md §3, §5).",
+    )
     parser.add_argument("--data", default=str(DEFAULT_DATA_PATH), help="UTF-8 text file")
-    parser.add_argument("--orders", type=positive_int_list, help="comma-separated orders, e.g. 3,5,7 "
-                        "(default with --smoothing: 3,5,7; neither: the docs/DESIGN.md §5 reference table)")
-    parser.add_argument("--smoothing", dest="smoothings", type=choice_list(SMOOTHINGS),
-                        help="comma-separated, from addk,kn,mkn (default with --orders: mkn)")
+    parser.add_argument(
+        "--orders",
+        type=positive_int_list,
+        help="comma-separated orders, e.g. 3,5,7 "
+        "(default with --smoothing: 3,5,7; neither: the docs/DESIGN.md §5 reference table)",
+    )
+    parser.add_argument(
+        "--smoothing",
+        dest="smoothings",
+        type=choice_list(SMOOTHINGS),
+        help="comma-separated, from addk,kn,mkn (default with --orders: mkn)",
+    )
     parser.add_argument("--k", type=NONNEGATIVE_FLOAT, default=0.1, help="add-k pseudo-count (0 = unsmoothed)")
-    parser.add_argument("--discount", type=open_interval(0.0, 1.0), default=0.75,
-                        help="Kneser-Ney discount D (also modified KN's fallback)")
+    parser.add_argument(
+        "--discount",
+        type=open_interval(0.0, 1.0),
+        default=0.75,
+        help="Kneser-Ney discount D (also modified KN's fallback)",
+    )
     parser.add_argument("--engine", choices=ENGINES, default="numpy")
     parser.add_argument("--device", default="cpu", help="torch device for --engine torch")
     parser.add_argument("--threads", type=POSITIVE_INT, help="torch intra-op threads (default: torch's)")
@@ -48,11 +62,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not Path(args.data).is_file():
-        parser.error(f"--data: no file at {args.data}; run python scripts/download_data.py "
-                     "or pass --data PATH")
-    spec = BaselineSpec(data=args.data, orders=args.orders, smoothings=args.smoothings, k=args.k,
-                        discount=args.discount, engine=args.engine, device=args.device,
-                        threads=args.threads)
+        parser.error(f"--data: no file at {args.data}; run python scripts/download_data.py or pass --data PATH")
+    spec = BaselineSpec(
+        data=args.data,
+        orders=args.orders,
+        smoothings=args.smoothings,
+        k=args.k,
+        discount=args.discount,
+        engine=args.engine,
+        device=args.device,
+        threads=args.threads,
+    )
     try:
         rows = run_baselines(spec)
     except ValueError as error:  # the library's argument checks, e.g. a text shorter than the order

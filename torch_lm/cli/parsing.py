@@ -70,9 +70,10 @@ def fail(parser: argparse.ArgumentParser, message: str, code: int) -> int:
 # Value types: parse, then apply the project's validation helpers
 # ---------------------------------------------------------------------------------------------
 
-def checked(parse: Callable[[str], Any], check: Callable[[str, str, Any], Any], what: str
-            ) -> Callable[[str], Any]:
+
+def checked(parse: Callable[[str], Any], check: Callable[[str, str, Any], Any], what: str) -> Callable[[str], Any]:
     """An argparse ``type`` that parses a string and validates it with a ``validation`` helper."""
+
     def convert(text: str) -> Any:
         try:
             value = parse(text)
@@ -82,6 +83,7 @@ def checked(parse: Callable[[str], Any], check: Callable[[str, str, Any], Any], 
             return check("", "value", value)
         except ValueError as error:
             raise argparse.ArgumentTypeError(str(error).removeprefix(": ")) from None
+
     return convert
 
 
@@ -105,28 +107,27 @@ def int_list(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 2,2,2, "
-                                         f"got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 2,2,2, got {text!r}") from None
 
 
 def positive_int_list(text: str) -> tuple[int, ...]:
     """``"1,2,4"`` -> (1, 2, 4): distinct positive integers, kept in the given order."""
     values = int_list(text)
     if not values or min(values) < 1 or len(set(values)) != len(values):
-        raise argparse.ArgumentTypeError(f"expected distinct positive integers such as 1,2,4, "
-                                         f"got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected distinct positive integers such as 1,2,4, got {text!r}")
     return values
 
 
 def choice_list(choices: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
     """An argparse ``type`` for comma-separated names, each one of ``choices``."""
+
     def parse(text: str) -> tuple[str, ...]:
         names = tuple(text.split(","))
         unknown = [name for name in names if name not in choices]
         if unknown:
-            raise argparse.ArgumentTypeError(f"unknown value {unknown[0]!r}; choose from "
-                                             f"{','.join(choices)}")
+            raise argparse.ArgumentTypeError(f"unknown value {unknown[0]!r}; choose from {','.join(choices)}")
         return names
+
     return parse
 
 
@@ -135,13 +136,15 @@ def float_pair(text: str) -> tuple[float, float]:
     try:
         first, second = (float(part) for part in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected two comma-separated numbers such as "
-                                         f"0.9,0.99, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected two comma-separated numbers such as 0.9,0.99, got {text!r}"
+        ) from None
     return first, second
 
 
 def open_interval(low: float, high: float) -> Callable[[str], float]:
     """An argparse ``type`` for a number strictly between ``low`` and ``high``."""
+
     def parse(text: str) -> float:
         try:
             value = float(text)
@@ -150,4 +153,5 @@ def open_interval(low: float, high: float) -> Callable[[str], float]:
         if not low < value < high:
             raise argparse.ArgumentTypeError(f"expected a number in ({low:g}, {high:g}), got {text!r}")
         return value
+
     return parse

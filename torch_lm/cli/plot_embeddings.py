@@ -14,14 +14,24 @@ from torch_lm.training.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
 
 
 def build_parser() -> OneLineParser:
-    parser = parser_for("plot_embeddings", description="The trained character embeddings projected "
-                        "to 2-D with PCA and t-SNE, as labelled PNGs.")
-    parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, metavar="PATH",
-                        help="a NeuralLM last.pt or best.pt (default: %(default)s)")
+    parser = parser_for(
+        "plot_embeddings",
+        description="The trained character embeddings projected to 2-D with PCA and t-SNE, as labelled PNGs.",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        default=DEFAULT_CHECKPOINT,
+        metavar="PATH",
+        help="a NeuralLM last.pt or best.pt (default: %(default)s)",
+    )
     parser.add_argument("--out-dir", default="reports", help="where the PNGs go (default: %(default)s)")
     parser.add_argument("--prefix", default="embeddings", help="file name prefix (default: %(default)s)")
-    parser.add_argument("--perplexity", type=float, default=DEFAULT_PERPLEXITY,
-                        help="t-SNE perplexity, in [1, V - 1) (default: %(default)s)")
+    parser.add_argument(
+        "--perplexity",
+        type=float,
+        default=DEFAULT_PERPLEXITY,
+        help="t-SNE perplexity, in [1, V - 1) (default: %(default)s)",
+    )
     return parser
 
 
@@ -35,8 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(parser, str(error), EXIT_FAILURE)
     except ValueError as error:
         return fail(parser, str(error), EXIT_USAGE)
-    print(f"wrote {result['pca_png']} and {result['tsne_png']} in {time.perf_counter() - began:.1f} s; "
-          f"t-SNE KL {result['tsne_kl']:.4f} (NumPy reference {result['reference_tsne_kl']:.4f}), "
-          f"trustworthiness {result['tsne_trustworthiness']:.4f} "
-          f"({result['reference_tsne_trustworthiness']:.4f})", file=sys.stderr)
+    print(
+        f"wrote {result['pca_png']} and {result['tsne_png']} in {time.perf_counter() - began:.1f} s; "
+        f"t-SNE KL {result['tsne_kl']:.4f} (NumPy reference {result['reference_tsne_kl']:.4f}), "
+        f"trustworthiness {result['tsne_trustworthiness']:.4f} "
+        f"({result['reference_tsne_trustworthiness']:.4f})",
+        file=sys.stderr,
+    )
     return 0

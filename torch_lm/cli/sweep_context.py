@@ -40,18 +40,39 @@ from torch_lm.training.signals import NonFiniteLossError
 
 def build_parser() -> OneLineParser:
     model, run = ModelConfig(), TrainConfig()
-    parser = parser_for("sweep_context", description="Held-out perplexity of the NeuralLM against its "
-                        "context length, next to the count n-gram with the same context (modified "
-                        "Kneser-Ney of order context + 1).")
-    parser.add_argument("--contexts", type=positive_int_list, default=DEFAULT_CONTEXTS, metavar="C,C,...",
-                        help="context lengths to train (default: 1,2,4,8,16)")
-    parser.add_argument("--steps", type=POSITIVE_INT, default=DEFAULT_STEPS,
-                        help="optimizer steps per context, the equal budget (default: %(default)s)")
-    parser.add_argument("--time-budget", type=NONNEGATIVE_FLOAT, default=0.0, metavar="SEC",
-                        help="also stop each run after SEC seconds, 0 = no cap (default: 0)")
-    parser.add_argument("--fusion", choices=FUSIONS, default="default",
-                        help="the default model's fusion for each context (groups of 8 from context 16), "
-                             "the flat MLP, or hierarchical pairs for power-of-two contexts (default: default)")
+    parser = parser_for(
+        "sweep_context",
+        description="Held-out perplexity of the NeuralLM against its "
+        "context length, next to the count n-gram with the same context (modified "
+        "Kneser-Ney of order context + 1).",
+    )
+    parser.add_argument(
+        "--contexts",
+        type=positive_int_list,
+        default=DEFAULT_CONTEXTS,
+        metavar="C,C,...",
+        help="context lengths to train (default: 1,2,4,8,16)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=POSITIVE_INT,
+        default=DEFAULT_STEPS,
+        help="optimizer steps per context, the equal budget (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--time-budget",
+        type=NONNEGATIVE_FLOAT,
+        default=0.0,
+        metavar="SEC",
+        help="also stop each run after SEC seconds, 0 = no cap (default: 0)",
+    )
+    parser.add_argument(
+        "--fusion",
+        choices=FUSIONS,
+        default="default",
+        help="the default model's fusion for each context (groups of 8 from context 16), "
+        "the flat MLP, or hierarchical pairs for power-of-two contexts (default: default)",
+    )
     parser.add_argument("--embed-dim", type=POSITIVE_INT, help=f"default: {model.embed_dim}")
     parser.add_argument("--hidden-dim", type=POSITIVE_INT, help=f"default: {model.hidden_dim}")
     parser.add_argument("--batch-size", type=POSITIVE_INT, help=f"default: {run.batch_size}")
@@ -60,10 +81,14 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--seed", type=int, help=f"default: {run.seed}")
     parser.add_argument("--device", help=f"auto, cpu, cuda or cuda:N (default: {run.device})")
     parser.add_argument("--data", metavar="PATH", help="text file (default: Tiny Shakespeare in data/)")
-    parser.add_argument("--runs-root", default=DEFAULT_RUNS_ROOT,
-                        help="TensorBoard runs go to RUNS_ROOT/context-C (default: %(default)s)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace existing RUNS_ROOT/context-C runs instead of refusing")
+    parser.add_argument(
+        "--runs-root",
+        default=DEFAULT_RUNS_ROOT,
+        help="TensorBoard runs go to RUNS_ROOT/context-C (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace existing RUNS_ROOT/context-C runs instead of refusing"
+    )
     parser.add_argument("--out", default=DEFAULT_JSON, help="results JSON (default: %(default)s)")
     parser.add_argument("--png", default=DEFAULT_PNG, help="figure (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
@@ -80,9 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_outputs(results, spec)
     except (DataError, FileExistsError, NonFiniteLossError, OSError) as error:
         return fail(parser, str(error), EXIT_FAILURE)
-    except ValueError as error:   # a setting the configs reject (e.g. --lr -1, --fusion pairs with 3)
+    except ValueError as error:  # a setting the configs reject (e.g. --lr -1, --fusion pairs with 3)
         return fail(parser, str(error), EXIT_USAGE)
     print(json.dumps(results, indent=2) if args.json else format_table(results))
-    print(f"sweep: {len(results['rows'])} contexts in {time.perf_counter() - began:.0f} s; wrote "
-          f"{spec.out} and {spec.png}", file=sys.stderr)
+    print(
+        f"sweep: {len(results['rows'])} contexts in {time.perf_counter() - began:.0f} s; wrote "
+        f"{spec.out} and {spec.png}",
+        file=sys.stderr,
+    )
     return 0

@@ -45,71 +45,97 @@ from torch_lm.training.distributed import (
 from torch_lm.training.signals import NonFiniteLossError, TrainingInterrupted
 from torch_lm.training.trainer import train
 
-MODEL_FLAGS = ("context", "embed_dim", "hidden_dim", "fusion", "n_blocks", "activation", "norm",
-               "dropout")
+MODEL_FLAGS = ("context", "embed_dim", "hidden_dim", "fusion", "n_blocks", "activation", "norm", "dropout")
 
 
 def build_parser() -> OneLineParser:
     """The parser of ``train``; every flag defaults to 'not given' (see the module docstring)."""
     model, run = ModelConfig(), TrainConfig()
     parser = parser_for(
-        "train", argument_default=argparse.SUPPRESS,
+        "train",
+        argument_default=argparse.SUPPRESS,
         description="Train the character NeuralLM on Tiny Shakespeare (TensorBoard events, "
-                    "last.pt and best.pt in --run-dir). Defaults come from ModelConfig and "
-                    "TrainConfig; with --resume, from the checkpoint.")
-    parser.add_argument("--data", metavar="PATH",
-                        help=f"text file to train on (default: {DEFAULT_DATA_PATH}, downloaded "
-                             f"and verified if absent)")
+        "last.pt and best.pt in --run-dir). Defaults come from ModelConfig and "
+        "TrainConfig; with --resume, from the checkpoint.",
+    )
+    parser.add_argument(
+        "--data",
+        metavar="PATH",
+        help=f"text file to train on (default: {DEFAULT_DATA_PATH}, downloaded and verified if absent)",
+    )
     m = parser.add_argument_group("model (ModelConfig)")
     m.add_argument("--context", type=int, help=f"characters of context (default: {model.context})")
     m.add_argument("--embed-dim", type=int, help=f"character vector size (default: {model.embed_dim})")
     m.add_argument("--hidden-dim", type=int, help=f"hidden width (default: {model.hidden_dim})")
-    m.add_argument("--fusion", type=int_list, metavar="G,G,...",
-                   help="group sizes of the hierarchical fusion levels, product = context, e.g. "
-                        "2,2,2; 'none' for the flat MLP (default: groups of 8 characters, then "
-                        f"all groups, for a context that is a multiple of 8 above 8: "
-                        f"{','.join(map(str, model.fusion))} at context {model.context}; flat otherwise)")
+    m.add_argument(
+        "--fusion",
+        type=int_list,
+        metavar="G,G,...",
+        help="group sizes of the hierarchical fusion levels, product = context, e.g. "
+        "2,2,2; 'none' for the flat MLP (default: groups of 8 characters, then "
+        f"all groups, for a context that is a multiple of 8 above 8: "
+        f"{','.join(map(str, model.fusion))} at context {model.context}; flat otherwise)",
+    )
     m.add_argument("--n-blocks", type=int, help=f"residual blocks (default: {model.n_blocks})")
-    m.add_argument("--activation", choices=ACTIVATIONS,
-                   help=f"hidden activation (default: {model.activation})")
-    m.add_argument("--norm", action=argparse.BooleanOptionalAction,
-                   help=f"LayerNorm in every hidden layer (default: {model.norm})")
+    m.add_argument("--activation", choices=ACTIVATIONS, help=f"hidden activation (default: {model.activation})")
+    m.add_argument(
+        "--norm", action=argparse.BooleanOptionalAction, help=f"LayerNorm in every hidden layer (default: {model.norm})"
+    )
     m.add_argument("--dropout", type=float, help=f"dropout probability (default: {model.dropout})")
     t = parser.add_argument_group("training (TrainConfig)")
     t.add_argument("--batch-size", type=int, help=f"global batch size (default: {run.batch_size})")
     t.add_argument("--lr", type=float, help=f"peak learning rate (default: {run.lr})")
     t.add_argument("--min-lr", type=float, help=f"final learning rate (default: {run.min_lr})")
     t.add_argument("--warmup-steps", type=int, help=f"linear warmup steps (default: {run.warmup_steps})")
-    t.add_argument("--weight-decay", type=float,
-                   help=f"AdamW weight decay of the weight matrices (default: {run.weight_decay})")
-    t.add_argument("--betas", type=float_pair, metavar="B1,B2",
-                   help=f"AdamW betas (default: {','.join(map(str, run.betas))})")
+    t.add_argument(
+        "--weight-decay", type=float, help=f"AdamW weight decay of the weight matrices (default: {run.weight_decay})"
+    )
+    t.add_argument(
+        "--betas", type=float_pair, metavar="B1,B2", help=f"AdamW betas (default: {','.join(map(str, run.betas))})"
+    )
     t.add_argument("--grad-clip", type=float, help=f"max gradient norm, 0 = off (default: {run.grad_clip})")
     t.add_argument("--max-steps", type=int, help=f"optimizer steps (default: {run.max_steps})")
-    t.add_argument("--time-budget", type=float, metavar="SEC",
-                   help=f"stop after SEC seconds, 0 = no limit (default: {run.time_budget})")
+    t.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="SEC",
+        help=f"stop after SEC seconds, 0 = no limit (default: {run.time_budget})",
+    )
     t.add_argument("--eval-interval", type=int, help=f"steps between evaluations (default: {run.eval_interval})")
     t.add_argument("--log-interval", type=int, help=f"steps between log lines (default: {run.log_interval})")
-    t.add_argument("--checkpoint-interval", type=int, metavar="N",
-                   help=f"also save last.pt every N steps, 0 = only at evaluations (default: "
-                        f"{run.checkpoint_interval})")
-    t.add_argument("--holdout-tail", type=int, metavar="N",
-                   help=f"leave the last N train characters out of training, to tune something on "
-                        f"them (default: {run.holdout_tail})")
-    t.add_argument("--eval-batch-size", type=int,
-                   help=f"windows per forward in evaluation (default: {run.eval_batch_size})")
-    t.add_argument("--sample-length", type=int,
-                   help=f"characters sampled at every evaluation (default: {run.sample_length})")
+    t.add_argument(
+        "--checkpoint-interval",
+        type=int,
+        metavar="N",
+        help=f"also save last.pt every N steps, 0 = only at evaluations (default: {run.checkpoint_interval})",
+    )
+    t.add_argument(
+        "--holdout-tail",
+        type=int,
+        metavar="N",
+        help=f"leave the last N train characters out of training, to tune something on "
+        f"them (default: {run.holdout_tail})",
+    )
+    t.add_argument(
+        "--eval-batch-size", type=int, help=f"windows per forward in evaluation (default: {run.eval_batch_size})"
+    )
+    t.add_argument(
+        "--sample-length", type=int, help=f"characters sampled at every evaluation (default: {run.sample_length})"
+    )
     t.add_argument("--seed", type=int, help=f"seed of initialisation, batches, dropout (default: {run.seed})")
     t.add_argument("--device", help=f"auto, cpu, cuda or cuda:N (default: {run.device})")
     t.add_argument("--dtype", choices=sorted(DTYPES), help=f"parameter dtype (default: {run.dtype})")
     t.add_argument("--run-dir", help=f"output directory (default: {run.run_dir})")
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
-    t.add_argument("--compile", action=argparse.BooleanOptionalAction,
-                   help=f"torch.compile the model (default: {run.compile})")
-    t.add_argument("--fused-optimizer", action=argparse.BooleanOptionalAction,
-                   help=f"AdamW's fused kernel where torch has one; --no-fused-optimizer takes the "
-                        f"op-by-op path that numpy_ref.optim mirrors (default: {run.fused_optimizer})")
+    t.add_argument(
+        "--compile", action=argparse.BooleanOptionalAction, help=f"torch.compile the model (default: {run.compile})"
+    )
+    t.add_argument(
+        "--fused-optimizer",
+        action=argparse.BooleanOptionalAction,
+        help=f"AdamW's fused kernel where torch has one; --no-fused-optimizer takes the "
+        f"op-by-op path that numpy_ref.optim mirrors (default: {run.fused_optimizer})",
+    )
     return parser
 
 
@@ -135,8 +161,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfi
         except (ValueError, TypeError) as error:  # a stale or foreign checkpoint, not a bad flag
             raise CheckpointError(f"checkpoint {last}: {error}") from None
     model_config = ModelConfig.from_dict({**model_base, **model_flags})
-    train_config = TrainConfig.from_dict({**train_base, **train_flags,
-                                          "resume": bool(given.get("resume"))})
+    train_config = TrainConfig.from_dict({**train_base, **train_flags, "resume": bool(given.get("resume"))})
     return model_config, train_config
 
 
@@ -178,7 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(parser, str(error), EXIT_USAGE)
     if not env.is_main:
         return 0
-    print(f"{summary['status']}: {summary['steps']} steps, val loss {summary['val_loss']:.4f} "
-          f"nats/char (perplexity {summary['val_ppl']:.3f}, {summary['bpc']:.3f} bpc), best "
-          f"{summary['best_val_loss']:.4f}; checkpoints and events in {summary['run_dir']}")
+    print(
+        f"{summary['status']}: {summary['steps']} steps, val loss {summary['val_loss']:.4f} "
+        f"nats/char (perplexity {summary['val_ppl']:.3f}, {summary['bpc']:.3f} bpc), best "
+        f"{summary['best_val_loss']:.4f}; checkpoints and events in {summary['run_dir']}"
+    )
     return 0

@@ -106,19 +106,44 @@ def compare(spec: CompareSpec, data: Data, device: torch.device) -> dict:
     if curves:
         plot_loss_curves(curves, best_count.label, best_count.result.loss, out_dir / "loss_curves.png")
     plot_quality(quality, out_dir / "generation_quality.png")
-    ctx = {"rows": rows, "data": data, "sha256": sha, "checkpoint": spec.checkpoint,
-           "command": spec.command_line(),
-           "mixture": mixture_info, "convergence": convergence(data, spec.fit_steps),
-           "sweep": sweep_results, "sweep_note": sweep_note,
-           "sweep_png": sweep_png if sweep_png.is_file() else None, "curves": curves, "quality": quality,
-           "temperature": spec.temperature, "seed": spec.seed, "sample_length": spec.sample_length,
-           "embedding_lines": embedding_lines(out_dir, spec.regenerate_all)}
+    ctx = {
+        "rows": rows,
+        "data": data,
+        "sha256": sha,
+        "checkpoint": spec.checkpoint,
+        "command": spec.command_line(),
+        "mixture": mixture_info,
+        "convergence": convergence(data, spec.fit_steps),
+        "sweep": sweep_results,
+        "sweep_note": sweep_note,
+        "sweep_png": sweep_png if sweep_png.is_file() else None,
+        "curves": curves,
+        "quality": quality,
+        "temperature": spec.temperature,
+        "seed": spec.seed,
+        "sample_length": spec.sample_length,
+        "embedding_lines": embedding_lines(out_dir, spec.regenerate_all),
+    }
     out_path.write_text(build_report(ctx))
-    summary = {"rows": [{"key": r.key, "label": r.label, "kind": r.kind, "context": r.model.context,
-                         "setting": r.setting, **r.result.to_dict()} for r in rows],
-               "neural_lm": neural_info, "mixture": mixture_info, "convergence": ctx["convergence"],
-               "quality": {k: {m: v for m, v in q.items() if m != "text"} for k, q in quality.items()},
-               "sweep_included": sweep_results is not None, "data_sha256": sha}
+    summary = {
+        "rows": [
+            {
+                "key": r.key,
+                "label": r.label,
+                "kind": r.kind,
+                "context": r.model.context,
+                "setting": r.setting,
+                **r.result.to_dict(),
+            }
+            for r in rows
+        ],
+        "neural_lm": neural_info,
+        "mixture": mixture_info,
+        "convergence": ctx["convergence"],
+        "quality": {k: {m: v for m, v in q.items() if m != "text"} for k, q in quality.items()},
+        "sweep_included": sweep_results is not None,
+        "data_sha256": sha,
+    }
     (out_dir / "compare.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -126,9 +151,15 @@ def compare(spec: CompareSpec, data: Data, device: torch.device) -> dict:
 def regenerate_inputs(spec: CompareSpec, data: Data) -> None:
     """The context sweep, the embedding plots and the tuning model, into the report's directory."""
     out_dir = Path(spec.out).parent
-    sweep_spec = sweep.SweepSpec(contexts=spec.sweep_contexts, steps=spec.sweep_steps, overwrite=True,
-                                 device=spec.device, data=spec.data, out=str(out_dir / "sweep.json"),
-                                 png=str(out_dir / Path(sweep.DEFAULT_PNG).name))
+    sweep_spec = sweep.SweepSpec(
+        contexts=spec.sweep_contexts,
+        steps=spec.sweep_steps,
+        overwrite=True,
+        device=spec.device,
+        data=spec.data,
+        out=str(out_dir / "sweep.json"),
+        png=str(out_dir / Path(sweep.DEFAULT_PNG).name),
+    )
     results = sweep.run_sweep(sweep_spec)
     sweep.write_outputs(results, sweep_spec)
     print(sweep.format_table(results), file=sys.stderr)

@@ -40,14 +40,14 @@ from torch_lm.training.sampling import sample_prompt
 from torch_lm.training.trainer import train
 
 DEFAULT_TUNING_CHECKPOINT = "runs/default-holdout/best.pt"  # the recipe without the train slice
-K_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)   # add-k pseudo-counts tried on the train slice
-L2_GRID = (0.0, 0.1, 0.3, 1.0, 3.0)                 # neural-table prior strengths (bigram.l2_penalty)
-TABLE_LR = 1.0                                       # Adam on a free logit table: converges in ~300 steps
-FACTORED_LR = 0.1                                    # the factored form's (non-convex) loss: gentler
-SHOWN_CHARS = 400                                    # characters of each sample printed in the report
-DIMINISHING = 0.05                                   # a doubling of context that gains < 5 % perplexity
+K_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)  # add-k pseudo-counts tried on the train slice
+L2_GRID = (0.0, 0.1, 0.3, 1.0, 3.0)  # neural-table prior strengths (bigram.l2_penalty)
+TABLE_LR = 1.0  # Adam on a free logit table: converges in ~300 steps
+FACTORED_LR = 0.1  # the factored form's (non-convex) loss: gentler
+SHOWN_CHARS = 400  # characters of each sample printed in the report
+DIMINISHING = 0.05  # a doubling of context that gains < 5 % perplexity
 COUNT_KINDS = ("baseline", "count")
-AGREEMENT = 0.002                                    # neural vs count bigram train loss, nats
+AGREEMENT = 0.002  # neural vs count bigram train loss, nats
 
 
 @dataclass
@@ -56,10 +56,10 @@ class Row:
 
     key: str
     label: str
-    kind: str                  # "baseline", "count", "neural" or "mixture"
-    setting: str               # how its hyperparameters were set, for the table
+    kind: str  # "baseline", "count", "neural" or "mixture"
+    setting: str  # how its hyperparameters were set, for the table
     model: CharModel
-    probs: torch.Tensor        # p(val[i] | history), (N,)
+    probs: torch.Tensor  # p(val[i] | history), (N,)
     result: HeldoutResult = field(init=False)
 
     def __post_init__(self) -> None:
@@ -84,7 +84,7 @@ class Data:
 
     @property
     def train_text(self) -> str:
-        return self.text[:len(self.train)]
+        return self.text[: len(self.train)]
 
 
 # ----------------------------------------------------------------------------- model builders
@@ -104,15 +104,23 @@ def addk_row(key: str, label: str, order: int, data: Data) -> Row:
     """Add-k of ``order``, k chosen on the train slice from ``K_GRID``."""
     V = len(data.vocab)
     k, _ = tune_on_slice(K_GRID, lambda k, ids: NGramModel.fit(ids, order, V, "addk", k), data.train)
-    return scored(key, label, "count", f"k = {k:g} (train slice)", NGramModel.fit(data.train, order, V, "addk", k), data)
+    return scored(
+        key, label, "count", f"k = {k:g} (train slice)", NGramModel.fit(data.train, order, V, "addk", k), data
+    )
 
 
 def table_row(key: str, label: str, context: int, data: Data, steps: int) -> Row:
     """The neural table of ``context``, its L2 strength chosen on the train slice from ``L2_GRID``."""
     V = len(data.vocab)
     l2, _ = tune_on_slice(L2_GRID, lambda l2, ids: fit_table(ids, context, V, l2, steps), data.train)
-    return scored(key, label, "neural", f"table {V}^{context} x {V}, L2 = {l2:g} (train slice), "
-                                        f"{steps} full-batch steps", fit_table(data.train, context, V, l2, steps), data)
+    return scored(
+        key,
+        label,
+        "neural",
+        f"table {V}^{context} x {V}, L2 = {l2:g} (train slice), {steps} full-batch steps",
+        fit_table(data.train, context, V, l2, steps),
+        data,
+    )
 
 
 def count_rows(data: Data, kn_order: int, steps: int) -> list[Row]:
@@ -124,26 +132,45 @@ def count_rows(data: Data, kn_order: int, steps: int) -> list[Row]:
         addk_row("bigram_addk", "bigram Markov (add-k)", 2, data),
         table_row("neural_bigram", "neural bigram", 1, data, steps),
         addk_row("trigram_addk", "trigram (add-k)", 3, data),
-        scored("trigram_kn", "trigram (interpolated Kneser-Ney)", "count", f"D = {DEFAULT_DISCOUNT:g}",
-               NGramModel.fit(data.train, 3, V, "kn"), data),
+        scored(
+            "trigram_kn",
+            "trigram (interpolated Kneser-Ney)",
+            "count",
+            f"D = {DEFAULT_DISCOUNT:g}",
+            NGramModel.fit(data.train, 3, V, "kn"),
+            data,
+        ),
         table_row("neural_trigram", "neural context 2 (trigram table)", 2, data, steps),
-        scored("best_count", f"modified Kneser-Ney {kn_order}-gram", "count",
-               "discounts estimated per order", NGramModel.fit(data.train, kn_order, V, "mkn"), data),
+        scored(
+            "best_count",
+            f"modified Kneser-Ney {kn_order}-gram",
+            "count",
+            "discounts estimated per order",
+            NGramModel.fit(data.train, kn_order, V, "mkn"),
+            data,
+        ),
     ]
 
 
 def neural_row(checkpoint_path: str, data: Data, device: torch.device) -> tuple[Row, dict]:
     """The trained NeuralLM of the checkpoint and a few facts about it (step, config, parameters)."""
     checkpoint = require_checkpoint(checkpoint_path)
-    check_vocab_matches(checkpoint_path, checkpoint, data.vocab)     # also checked by main, first
+    check_vocab_matches(checkpoint_path, checkpoint, data.vocab)  # also checked by main, first
     model, _ = model_from_checkpoint(checkpoint_path, device)
     config = model.config
-    info = {"step": checkpoint["step"], "context": config.context, "parameters": model.num_parameters(),
-            "model_config": config.to_dict()}
-    setting = (f"checkpoint step {info['step']}, context {config.context}, fusion "
-               f"{list(config.fusion) or 'flat'}, {info['parameters']:,} parameters")
-    row = scored("neural_lm", "NeuralLM (trained)", "neural", setting,
-                 NeuralModel(model, config.context, len(data.vocab)), data)
+    info = {
+        "step": checkpoint["step"],
+        "context": config.context,
+        "parameters": model.num_parameters(),
+        "model_config": config.to_dict(),
+    }
+    setting = (
+        f"checkpoint step {info['step']}, context {config.context}, fusion "
+        f"{list(config.fusion) or 'flat'}, {info['parameters']:,} parameters"
+    )
+    row = scored(
+        "neural_lm", "NeuralLM (trained)", "neural", setting, NeuralModel(model, config.context, len(data.vocab)), data
+    )
     return row, info
 
 
@@ -155,12 +182,20 @@ def train_tuning_model(checkpoint: str, tuning_checkpoint: str, device: str, dat
     _, slice_ids = slice_split(data.train)
     run_dir = Path(tuning_checkpoint).parent
     if (run_dir / "last.pt").exists():
-        shutil.rmtree(run_dir)                  # regenerating everything includes this run
-    print(f"tuning model: the recipe of {checkpoint} with the last {len(slice_ids):,} train "
-          f"characters held out, into {run_dir}", file=sys.stderr)
+        shutil.rmtree(run_dir)  # regenerating everything includes this run
+    print(
+        f"tuning model: the recipe of {checkpoint} with the last {len(slice_ids):,} train "
+        f"characters held out, into {run_dir}",
+        file=sys.stderr,
+    )
     model_config = ModelConfig.from_dict(recipe["model_config"])
-    train_config = replace(TrainConfig.from_dict(recipe["train_config"]), run_dir=str(run_dir),
-                           holdout_tail=len(slice_ids), device=device, resume=False)
+    train_config = replace(
+        TrainConfig.from_dict(recipe["train_config"]),
+        run_dir=str(run_dir),
+        holdout_tail=len(slice_ids),
+        device=device,
+        resume=False,
+    )
     train(model_config, train_config, data.text)
 
 
@@ -170,28 +205,41 @@ def tuning_model(path: str, data: Data, device: torch.device) -> NeuralModel:
     check_vocab_matches(path, checkpoint, data.vocab)
     _, slice_ids = slice_split(data.train)
     if checkpoint["train_config"].get("holdout_tail", 0) != len(slice_ids):
-        raise CheckpointError(f"{path}: not trained with the {len(slice_ids):,}-character train slice "
-                              "held out (run python scripts/compare.py --all)")
+        raise CheckpointError(
+            f"{path}: not trained with the {len(slice_ids):,}-character train slice "
+            "held out (run python scripts/compare.py --all)"
+        )
     model, _ = model_from_checkpoint(path, device)
     return NeuralModel(model, model.config.context, len(data.vocab))
 
 
-def mixture_row(neural: Row, tuner: NeuralModel, kn_full: Row, kn_order: int,
-                data: Data) -> tuple[Row, dict]:
+def mixture_row(neural: Row, tuner: NeuralModel, kn_full: Row, kn_order: int, data: Data) -> tuple[Row, dict]:
     """p = lam p_NeuralLM + (1 - lam) p_KN with lam chosen on the train slice by the two models
     fitted without it (``tuner``, and a KN of the rest of train), then scored on val with the
     NeuralLM and the KN of the full train text."""
     fit_ids, slice_ids = slice_split(data.train)
     kn_fit = NGramModel.fit(fit_ids, kn_order, len(data.vocab), "mkn")
-    lam, slice_loss = mixture_weight(heldout_probs(tuner, fit_ids, slice_ids),
-                                     heldout_probs(kn_fit, fit_ids, slice_ids))
+    lam, slice_loss = mixture_weight(
+        heldout_probs(tuner, fit_ids, slice_ids), heldout_probs(kn_fit, fit_ids, slice_ids)
+    )
     probs = lam * neural.probs + (1 - lam) * kn_full.probs
-    row = Row("mixture", f"NeuralLM + modified KN {kn_order}-gram mixture", "mixture",
-              f"lambda = {lam:.2f} (train slice)", MixtureModel(neural.model, kn_full.model, lam), probs)
+    row = Row(
+        "mixture",
+        f"NeuralLM + modified KN {kn_order}-gram mixture",
+        "mixture",
+        f"lambda = {lam:.2f} (train slice)",
+        MixtureModel(neural.model, kn_full.model, lam),
+        probs,
+    )
     # Shown for information only (lam is never chosen here): the val loss over the whole lambda grid.
     val_lam, val_loss = mixture_weight(neural.probs, kn_full.probs)
-    return row, {"lambda": lam, "slice_loss": slice_loss, "slice_positions": len(slice_ids),
-                 "val_optimal_lambda_for_information": val_lam, "val_loss_at_that_lambda": val_loss}
+    return row, {
+        "lambda": lam,
+        "slice_loss": slice_loss,
+        "slice_positions": len(slice_ids),
+        "val_optimal_lambda_for_information": val_lam,
+        "val_loss_at_that_lambda": val_loss,
+    }
 
 
 # ----------------------------------------------------------------------------- convergence
@@ -208,8 +256,17 @@ def convergence(data: Data, steps: int) -> list[dict]:
         factored = bigram.FactoredLM(V, context, V - 1).double()
         factored.reset_parameters(torch.Generator().manual_seed(0))
         factored_loss = bigram.fit_counts(factored, contexts, counts, steps, lr=FACTORED_LR)[-1]
-        out.append({"context": context, "distinct_contexts": len(contexts), "count_mle": target,
-                    "table": table_loss, "factored": factored_loss, "embed_dim": V - 1, "steps": steps})
+        out.append(
+            {
+                "context": context,
+                "distinct_contexts": len(contexts),
+                "count_mle": target,
+                "table": table_loss,
+                "factored": factored_loss,
+                "embed_dim": V - 1,
+                "steps": steps,
+            }
+        )
     return out
 
 
@@ -223,9 +280,8 @@ def samples(rows: list[Row], data: Data, length: int, temperature: float, seed: 
     for row in rows:
         text = data.vocab.decode(sample(row.model, prompt, length, temperature, seed))
         out[row.key] = {"label": row.label, "text": text, **generation_quality(text, vocabulary)}
-    reference = data.text[len(data.train):len(data.train) + length]
-    out["val_text"] = {"label": "val text (reference)", "text": reference,
-                       **generation_quality(reference, vocabulary)}
+    reference = data.text[len(data.train) : len(data.train) + length]
+    out["val_text"] = {"label": "val text (reference)", "text": reference, **generation_quality(reference, vocabulary)}
     return out
 
 
@@ -238,23 +294,26 @@ def loss_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     accumulator.Reload()
     tags = set(accumulator.Tags().get("scalars", []))
-    return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in ("loss/train", "loss/val")
-            if tag in tags}
+    return {
+        tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in ("loss/train", "loss/val") if tag in tags
+    }
 
 
 def load_sweep(path: Path, data_sha256: str) -> tuple[dict | None, str]:
     """The sweep's JSON if it exists and was run on this text, else None; and a note on why."""
     if not path.is_file():
-        return None, (f"No sweep results at `{path.as_posix()}`: run `python scripts/sweep_context.py` "
-                      f"(or `python scripts/compare.py --all`).")
+        return None, (
+            f"No sweep results at `{path.as_posix()}`: run `python scripts/sweep_context.py` "
+            f"(or `python scripts/compare.py --all`)."
+        )
     try:
         results = json.loads(path.read_text())
         results["rows"]
     except (ValueError, KeyError, TypeError) as error:
         raise DataError(f"{path} is not a sweep_context.py results file ({error})") from None
     if results.get("data_sha256") != data_sha256:
-        return None, (f"The sweep results at `{path.as_posix()}` were computed on a different text "
-                      f"(sha256 {str(results.get('data_sha256'))[:12]}…); rerun the sweep on this one.")
+        return None, (
+            f"The sweep results at `{path.as_posix()}` were computed on a different text "
+            f"(sha256 {str(results.get('data_sha256'))[:12]}…); rerun the sweep on this one."
+        )
     return results, ""
-
-

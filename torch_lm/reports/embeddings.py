@@ -60,8 +60,14 @@ def plot_points(points: np.ndarray, vocab: CharVocab, title: str, path: str | Pa
         if chosen:
             ax.scatter(points[chosen, 0], points[chosen, 1], s=28, color=color, label=kind, alpha=0.85)
     for i, ch in enumerate(chars):
-        ax.annotate(vocab.label(ch), points[i], textcoords="offset points", xytext=(4, 3), fontsize=9,
-                    color=COLORS[CATEGORIES.index(kinds[i])])
+        ax.annotate(
+            vocab.label(ch),
+            points[i],
+            textcoords="offset points",
+            xytext=(4, 3),
+            fontsize=9,
+            color=COLORS[CATEGORIES.index(kinds[i])],
+        )
     ax.set_title(title)
     ax.grid(alpha=0.25)
     ax.legend(loc="best", fontsize=9)
@@ -74,8 +80,15 @@ def sklearn_tsne(x: np.ndarray, perplexity: float) -> tuple[np.ndarray, float]:
     Deterministic: the PCA start leaves nothing to a seed."""
     from sklearn.manifold import TSNE
 
-    model = TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto",
-                 method="exact", max_iter=TSNE_ITERATIONS, random_state=0)
+    model = TSNE(
+        n_components=2,
+        perplexity=perplexity,
+        init="pca",
+        learning_rate="auto",
+        method="exact",
+        max_iter=TSNE_ITERATIONS,
+        random_state=0,
+    )
     return model.fit_transform(x).astype(np.float64), float(model.kl_divergence_)
 
 
@@ -86,8 +99,9 @@ def tsne_trustworthiness(x: np.ndarray, y: np.ndarray, neighbours: int = 5) -> f
     return float(trustworthiness(x, y, n_neighbors=neighbours))
 
 
-def plot_embeddings(checkpoint_path: str | Path, out_dir: str | Path, perplexity: float = DEFAULT_PERPLEXITY,
-                    prefix: str = "embeddings") -> dict:
+def plot_embeddings(
+    checkpoint_path: str | Path, out_dir: str | Path, perplexity: float = DEFAULT_PERPLEXITY, prefix: str = "embeddings"
+) -> dict:
     """Write ``<out_dir>/<prefix>_pca.png`` and ``..._tsne.png``; return their paths and the numbers.
 
     Raises ``CheckpointError`` for a missing or unusable checkpoint and ``ValueError`` when
@@ -95,21 +109,37 @@ def plot_embeddings(checkpoint_path: str | Path, out_dir: str | Path, perplexity
     """
     weight, vocab = embeddings(require_checkpoint(checkpoint_path))
     if not 1.0 <= perplexity < len(vocab) - 1:
-        raise ValueError(f"--perplexity must lie in [1, {len(vocab) - 1}) for this {len(vocab)}-character "
-                         f"vocabulary, got {perplexity:g}")
+        raise ValueError(
+            f"--perplexity must lie in [1, {len(vocab) - 1}) for this {len(vocab)}-character "
+            f"vocabulary, got {perplexity:g}"
+        )
     projected, _, ratio = pca(weight, k=2)
     tsne_points, kl = sklearn_tsne(weight, perplexity)
     reference_points, reference_kl = tsne(weight, perplexity=perplexity, n_iter=TSNE_ITERATIONS)
     out_dir = Path(out_dir)
-    pca_path = plot_points(projected, vocab, f"Character embeddings, PCA (PC1 {ratio[0]:.1%}, PC2 "
-                                             f"{ratio[1]:.1%} of the variance, E = {weight.shape[1]})",
-                           out_dir / f"{prefix}_pca.png")
-    tsne_path = plot_points(tsne_points, vocab, f"Character embeddings, t-SNE (scikit-learn, perplexity "
-                                                f"{perplexity:g}, KL {kl:.3f}; NumPy reference KL "
-                                                f"{reference_kl:.3f})",
-                            out_dir / f"{prefix}_tsne.png")
-    return {"pca_png": str(pca_path), "tsne_png": str(tsne_path), "explained_variance": ratio.tolist(),
-            "tsne_kl": kl, "reference_tsne_kl": reference_kl,
-            "tsne_trustworthiness": tsne_trustworthiness(weight, tsne_points),
-            "reference_tsne_trustworthiness": tsne_trustworthiness(weight, reference_points),
-            "pca": projected, "tsne": tsne_points, "reference_tsne": reference_points}
+    pca_path = plot_points(
+        projected,
+        vocab,
+        f"Character embeddings, PCA (PC1 {ratio[0]:.1%}, PC2 {ratio[1]:.1%} of the variance, E = {weight.shape[1]})",
+        out_dir / f"{prefix}_pca.png",
+    )
+    tsne_path = plot_points(
+        tsne_points,
+        vocab,
+        f"Character embeddings, t-SNE (scikit-learn, perplexity "
+        f"{perplexity:g}, KL {kl:.3f}; NumPy reference KL "
+        f"{reference_kl:.3f})",
+        out_dir / f"{prefix}_tsne.png",
+    )
+    return {
+        "pca_png": str(pca_path),
+        "tsne_png": str(tsne_path),
+        "explained_variance": ratio.tolist(),
+        "tsne_kl": kl,
+        "reference_tsne_kl": reference_kl,
+        "tsne_trustworthiness": tsne_trustworthiness(weight, tsne_points),
+        "reference_tsne_trustworthiness": tsne_trustworthiness(weight, reference_points),
+        "pca": projected,
+        "tsne": tsne_points,
+        "reference_tsne": reference_points,
+    }

@@ -15,8 +15,7 @@ matplotlib.use("Agg")  # before pyplot: render to files, never open a window
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
 # Category colours of the character plots and the report figures (colour-blind-safe Tableau 10).
-COLORS = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
-          "#9c755f", "#bab0ac")
+COLORS = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac")
 
 
 def save(fig, path: str | Path) -> Path:
@@ -43,8 +42,7 @@ def plot_loss_curves(curves: dict, reference_label: str, reference_loss: float, 
     for color, (tag, points) in zip(COLORS, sorted(curves.items())):
         steps, values = zip(*points)
         ax.plot(steps, values, "o-" if len(points) < 30 else "-", color=color, label=tag, markersize=3)
-    ax.axhline(reference_loss, color=COLORS[2], linestyle="--",
-               label=f"{reference_label}, val ({reference_loss:.3f})")
+    ax.axhline(reference_loss, color=COLORS[2], linestyle="--", label=f"{reference_label}, val ({reference_loss:.3f})")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats/char)")
     ax.set_title("NeuralLM training curves (TensorBoard events of the checkpoint's run)")
@@ -56,8 +54,7 @@ def plot_loss_curves(curves: dict, reference_label: str, reference_loss: float, 
 def plot_quality(quality: dict[str, dict], path: Path) -> Path:
     """Grouped bars per model: share of words found in train, distinct-1, distinct-2."""
     keys = list(quality)
-    metrics = (("in_train_words", "words found in train"), ("distinct_1", "distinct-1"),
-               ("distinct_2", "distinct-2"))
+    metrics = (("in_train_words", "words found in train"), ("distinct_1", "distinct-1"), ("distinct_2", "distinct-2"))
     fig, ax = figure(11.0, 5.0)
     width = 0.8 / len(metrics)
     for j, (metric, name) in enumerate(metrics):

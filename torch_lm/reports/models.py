@@ -26,7 +26,7 @@ from torch_lm.training.sampling import sample as sample_ids
 
 def last_columns(contexts: torch.Tensor, n: int) -> torch.Tensor:
     """The last ``n`` columns of contexts (N, C >= n); n = 0 gives (N, 0) (``[:, -0:]`` would not)."""
-    return contexts[:, contexts.shape[1] - n:]
+    return contexts[:, contexts.shape[1] - n :]
 
 
 class CharModel:
@@ -44,8 +44,9 @@ class CharModel:
 
         Default: ``next_probs`` over windows in chunks, then the target's column.
         """
-        return torch.cat([self.next_probs(x).gather(1, y[:, None]).squeeze(1)
-                          for x, y in windows(ids, self.context, start, 8192)])
+        return torch.cat(
+            [self.next_probs(x).gather(1, y[:, None]).squeeze(1) for x, y in windows(ids, self.context, start, 8192)]
+        )
 
 
 @dataclass
@@ -71,8 +72,15 @@ class NGramModel(CharModel):
         self.vocab_size = ngram.vocab_size
 
     @classmethod
-    def fit(cls, ids: torch.Tensor, order: int, vocab_size: int, smoothing: str, k: float = DEFAULT_K,
-            discount: float = DEFAULT_DISCOUNT) -> NGramModel:
+    def fit(
+        cls,
+        ids: torch.Tensor,
+        order: int,
+        vocab_size: int,
+        smoothing: str,
+        k: float = DEFAULT_K,
+        discount: float = DEFAULT_DISCOUNT,
+    ) -> NGramModel:
         """``NGramLM.fit`` on ``ids`` (the train text), as a ``CharModel``."""
         return cls(NGramLM.fit(ids, order, vocab_size, smoothing, k=k, discount=discount))
 
@@ -80,7 +88,7 @@ class NGramModel(CharModel):
         return self.ngram.prob_table(last_columns(contexts, self.context))
 
     def target_probs(self, ids: torch.Tensor, start: int) -> torch.Tensor:
-        return self.ngram.token_probs(ids, start)          # only the targets' probabilities: fast
+        return self.ngram.token_probs(ids, start)  # only the targets' probabilities: fast
 
 
 class NeuralModel(CharModel):
@@ -103,8 +111,10 @@ class MixtureModel(CharModel):
 
     def __init__(self, a: CharModel, b: CharModel, lam: float):
         if a.vocab_size != b.vocab_size or not 0.0 <= lam <= 1.0:
-            fail("MixtureModel", f"needs one vocabulary and lam in [0, 1], got V {a.vocab_size} and "
-                                 f"{b.vocab_size}, lam {lam!r}")
+            fail(
+                "MixtureModel",
+                f"needs one vocabulary and lam in [0, 1], got V {a.vocab_size} and {b.vocab_size}, lam {lam!r}",
+            )
         self.a, self.b, self.lam = a, b, float(lam)
         self.context = max(a.context, b.context)
         self.vocab_size = a.vocab_size
@@ -135,17 +145,16 @@ def heldout(model: CharModel, history: torch.Tensor, targets: torch.Tensor) -> H
 
 
 # ----------------------------------------------------------------------------- sampling
-def sample(model: CharModel, prompt: Sequence[int], length: int, temperature: float = 1.0,
-           seed: int = 0) -> list[int]:
+def sample(model: CharModel, prompt: Sequence[int], length: int, temperature: float = 1.0, seed: int = 0) -> list[int]:
     """``length`` ids drawn from softmax(log p / temperature) after ``prompt``, by the one sampling
     loop with a ``torch.Generator`` seeded with ``seed``: with equal settings the samples of two
     models differ only because the models do. Returns the drawn ids only."""
     temperature = check_positive_float("sample", "temperature", temperature)
 
     def next_probs(windows: torch.Tensor) -> torch.Tensor:
-        probs = model.next_probs(windows)                                          # (1, V)
+        probs = model.next_probs(windows)  # (1, V)
         return probs if temperature == 1.0 else torch.softmax(torch.log(probs) / temperature, dim=-1)
-    prompt = torch.tensor([list(prompt)], dtype=torch.int64)                       # (1, t)
-    ids = sample_ids(next_probs, model.context, model.vocab_size, prompt, length,
-                     torch.Generator().manual_seed(seed))
-    return ids[0, prompt.shape[1]:].tolist()
+
+    prompt = torch.tensor([list(prompt)], dtype=torch.int64)  # (1, t)
+    ids = sample_ids(next_probs, model.context, model.vocab_size, prompt, length, torch.Generator().manual_seed(seed))
+    return ids[0, prompt.shape[1] :].tolist()

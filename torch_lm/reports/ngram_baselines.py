@@ -68,8 +68,7 @@ def model_specs(spec: BaselineSpec) -> list[tuple[str, int, str, float, str]]:
     rows = []
     for smoothing in spec.smoothings or ("mkn",):
         label = f"add-k k={spec.k:g}" if smoothing == "addk" else smoothing
-        rows += [(f"{label} {order}-gram", order, smoothing, spec.k, "val")
-                 for order in spec.orders or (3, 5, 7)]
+        rows += [(f"{label} {order}-gram", order, smoothing, spec.k, "val") for order in spec.orders or (3, 5, 7)]
     return rows
 
 
@@ -77,10 +76,12 @@ def make_engine(spec: BaselineSpec):
     """(model class, array converter) of the spec's engine; torch is imported only if asked for."""
     if spec.engine == "numpy":
         from numpy_ref.ngram import NGramLM
+
         return NGramLM, np.asarray
     import torch
 
     from torch_lm.ngram import NGramLM
+
     if spec.threads:
         torch.set_num_threads(spec.threads)
     return NGramLM, lambda ids: torch.as_tensor(ids, device=spec.device)
@@ -93,20 +94,36 @@ def run_baselines(spec: BaselineSpec) -> list[dict]:
     n_train = int(TRAIN_FRACTION * len(ids))
     model_class, convert = make_engine(spec)
     all_ids = convert(ids)
-    rows = [{"model": "uniform", "order": 0, "smoothing": "none", "scored_on": "val",
-             "loss": math.log(vocab_size), "seconds": 0.0}]
+    rows = [
+        {
+            "model": "uniform",
+            "order": 0,
+            "smoothing": "none",
+            "scored_on": "val",
+            "loss": math.log(vocab_size),
+            "seconds": 0.0,
+        }
+    ]
     for label, order, smoothing, k, scored_on in model_specs(spec):
         if scored_on == "val":
-            result = ngram_heldout(model_class, all_ids, n_train, order, vocab_size, smoothing,
-                                   k=k, discount=spec.discount)
+            result = ngram_heldout(
+                model_class, all_ids, n_train, order, vocab_size, smoothing, k=k, discount=spec.discount
+            )
             loss, seconds = result["loss"], result["fit_s"] + result["score_s"]
         else:  # in-sample: the train text after its first order - 1 characters
             began = time.perf_counter()
-            model = model_class.fit(all_ids[:n_train], order, vocab_size, smoothing, k=k,
-                                    discount=spec.discount)
+            model = model_class.fit(all_ids[:n_train], order, vocab_size, smoothing, k=k, discount=spec.discount)
             loss, seconds = model.score(all_ids[:n_train], order - 1), time.perf_counter() - began
-        rows.append({"model": label, "order": order, "smoothing": smoothing, "scored_on": scored_on,
-                     "loss": loss, "seconds": seconds})
+        rows.append(
+            {
+                "model": label,
+                "order": order,
+                "smoothing": smoothing,
+                "scored_on": scored_on,
+                "loss": loss,
+                "seconds": seconds,
+            }
+        )
     for row in rows:
         row.update(perplexity=math.exp(row["loss"]), bits_per_char=row["loss"] / math.log(2))
     return rows
@@ -114,12 +131,23 @@ def run_baselines(spec: BaselineSpec) -> list[dict]:
 
 def format_table(rows: list[dict]) -> str:
     lines = [f"{'model':<26} {'on':<5} {'nats/char':>9} {'ppl':>8} {'bits/char':>9} {'seconds':>8}"]
-    lines += [f"{r['model']:<26} {r['scored_on']:<5} {r['loss']:>9.4f} {r['perplexity']:>8.2f} "
-              f"{r['bits_per_char']:>9.4f} {r['seconds']:>8.2f}" for r in rows]
+    lines += [
+        f"{r['model']:<26} {r['scored_on']:<5} {r['loss']:>9.4f} {r['perplexity']:>8.2f} "
+        f"{r['bits_per_char']:>9.4f} {r['seconds']:>8.2f}"
+        for r in rows
+    ]
     return "\n".join(lines)
 
 
 def to_json(rows: list[dict]) -> str:
     """Strict JSON: an infinite loss (a token of probability 0) becomes null, not Infinity."""
-    return json.dumps([{key: None if isinstance(value, float) and not math.isfinite(value) else value
-                        for key, value in row.items()} for row in rows], indent=2)
+    return json.dumps(
+        [
+            {
+                key: None if isinstance(value, float) and not math.isfinite(value) else value
+                for key, value in row.items()
+            }
+            for row in rows
+        ],
+        indent=2,
+    )

@@ -7,7 +7,7 @@ import math
 import re
 from collections.abc import Sequence
 
-WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")   # lower-cased words; "king's" is one word, quotes are not
+WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")  # lower-cased words; "king's" is one word, quotes are not
 
 
 def words(text: str) -> list[str]:
@@ -17,7 +17,7 @@ def words(text: str) -> list[str]:
 
 def distinct_n(tokens: Sequence[str], n: int) -> float:
     """Distinct word n-grams / all word n-grams (Li et al. 2016); 0 if there is none."""
-    grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
@@ -26,5 +26,9 @@ def generation_quality(text: str, vocabulary: set[str]) -> dict[str, float]:
     (the training text's words), distinct-1, distinct-2, and the number of words."""
     tokens = words(text)
     known = sum(word in vocabulary for word in tokens) / len(tokens) if tokens else math.nan
-    return {"in_train_words": known, "distinct_1": distinct_n(tokens, 1),
-            "distinct_2": distinct_n(tokens, 2), "words": len(tokens)}
+    return {
+        "in_train_words": known,
+        "distinct_1": distinct_n(tokens, 1),
+        "distinct_2": distinct_n(tokens, 2),
+        "words": len(tokens),
+    }

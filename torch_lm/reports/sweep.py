@@ -104,10 +104,16 @@ def configs_for(context: int, spec: SweepSpec, vocab_size: int) -> tuple[ModelCo
     """The defaults, the spec's settings, this context and its fusion, steps and run dir."""
     model_flags = {k: getattr(spec, k) for k in MODEL_FLAGS if getattr(spec, k) is not None}
     train_flags = {k: getattr(spec, k) for k in TRAIN_FLAGS if getattr(spec, k) is not None}
-    model = replace(ModelConfig(), vocab_size=vocab_size, context=context,
-                    fusion=fusion_for(context, spec.fusion), **model_flags)
-    run = replace(TrainConfig(), max_steps=spec.steps, time_budget=spec.time_budget,
-                  run_dir=str(Path(spec.runs_root) / f"context-{context}"), **train_flags)
+    model = replace(
+        ModelConfig(), vocab_size=vocab_size, context=context, fusion=fusion_for(context, spec.fusion), **model_flags
+    )
+    run = replace(
+        TrainConfig(),
+        max_steps=spec.steps,
+        time_budget=spec.time_budget,
+        run_dir=str(Path(spec.runs_root) / f"context-{context}"),
+        **train_flags,
+    )
     return model, run
 
 
@@ -119,8 +125,9 @@ def clear_run_dirs(run_dirs: list[Path], overwrite: bool) -> None:
     """
     taken = [run_dir for run_dir in run_dirs if (run_dir / LAST).exists()]
     if taken and not overwrite:
-        raise FileExistsError(f"{taken[0]} already holds a run; pass --overwrite to retrain the sweep "
-                              f"or choose another --runs-root")
+        raise FileExistsError(
+            f"{taken[0]} already holds a run; pass --overwrite to retrain the sweep or choose another --runs-root"
+        )
     for run_dir in taken:
         shutil.rmtree(run_dir)
 
@@ -129,13 +136,21 @@ def train_point(model_config: ModelConfig, train_config: TrainConfig, text: str)
     """Train one context's NeuralLM into its run dir; its figures."""
     run_dir = Path(train_config.run_dir)
     began = time.perf_counter()
-    with contextlib.redirect_stdout(sys.stderr):    # train's progress lines; stdout is the table/JSON
+    with contextlib.redirect_stdout(sys.stderr):  # train's progress lines; stdout is the table/JSON
         summary = train(model_config, train_config, text)
-    return {"val_loss": summary["val_loss"], "val_ppl": summary["val_ppl"], "bpc": summary["bpc"],
-            "positions": summary["positions"], "train_loss": summary["train_loss"],
-            "steps": summary["steps"], "status": summary["status"],
-            "parameters": summary["parameters"], "run_dir": str(run_dir),
-            "fusion": list(model_config.fusion), "seconds": time.perf_counter() - began}
+    return {
+        "val_loss": summary["val_loss"],
+        "val_ppl": summary["val_ppl"],
+        "bpc": summary["bpc"],
+        "positions": summary["positions"],
+        "train_loss": summary["train_loss"],
+        "steps": summary["steps"],
+        "status": summary["status"],
+        "parameters": summary["parameters"],
+        "run_dir": str(run_dir),
+        "fusion": list(model_config.fusion),
+        "seconds": time.perf_counter() - began,
+    }
 
 
 def run_sweep(spec: SweepSpec) -> dict:
@@ -143,21 +158,34 @@ def run_sweep(spec: SweepSpec) -> dict:
     text = load_text(spec.data)
     vocab = CharVocab.from_text(text)
     train_ids, val_ids = split_ids(vocab.encode(text))
-    configs = {c: configs_for(c, spec, len(vocab)) for c in spec.contexts}   # every setting checked first
+    configs = {c: configs_for(c, spec, len(vocab)) for c in spec.contexts}  # every setting checked first
     clear_run_dirs([Path(run.run_dir) for _, run in configs.values()], spec.overwrite)
     rows = []
     for context, (model_config, train_config) in configs.items():
-        print(f"context {context}: training {train_config.max_steps} steps into {train_config.run_dir}",
-              file=sys.stderr)
-        rows.append({"context": context, "neural": train_point(model_config, train_config, text),
-                     "ngram": ngram_point(context, train_ids, val_ids, len(vocab))})
+        print(
+            f"context {context}: training {train_config.max_steps} steps into {train_config.run_dir}", file=sys.stderr
+        )
+        rows.append(
+            {
+                "context": context,
+                "neural": train_point(model_config, train_config, text),
+                "ngram": ngram_point(context, train_ids, val_ids, len(vocab)),
+            }
+        )
     base_model, base_train = configs[spec.contexts[0]]
-    return {"contexts": list(spec.contexts), "steps": spec.steps, "time_budget": spec.time_budget,
-            "fusion": spec.fusion, "data_sha256": sha256_of(text.encode("utf-8")),
-            "vocab_size": len(vocab), "max_ngram_order": max_ngram_order(len(vocab)),
-            "model_config": {k: v for k, v in base_model.to_dict().items() if k not in ("context", "fusion")},
-            "train_config": {k: v for k, v in base_train.to_dict().items() if k not in ("run_dir",)},
-            "png": str(spec.png), "rows": rows}
+    return {
+        "contexts": list(spec.contexts),
+        "steps": spec.steps,
+        "time_budget": spec.time_budget,
+        "fusion": spec.fusion,
+        "data_sha256": sha256_of(text.encode("utf-8")),
+        "vocab_size": len(vocab),
+        "max_ngram_order": max_ngram_order(len(vocab)),
+        "model_config": {k: v for k, v in base_model.to_dict().items() if k not in ("context", "fusion")},
+        "train_config": {k: v for k, v in base_train.to_dict().items() if k not in ("run_dir",)},
+        "png": str(spec.png),
+        "rows": rows,
+    }
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -171,8 +199,9 @@ def format_table(results: dict) -> str:
         else:
             ngram_part = f"{'mkn ' + str(ngram['order']):>9} {ngram['val_loss']:>7.4f} {ngram['val_ppl']:>7.3f}"
             lower = "neural" if neural["val_loss"] < ngram["val_loss"] else "n-gram"
-        lines.append(f"{row['context']:>7} {neural['val_loss']:>11.4f} {neural['val_ppl']:>7.3f}   "
-                     f"{ngram_part}   {lower}")
+        lines.append(
+            f"{row['context']:>7} {neural['val_loss']:>11.4f} {neural['val_ppl']:>7.3f}   {ngram_part}   {lower}"
+        )
     return "\n".join(lines)
 
 

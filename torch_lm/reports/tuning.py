@@ -24,8 +24,9 @@ def slice_split(train_ids: torch.Tensor, fraction: float = SLICE_FRACTION) -> tu
     return train_ids[:-n_slice], train_ids[-n_slice:]
 
 
-def tune_on_slice(values: Sequence, fit: Callable[[object, torch.Tensor], CharModel],
-                  train_ids: torch.Tensor) -> tuple[object, dict]:
+def tune_on_slice(
+    values: Sequence, fit: Callable[[object, torch.Tensor], CharModel], train_ids: torch.Tensor
+) -> tuple[object, dict]:
     """The value whose model, fitted on ``slice_split(train)[0]``, scores best on the slice.
 
     ``fit(value, ids)`` builds a model from ids. Returns (best value, {value: slice loss}); ties
@@ -36,13 +37,12 @@ def tune_on_slice(values: Sequence, fit: Callable[[object, torch.Tensor], CharMo
     return min(losses, key=losses.get), losses
 
 
-def mixture_weight(p_a: torch.Tensor, p_b: torch.Tensor, grid: Iterable[float] = MIXTURE_GRID
-                   ) -> tuple[float, float]:
+def mixture_weight(p_a: torch.Tensor, p_b: torch.Tensor, grid: Iterable[float] = MIXTURE_GRID) -> tuple[float, float]:
     """(lam, loss): the grid value minimising -mean log(lam p_a + (1 - lam) p_b) over positions.
 
     The loss is convex in lam, so a fine grid (0.01 steps) is within 0.005 of the optimum.
     """
-    lams = torch.as_tensor(np.asarray(list(grid)), dtype=torch.float64)          # (G,)
+    lams = torch.as_tensor(np.asarray(list(grid)), dtype=torch.float64)  # (G,)
     losses = -torch.log(lams[:, None] * p_a[None] + (1 - lams[:, None]) * p_b[None]).mean(dim=1)  # (G,)
     best = int(torch.argmin(losses))
     return float(lams[best]), float(losses[best])

@@ -25,7 +25,7 @@ import sys
 # mallopt(3) parameter numbers, from glibc's <malloc.h>.
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD = 32 * 1024 * 1024   # glibc's maximum on 64-bit systems (HEAP_MAX_SIZE / 2)
+MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's maximum on 64-bit systems (HEAP_MAX_SIZE / 2)
 TRIM_THRESHOLD = 1024 * 1024 * 1024
 
 
@@ -48,7 +48,7 @@ def _glibc_mallopt():
         return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        version = libc.gnu_get_libc_version          # absent from musl: not glibc
+        version = libc.gnu_get_libc_version  # absent from musl: not glibc
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return None

@@ -64,10 +64,18 @@ class CheckpointError(ValueError):
     """The checkpoint cannot be used; the message is one line naming the file and the problem."""
 
 
-def build_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                     model_config: ModelConfig, train_config_dict: dict, vocab: CharVocab,
-                     step: int, best_val_loss: float, rng: dict[str, torch.Tensor],
-                     running_loss_sum: float, running_tokens: int) -> dict[str, Any]:
+def build_checkpoint(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    model_config: ModelConfig,
+    train_config_dict: dict,
+    vocab: CharVocab,
+    step: int,
+    best_val_loss: float,
+    rng: dict[str, torch.Tensor],
+    running_loss_sum: float,
+    running_tokens: int,
+) -> dict[str, Any]:
     """The checkpoint dict described in the module docstring."""
     return {
         "format_version": FORMAT_VERSION,
@@ -113,8 +121,7 @@ def remove_stale_temporaries(run_dir: str | os.PathLike) -> list[Path]:
     return stale
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu"
-                    ) -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True`` and check its structure.
 
     Raises ``CheckpointError`` (one line) for a missing, truncated or garbage file, for a file that
@@ -134,11 +141,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
                 f"refusing checkpoint {path}: it references {refused.group(1)}, which is not "
                 f"plain data (possibly code); only checkpoints written by torch-lm are accepted"
             ) from None
-        raise CheckpointError(f"cannot read checkpoint {path}: not a torch checkpoint "
-                              f"(unsupported pickle content)") from None
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: not a torch checkpoint (unsupported pickle content)"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise CheckpointError(f"cannot read checkpoint {path}: truncated or not a torch "
-                              f"checkpoint ({_one_line(error)})") from None
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: truncated or not a torch checkpoint ({_one_line(error)})"
+        ) from None
     _check_structure(path, checkpoint)
     return checkpoint
 
@@ -146,24 +155,26 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 def _one_line(error: BaseException, limit: int = 160) -> str:
     """An exception's message with all whitespace collapsed, shortened: errors stay one line."""
     text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _check_structure(path: Path, checkpoint: object) -> None:
     """Raise ``CheckpointError`` unless ``checkpoint`` matches ``_SCHEMA`` and its vocab/config parse."""
     if not isinstance(checkpoint, dict):
-        raise CheckpointError(f"checkpoint {path} holds a {type(checkpoint).__name__}, "
-                              f"not a torch-lm checkpoint dict")
+        raise CheckpointError(f"checkpoint {path} holds a {type(checkpoint).__name__}, not a torch-lm checkpoint dict")
     missing = sorted(set(_SCHEMA) - set(checkpoint))
     if missing:
         raise CheckpointError(f"checkpoint {path} is not a torch-lm checkpoint: missing {missing}")
     for key, kind in _SCHEMA.items():
         if not isinstance(checkpoint[key], kind) or isinstance(checkpoint[key], bool):
-            raise CheckpointError(f"checkpoint {path}: {key!r} should be a {kind.__name__}, "
-                                  f"got {type(checkpoint[key]).__name__}")
+            raise CheckpointError(
+                f"checkpoint {path}: {key!r} should be a {kind.__name__}, got {type(checkpoint[key]).__name__}"
+            )
     if checkpoint["format_version"] != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {path} has format version {checkpoint['format_version']}"
-                              f"; this torch-lm reads version {FORMAT_VERSION}")
+        raise CheckpointError(
+            f"checkpoint {path} has format version {checkpoint['format_version']}"
+            f"; this torch-lm reads version {FORMAT_VERSION}"
+        )
     try:
         CharVocab.from_list(checkpoint["vocab"])
         ModelConfig.from_dict(checkpoint["model_config"])
@@ -181,8 +192,7 @@ def checkpoint_model_config(checkpoint: dict[str, Any]) -> ModelConfig:
     return ModelConfig.from_dict(checkpoint["model_config"])
 
 
-def check_vocab_matches(path: str | os.PathLike, checkpoint: dict[str, Any],
-                        vocab: CharVocab) -> None:
+def check_vocab_matches(path: str | os.PathLike, checkpoint: dict[str, Any], vocab: CharVocab) -> None:
     """Raise ``CheckpointError`` unless the checkpoint was trained on exactly ``vocab``.
 
     Ids are positions in the vocabulary, so even one added or missing character shifts every id
@@ -193,47 +203,53 @@ def check_vocab_matches(path: str | os.PathLike, checkpoint: dict[str, Any],
         return
     extra = sorted(set(vocab.to_list()) - set(saved.to_list()))
     gone = sorted(set(saved.to_list()) - set(vocab.to_list()))
-    detail = "; ".join(part for part in (
-        f"the data adds {[CharVocab.label(c) for c in extra]}" if extra else "",
-        f"the data lacks {[CharVocab.label(c) for c in gone]}" if gone else "",
-    ) if part) or "same characters in a different order"
-    raise CheckpointError(f"checkpoint {path} has a {len(saved)}-character vocabulary that does "
-                          f"not match the data's {len(vocab)} characters ({detail})")
+    detail = (
+        "; ".join(
+            part
+            for part in (
+                f"the data adds {[CharVocab.label(c) for c in extra]}" if extra else "",
+                f"the data lacks {[CharVocab.label(c) for c in gone]}" if gone else "",
+            )
+            if part
+        )
+        or "same characters in a different order"
+    )
+    raise CheckpointError(
+        f"checkpoint {path} has a {len(saved)}-character vocabulary that does "
+        f"not match the data's {len(vocab)} characters ({detail})"
+    )
 
 
-def check_model_config_matches(path: str | os.PathLike, checkpoint: dict[str, Any],
-                               model_config: ModelConfig) -> None:
+def check_model_config_matches(path: str | os.PathLike, checkpoint: dict[str, Any], model_config: ModelConfig) -> None:
     """Raise ``CheckpointError`` naming every field where ``model_config`` differs from the saved one."""
     saved = checkpoint["model_config"]
     wanted = model_config.to_dict()
-    diffs = [f"{key} {saved.get(key)!r} vs {wanted[key]!r}" for key in wanted
-             if saved.get(key) != wanted[key]]
+    diffs = [f"{key} {saved.get(key)!r} vs {wanted[key]!r}" for key in wanted if saved.get(key) != wanted[key]]
     if diffs:
-        raise CheckpointError(f"checkpoint {path} was trained with a different model "
-                              f"(checkpoint vs requested: {', '.join(diffs)})")
+        raise CheckpointError(
+            f"checkpoint {path} was trained with a different model (checkpoint vs requested: {', '.join(diffs)})"
+        )
 
 
-def load_model_state(path: str | os.PathLike, model: torch.nn.Module,
-                     checkpoint: dict[str, Any]) -> None:
+def load_model_state(path: str | os.PathLike, model: torch.nn.Module, checkpoint: dict[str, Any]) -> None:
     """``model.load_state_dict(checkpoint["model"])`` with a one-line ``CheckpointError`` on mismatch."""
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as error:
-        raise CheckpointError(f"checkpoint {path}: model weights do not fit its config "
-                              f"({_one_line(error)})") from None
+        raise CheckpointError(f"checkpoint {path}: model weights do not fit its config ({_one_line(error)})") from None
 
 
 def require_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """The checkpoint at ``path`` (``load_checkpoint``); if there is no file, the error names the
     command that writes it (training saves ``best.pt`` and ``last.pt`` into its ``--run-dir``)."""
     if not Path(path).is_file():
-        raise CheckpointError(f"checkpoint {path} not found; train it first with: python "
-                              f"scripts/train.py --run-dir {Path(path).parent}")
+        raise CheckpointError(
+            f"checkpoint {path} not found; train it first with: python scripts/train.py --run-dir {Path(path).parent}"
+        )
     return load_checkpoint(path)
 
 
-def model_from_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu"
-                          ) -> tuple[NeuralLM, CharVocab]:
+def model_from_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[NeuralLM, CharVocab]:
     """The checkpoint's NeuralLM (in the dtype it was trained in, so float64 weights stay float64,
     on ``device``, eval mode) and its vocabulary."""
     checkpoint = require_checkpoint(path)
@@ -243,8 +259,9 @@ def model_from_checkpoint(path: str | os.PathLike, device: torch.device | str = 
     return model.to(device).eval(), checkpoint_vocab(checkpoint)
 
 
-def prepare_run_dir(run_dir: Path, resume: bool, is_main: bool, model: torch.nn.Module,
-                    vocab: CharVocab, device: torch.device) -> dict[str, Any] | None:
+def prepare_run_dir(
+    run_dir: Path, resume: bool, is_main: bool, model: torch.nn.Module, vocab: CharVocab, device: torch.device
+) -> dict[str, Any] | None:
     """The checkpoint a run resumes from (its weights already loaded into ``model``), or None for
     a fresh run, which refuses a run dir that already holds ``last.pt``: it would overwrite that
     run and interleave two TensorBoard curves. Leftover temporary files are removed (rank 0)."""
@@ -253,8 +270,9 @@ def prepare_run_dir(run_dir: Path, resume: bool, is_main: bool, model: torch.nn.
         remove_stale_temporaries(run_dir)
     if not resume:
         if last.exists():
-            raise ValueError(f"train: {last} already exists; pass --resume to continue that run or "
-                             f"choose another --run-dir")
+            raise ValueError(
+                f"train: {last} already exists; pass --resume to continue that run or choose another --run-dir"
+            )
         return None
     if not last.exists():
         raise CheckpointError(f"--resume: no checkpoint at {last}")

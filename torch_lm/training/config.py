@@ -76,8 +76,8 @@ class TrainConfig:
             fail(where, f"min_lr must not exceed lr, got min_lr={self.min_lr!r} > lr={self.lr!r}")
         object.__setattr__(self, "betas", tuple(self.betas))
         if len(self.betas) != 2 or not all(
-                isinstance(b, (int, float)) and not isinstance(b, bool) and 0.0 <= b < 1.0
-                for b in self.betas):
+            isinstance(b, (int, float)) and not isinstance(b, bool) and 0.0 <= b < 1.0 for b in self.betas
+        ):
             fail(where, f"betas must be two numbers in [0, 1), got {self.betas!r}")
         if not isinstance(self.device, str) or not DEVICE_PATTERN.fullmatch(self.device):
             fail(where, f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
@@ -95,8 +95,9 @@ class TrainConfig:
 
     def optimizer_settings(self) -> OptimizerSettings:
         """AdamW with this config's lr, betas, weight decay and fused switch."""
-        return OptimizerSettings("adamw", lr=self.lr, weight_decay=self.weight_decay,
-                                 betas=self.betas, fused=self.fused_optimizer)
+        return OptimizerSettings(
+            "adamw", lr=self.lr, weight_decay=self.weight_decay, betas=self.betas, fused=self.fused_optimizer
+        )
 
     def to_dict(self) -> dict:
         """A plain dict (lists, not tuples) for checkpoints, JSON and TensorBoard hparams."""
@@ -109,8 +110,7 @@ class TrainConfig:
         """Inverse of ``to_dict``; unknown keys are an error."""
         unknown = sorted(set(d) - set(cls.__dataclass_fields__))
         if unknown:
-            fail("TrainConfig", f"unknown keys {unknown}; known keys are "
-                                f"{sorted(cls.__dataclass_fields__)}")
+            fail("TrainConfig", f"unknown keys {unknown}; known keys are {sorted(cls.__dataclass_fields__)}")
         return cls(**d)
 
 
@@ -125,6 +125,5 @@ def resolve_device(name: str) -> torch.device:
         if not torch.cuda.is_available():
             fail("device", f"{name} requested but CUDA is not available on this machine")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            fail("device", f"{name} requested but only {torch.cuda.device_count()} CUDA "
-                           f"device(s) exist")
+            fail("device", f"{name} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
     return device

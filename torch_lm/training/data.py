@@ -32,8 +32,7 @@ import torch
 
 from numpy_ref.validation import check_positive_int
 
-TINY_SHAKESPEARE_URL = ("https://raw.githubusercontent.com/karpathy/char-rnn/master/"
-                        "data/tinyshakespeare/input.txt")
+TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 # <repo>/data/tinyshakespeare.txt: resolved from this file, so scripts work from any directory.
 DEFAULT_DATA_PATH = Path(__file__).resolve().parents[2] / "data" / "tinyshakespeare.txt"
@@ -50,6 +49,7 @@ class DataError(ValueError):
 # Finding, downloading and installing the text
 # ---------------------------------------------------------------------------------------------
 
+
 def sha256_of(data: bytes) -> str:
     """Hex sha256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
@@ -59,8 +59,10 @@ def verify_checksum(data: bytes, source: str, expected: str = TINY_SHAKESPEARE_S
     """Raise ``DataError`` unless ``sha256(data) == expected``; ``source`` names where it came from."""
     actual = sha256_of(data)
     if actual != expected:
-        raise DataError(f"{source} has sha256 {actual}, expected {expected} "
-                        f"(Tiny Shakespeare, {len(data):,} bytes read); it is not the right file")
+        raise DataError(
+            f"{source} has sha256 {actual}, expected {expected} "
+            f"(Tiny Shakespeare, {len(data):,} bytes read); it is not the right file"
+        )
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -98,8 +100,9 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def download(dest: Path = DEFAULT_DATA_PATH, url: str = TINY_SHAKESPEARE_URL,
-             expected_sha256: str = TINY_SHAKESPEARE_SHA256) -> Path:
+def download(
+    dest: Path = DEFAULT_DATA_PATH, url: str = TINY_SHAKESPEARE_URL, expected_sha256: str = TINY_SHAKESPEARE_SHA256
+) -> Path:
     """Fetch ``url``, verify its sha256 and write it atomically to ``dest``; return ``dest``.
 
     Nothing is written unless the checksum matches, so a failed or tampered download never leaves
@@ -110,15 +113,18 @@ def download(dest: Path = DEFAULT_DATA_PATH, url: str = TINY_SHAKESPEARE_URL,
             data = response.read()
     except (urllib.error.URLError, OSError, ValueError) as error:
         reason = getattr(error, "reason", error)
-        raise DataError(f"no copy of Tiny Shakespeare at {dest} and the download from {url} "
-                        f"failed ({reason}); if offline, {INSTALL_HINT}") from None
+        raise DataError(
+            f"no copy of Tiny Shakespeare at {dest} and the download from {url} "
+            f"failed ({reason}); if offline, {INSTALL_HINT}"
+        ) from None
     verify_checksum(data, f"the download from {url}", expected_sha256)
     write_atomically(dest, data)
     return dest
 
 
-def install_from(source: str | os.PathLike, dest: Path = DEFAULT_DATA_PATH,
-                 expected_sha256: str = TINY_SHAKESPEARE_SHA256) -> Path:
+def install_from(
+    source: str | os.PathLike, dest: Path = DEFAULT_DATA_PATH, expected_sha256: str = TINY_SHAKESPEARE_SHA256
+) -> Path:
     """Copy a local Tiny Shakespeare file to ``dest`` after verifying its sha256; return ``dest``."""
     source = Path(source)
     try:
@@ -130,8 +136,9 @@ def install_from(source: str | os.PathLike, dest: Path = DEFAULT_DATA_PATH,
     return dest
 
 
-def resolve_data_path(data: str | os.PathLike | None = None, default: Path = DEFAULT_DATA_PATH,
-                      url: str = TINY_SHAKESPEARE_URL) -> Path:
+def resolve_data_path(
+    data: str | os.PathLike | None = None, default: Path = DEFAULT_DATA_PATH, url: str = TINY_SHAKESPEARE_URL
+) -> Path:
     """The text file to read: ``data`` if given, else ``default`` (downloaded there if absent).
 
     An explicit ``data`` path is used as given, without a checksum (it may be any text); the
@@ -140,8 +147,9 @@ def resolve_data_path(data: str | os.PathLike | None = None, default: Path = DEF
     if data is not None:
         path = Path(data)
         if not path.is_file():
-            raise DataError(f"data file {path} not found; pass an existing text file to --data, "
-                            f"or omit --data to use {default}")
+            raise DataError(
+                f"data file {path} not found; pass an existing text file to --data, or omit --data to use {default}"
+            )
         return path
     if default.is_file():
         verify_checksum(default.read_bytes(), str(default))
@@ -163,8 +171,9 @@ def read_text(path: str | os.PathLike) -> str:
     return text
 
 
-def load_text(data: str | os.PathLike | None = None, default: Path = DEFAULT_DATA_PATH,
-              url: str = TINY_SHAKESPEARE_URL) -> str:
+def load_text(
+    data: str | os.PathLike | None = None, default: Path = DEFAULT_DATA_PATH, url: str = TINY_SHAKESPEARE_URL
+) -> str:
     """Find (or fetch) the text as ``resolve_data_path`` does and return it."""
     return read_text(resolve_data_path(data, default, url))
 
@@ -240,8 +249,7 @@ class CharVocab:
         if not known.all():
             unknown = sorted({text[i] for i in np.flatnonzero(~known)[:1000]})
             shown = ", ".join(self.label(ch) if ch in _NAMED_CHARS else repr(ch) for ch in unknown)
-            raise ValueError(f"CharVocab.encode: {shown} not in the vocabulary of {len(self)} "
-                             f"characters")
+            raise ValueError(f"CharVocab.encode: {shown} not in the vocabulary of {len(self)} characters")
         return torch.from_numpy(self._order[slot])
 
     def decode(self, ids: Iterable[int] | torch.Tensor) -> str:
@@ -275,8 +283,8 @@ class CharVocab:
 # Split
 # ---------------------------------------------------------------------------------------------
 
-def split_ids(ids: torch.Tensor, train_fraction: float = TRAIN_FRACTION
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+
+def split_ids(ids: torch.Tensor, train_fraction: float = TRAIN_FRACTION) -> tuple[torch.Tensor, torch.Tensor]:
     """``(train, val)``: the first ``int(train_fraction * N)`` ids and the rest (nanoGPT's split).
 
     On Tiny Shakespeare: 1,003,854 train and 111,540 val characters (docs/DESIGN.md §3).
@@ -302,15 +310,18 @@ def check_split_fits(n_train: int, n_val: int, context: int) -> None:
         need = context + 2
         while not _split_fits(need, context):
             need += 1
-        raise DataError(f"the text is too short: {n_train + n_val} characters split into "
-                        f"{n_train} train / {n_val} val, but context {context} needs at least "
-                        f"{context + 1} train characters and 1 val character ({need} characters "
-                        f"in all)")
+        raise DataError(
+            f"the text is too short: {n_train + n_val} characters split into "
+            f"{n_train} train / {n_val} val, but context {context} needs at least "
+            f"{context + 1} train characters and 1 val character ({need} characters "
+            f"in all)"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
 # Batches
 # ---------------------------------------------------------------------------------------------
+
 
 def step_seed(seed: int, step: int, stream: str = "batch") -> int:
     """A 63-bit seed that is a pure function of ``(seed, step, stream)``.
@@ -341,21 +352,22 @@ class BatchSampler:
     where ``ids`` lives, so keep ``ids`` on the training device.
     """
 
-    def __init__(self, ids: torch.Tensor, context: int, batch_size: int, seed: int,
-                 rank: int = 0, world_size: int = 1):
+    def __init__(self, ids: torch.Tensor, context: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
         where = "BatchSampler"
         check_positive_int(where, "context", context)
         check_positive_int(where, "batch_size", batch_size)
         check_positive_int(where, "world_size", world_size)
         if ids.ndim != 1 or ids.dtype != torch.int64:
-            raise ValueError(f"{where}: ids must be a 1-D int64 tensor, got shape "
-                             f"{tuple(ids.shape)} and dtype {ids.dtype}")
+            raise ValueError(
+                f"{where}: ids must be a 1-D int64 tensor, got shape {tuple(ids.shape)} and dtype {ids.dtype}"
+            )
         if len(ids) < context + 1:
-            raise ValueError(f"{where}: ids has {len(ids)} elements; context {context} needs at "
-                             f"least {context + 1}")
+            raise ValueError(f"{where}: ids has {len(ids)} elements; context {context} needs at least {context + 1}")
         if batch_size % world_size:
-            raise ValueError(f"{where}: batch_size {batch_size} must be divisible by world_size "
-                             f"{world_size}, so every rank gets the same number of rows")
+            raise ValueError(
+                f"{where}: batch_size {batch_size} must be divisible by world_size "
+                f"{world_size}, so every rank gets the same number of rows"
+            )
         if not 0 <= rank < world_size:
             raise ValueError(f"{where}: rank must lie in [0, {world_size}), got {rank}")
         self.ids = ids
@@ -377,7 +389,7 @@ class BatchSampler:
         generator = torch.Generator().manual_seed(step_seed(self.seed, step))
         offsets = torch.randint(self.n_windows, (self.batch_size,), generator=generator)  # (B,)
         rows = self.local_batch_size
-        return offsets[self.rank * rows:(self.rank + 1) * rows]  # (B/K,)
+        return offsets[self.rank * rows : (self.rank + 1) * rows]  # (B/K,)
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` (B/K, T) int64 windows and ``y`` (B/K,) the character after each window."""

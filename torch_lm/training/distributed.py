@@ -69,26 +69,30 @@ class DistEnv:
             return cls()
         if len(present) != len(RANK_VARIABLES):
             missing = [name for name in RANK_VARIABLES if name not in environ]
-            raise ValueError(f"distributed launch: {', '.join(present)} set but "
-                             f"{', '.join(missing)} not; start data-parallel runs with torchrun")
+            raise ValueError(
+                f"distributed launch: {', '.join(present)} set but "
+                f"{', '.join(missing)} not; start data-parallel runs with torchrun"
+            )
         values = {}
         for name in RANK_VARIABLES:
             try:
                 values[name] = int(environ[name])
             except ValueError:
-                raise ValueError(f"distributed launch: {name} must be an integer, got "
-                                 f"{environ[name]!r}") from None
-        env = cls(rank=values["RANK"], world_size=values["WORLD_SIZE"],
-                  local_rank=values["LOCAL_RANK"])
+                raise ValueError(f"distributed launch: {name} must be an integer, got {environ[name]!r}") from None
+        env = cls(rank=values["RANK"], world_size=values["WORLD_SIZE"], local_rank=values["LOCAL_RANK"])
         if env.world_size < 1 or not 0 <= env.rank < env.world_size or env.local_rank < 0:
-            raise ValueError(f"distributed launch: need 0 <= RANK < WORLD_SIZE and "
-                             f"LOCAL_RANK >= 0, got RANK={env.rank}, WORLD_SIZE={env.world_size}, "
-                             f"LOCAL_RANK={env.local_rank}")
+            raise ValueError(
+                f"distributed launch: need 0 <= RANK < WORLD_SIZE and "
+                f"LOCAL_RANK >= 0, got RANK={env.rank}, WORLD_SIZE={env.world_size}, "
+                f"LOCAL_RANK={env.local_rank}"
+            )
         missing = [name for name in RENDEZVOUS_VARIABLES if not environ.get(name)]
         if env.world_size > 1 and missing:
-            raise ValueError(f"distributed launch: WORLD_SIZE={env.world_size} but "
-                             f"{' and '.join(missing)} not set; start data-parallel runs with "
-                             f"torchrun")
+            raise ValueError(
+                f"distributed launch: WORLD_SIZE={env.world_size} but "
+                f"{' and '.join(missing)} not set; start data-parallel runs with "
+                f"torchrun"
+            )
         return env
 
     @property
@@ -104,8 +108,10 @@ def check_batch_divisible(batch_size: int, world_size: int) -> None:
     averages the ranks' gradients with equal weights.
     """
     if batch_size % world_size:
-        raise ValueError(f"--batch-size {batch_size} is the global batch and must be divisible "
-                         f"by the {world_size} data-parallel ranks (WORLD_SIZE)")
+        raise ValueError(
+            f"--batch-size {batch_size} is the global batch and must be divisible "
+            f"by the {world_size} data-parallel ranks (WORLD_SIZE)"
+        )
 
 
 def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
@@ -126,8 +132,7 @@ class Distributed:
     stream nor queue behind the gradient all-reduces.
     """
 
-    def __init__(self, device: torch.device, env: DistEnv = DistEnv(),
-                 control_group: dist.ProcessGroup | None = None):
+    def __init__(self, device: torch.device, env: DistEnv = DistEnv(), control_group: dist.ProcessGroup | None = None):
         self.device = device
         self.env = env
         self.control_group = control_group
@@ -197,8 +202,7 @@ class StopVote:
             work.wait()
             answer = tuple(bool(vote) for vote in votes)
         votes = torch.tensor([int(flag) for flag in flags], dtype=torch.int64)
-        work = dist.all_reduce(votes, op=dist.ReduceOp.MAX, group=self.distributed.control_group,
-                               async_op=True)
+        work = dist.all_reduce(votes, op=dist.ReduceOp.MAX, group=self.distributed.control_group, async_op=True)
         self.pending = (work, votes)
         return answer
 
@@ -224,12 +228,13 @@ def distributed_session(env: DistEnv, device: torch.device) -> Iterator[Distribu
     if device.type == "cuda":
         torch.cuda.set_device(device)
     try:
-        dist.init_process_group(backend, init_method="env://", rank=env.rank,
-                                world_size=env.world_size)
+        dist.init_process_group(backend, init_method="env://", rank=env.rank, world_size=env.world_size)
         control_group = dist.new_group(backend="gloo")
     except (RuntimeError, ValueError) as error:
-        raise DistributedError(f"cannot join the {backend} process group as rank {env.rank} of "
-                               f"{env.world_size} ({' '.join(str(error).split())[:200]})") from None
+        raise DistributedError(
+            f"cannot join the {backend} process group as rank {env.rank} of "
+            f"{env.world_size} ({' '.join(str(error).split())[:200]})"
+        ) from None
     try:
         yield Distributed(device, env, control_group)
     finally:
@@ -248,6 +253,9 @@ def rank_device(name: str, env: DistEnv) -> torch.device:
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if name not in ("auto", "cuda"):
-        fail("device", f"with {env.world_size} data-parallel ranks use cuda (each rank takes "
-                       f"cuda:LOCAL_RANK) or cpu, not {name!r}")
+        fail(
+            "device",
+            f"with {env.world_size} data-parallel ranks use cuda (each rank takes "
+            f"cuda:LOCAL_RANK) or cpu, not {name!r}",
+        )
     return resolve_device(f"cuda:{env.local_rank}")

@@ -33,13 +33,13 @@ class HeldoutResult:
     @classmethod
     def from_mean(cls, loss: float, positions: int) -> HeldoutResult:
         """The figures of a mean loss (nats/char) over ``positions`` targets."""
-        return cls(loss=loss, perplexity=float(perplexity(loss)), bpc=float(bits_per_char(loss)),
-                   positions=int(positions))
+        return cls(
+            loss=loss, perplexity=float(perplexity(loss)), bpc=float(bits_per_char(loss)), positions=int(positions)
+        )
 
     def to_dict(self) -> dict:
         """The ``evaluate --json`` keys: ``val_loss``, ``val_ppl``, ``bpc``, ``positions``."""
-        return {"val_loss": self.loss, "val_ppl": self.perplexity, "bpc": self.bpc,
-                "positions": self.positions}
+        return {"val_loss": self.loss, "val_ppl": self.perplexity, "bpc": self.bpc, "positions": self.positions}
 
 
 def heldout_stream(history: torch.Tensor, targets: torch.Tensor, context: int) -> torch.Tensor:
@@ -50,25 +50,27 @@ def heldout_stream(history: torch.Tensor, targets: torch.Tensor, context: int) -
     no target.
     """
     if len(history) < context or len(targets) < 1:
-        raise ValueError(f"heldout: need at least {context} history ids and 1 target, got "
-                         f"{len(history)} and {len(targets)}")
-    return torch.cat([history[len(history) - context:], targets.to(history.device)])
+        raise ValueError(
+            f"heldout: need at least {context} history ids and 1 target, got {len(history)} and {len(targets)}"
+        )
+    return torch.cat([history[len(history) - context :], targets.to(history.device)])
 
 
-def windows(stream: torch.Tensor, context: int, start: int, batch_size: int
-            ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def windows(
+    stream: torch.Tensor, context: int, start: int, batch_size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(x (b, context), y (b,)) for every position ``start..len(stream)-1``, ``batch_size`` at a time:
     y the id at the position, x the ``context`` ids before it."""
-    arange = torch.arange(context, device=stream.device)                         # (C,)
+    arange = torch.arange(context, device=stream.device)  # (C,)
     for first in range(start, len(stream), batch_size):
-        positions = torch.arange(first, min(first + batch_size, len(stream)),
-                                 device=stream.device)                            # (b,)
-        yield stream[positions[:, None] - context + arange], stream[positions]    # (b, C), (b,)
+        positions = torch.arange(first, min(first + batch_size, len(stream)), device=stream.device)  # (b,)
+        yield stream[positions[:, None] - context + arange], stream[positions]  # (b, C), (b,)
 
 
 @torch.no_grad()
-def heldout_loss(model: torch.nn.Module, history: torch.Tensor, targets: torch.Tensor,
-                 context: int, batch_size: int = 4096) -> HeldoutResult:
+def heldout_loss(
+    model: torch.nn.Module, history: torch.Tensor, targets: torch.Tensor, context: int, batch_size: int = 4096
+) -> HeldoutResult:
     """The held-out figures of a module with ``forward(x, y) -> (logits, mean loss)`` on
     ``targets`` after ``history`` (the train split and val for the protocol).
 
@@ -78,7 +80,7 @@ def heldout_loss(model: torch.nn.Module, history: torch.Tensor, targets: torch.T
     check_positive_int("heldout_loss", "context", context)
     check_positive_int("heldout_loss", "batch_size", batch_size)
     device = next(model.parameters()).device
-    stream = heldout_stream(history.to(device), targets, context)                 # (C + N,)
+    stream = heldout_stream(history.to(device), targets, context)  # (C + N,)
     total = torch.zeros((), dtype=torch.float64, device=device)
     was_training = model.training
     model.eval()
@@ -91,8 +93,9 @@ def heldout_loss(model: torch.nn.Module, history: torch.Tensor, targets: torch.T
     return HeldoutResult.from_mean(total.item() / len(targets), len(targets))
 
 
-def ngram_heldout(ngram_class, ids, n_train: int, order: int, vocab_size: int, smoothing: str,
-                  **settings) -> dict[str, float]:
+def ngram_heldout(
+    ngram_class, ids, n_train: int, order: int, vocab_size: int, smoothing: str, **settings
+) -> dict[str, float]:
     """A count model of either engine (``numpy_ref.ngram.NGramLM`` or ``torch_lm.ngram.NGramLM``,
     ids of its array type) fitted on ``ids[:n_train]`` and scored on every later position, with
     history from the end of train: ``{"loss", "fit_s", "score_s"}`` (nats/char, seconds)."""

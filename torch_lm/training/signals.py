@@ -24,8 +24,7 @@ class TrainingInterrupted(Exception):
 
     def __init__(self, step: int, checkpoint: Path, signum: int = signal.SIGINT):
         how = "" if signum == signal.SIGINT else f" ({signal.Signals(signum).name})"
-        super().__init__(f"interrupted{how} at step {step}; saved {checkpoint} "
-                         f"(continue with --resume)")
+        super().__init__(f"interrupted{how} at step {step}; saved {checkpoint} (continue with --resume)")
         self.step = step
         self.checkpoint = checkpoint
         self.signum = int(signum)

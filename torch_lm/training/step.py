@@ -63,8 +63,10 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[s
     """
     named = dict(model.named_parameters())
     exempt = no_decay_keys(named)
-    return [{"params": [p for k, p in named.items() if k not in exempt], "weight_decay": weight_decay},
-            {"params": [p for k, p in named.items() if k in exempt], "weight_decay": 0.0}]
+    return [
+        {"params": [p for k, p in named.items() if k not in exempt], "weight_decay": weight_decay},
+        {"params": [p for k, p in named.items() if k in exempt], "weight_decay": 0.0},
+    ]
 
 
 def make_optimizer(model: torch.nn.Module, settings: OptimizerSettings) -> torch.optim.Optimizer:
@@ -109,9 +111,16 @@ class TrainingStep:
     clipping + optimiser ("optimiser") and bookkeeping ("logging") end: the benchmark's timer.
     """
 
-    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 schedule: Callable[[int], float], grad_clip: float, *,
-                 forward: Callable | None = None, capture_forward: Callable | None = None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        schedule: Callable[[int], float],
+        grad_clip: float,
+        *,
+        forward: Callable | None = None,
+        capture_forward: Callable | None = None,
+    ):
         self.model = model
         self.optimizer = optimizer
         self.schedule = schedule
@@ -122,18 +131,26 @@ class TrainingStep:
         self.running = RunningMean()
         # Device-side: the first step (1-based) whose loss was not finite, sys.maxsize if none.
         self.first_bad_step = torch.full((), sys.maxsize, dtype=torch.int64, device=device)
-        self.grad_norms: dict[str, float] = {}                  # of the latest capture step
+        self.grad_norms: dict[str, float] = {}  # of the latest capture step
         self.activation_stats: dict[str, dict[str, float]] = {}
 
-    def __call__(self, step: int, x: torch.Tensor, y: torch.Tensor, *, capture: bool = False,
-                 generator: torch.Generator | None = None,
-                 masks: dict[str, torch.Tensor] | None = None, laps=None) -> torch.Tensor:
+    def __call__(
+        self,
+        step: int,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        capture: bool = False,
+        generator: torch.Generator | None = None,
+        masks: dict[str, torch.Tensor] | None = None,
+        laps=None,
+    ) -> torch.Tensor:
         """Step ``step`` (0-based) on the batch x (B, T), y (B,); returns the detached loss."""
         laps = laps or _NoLaps()
         lr = self.schedule(step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        with (self.model.capture_activations() if capture else contextlib.nullcontext({})) as acts:
+        with self.model.capture_activations() if capture else contextlib.nullcontext({}) as acts:
             forward = self.capture_forward if capture else self.forward
             _, loss = forward(x, y, generator=generator, masks=masks)
         laps.lap("forward")
@@ -153,7 +170,8 @@ class TrainingStep:
         laps.lap("optimiser")
         loss = loss.detach()
         self.running.update(loss.double() * len(y), len(y))
-        self.first_bad_step = torch.where(torch.isfinite(loss), self.first_bad_step,
-                                          self.first_bad_step.clamp(max=step + 1))
+        self.first_bad_step = torch.where(
+            torch.isfinite(loss), self.first_bad_step, self.first_bad_step.clamp(max=step + 1)
+        )
         laps.lap("logging")
         return loss

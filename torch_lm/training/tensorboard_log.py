@@ -88,8 +88,7 @@ class MetricsFile:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue  # the line a crash interrupted
-            if isinstance(record, dict) and isinstance(record.get("step"), int) \
-                    and record["step"] < purge_step:
+            if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] < purge_step:
                 kept.append(line + "\n")
         write_atomically(self.path, "".join(kept).encode("utf-8"))
 
@@ -118,8 +117,11 @@ def wait_to_sort_after(run_dir: Path, max_wait: float = MAX_EVENT_FILE_WAIT_SECO
     those events, and the curve would double back. At most ``max_wait`` seconds, so that a file
     stamped by a clock far ahead (another machine's) cannot stall the run.
     """
-    stamps = [int(match.group(1)) for path in run_dir.glob("events.out.tfevents.*")
-              if (match := re.match(r"events\.out\.tfevents\.(\d+)\.", path.name))]
+    stamps = [
+        int(match.group(1))
+        for path in run_dir.glob("events.out.tfevents.*")
+        if (match := re.match(r"events\.out\.tfevents\.(\d+)\.", path.name))
+    ]
     if not stamps:
         return
     deadline = min(max(stamps) + 1, time.time() + max_wait)
@@ -135,17 +137,22 @@ class TensorBoardLogger:
     does not double back.
     """
 
-    def __init__(self, run_dir: str | os.PathLike, enabled: bool = True,
-                 purge_step: int | None = None):
+    def __init__(self, run_dir: str | os.PathLike, enabled: bool = True, purge_step: int | None = None):
         self.enabled = enabled
         if enabled:
             wait_to_sort_after(Path(run_dir))
         self.writer = SummaryWriter(str(run_dir), purge_step=purge_step) if enabled else None
         self.metrics = MetricsFile(Path(run_dir) / METRICS_FILE, purge_step) if enabled else None
 
-    def log_train(self, step: int, loss: float, lr: float, tokens_per_sec: float,
-                  grad_norms: Mapping[str, float],
-                  activation_stats: Mapping[str, Mapping[str, float]]) -> None:
+    def log_train(
+        self,
+        step: int,
+        loss: float,
+        lr: float,
+        tokens_per_sec: float,
+        grad_norms: Mapping[str, float],
+        activation_stats: Mapping[str, Mapping[str, float]],
+    ) -> None:
         """A log step: the running train loss over the interval (token-weighted, nats/char) and
         ``perplexity/train = exp(loss)`` of that same number, per-layer gradient norms (measured
         before clipping) with ``"total"``, per-layer activation statistics, lr and throughput."""
@@ -163,11 +170,17 @@ class TensorBoardLogger:
                 w.add_scalar(f"activations/{layer}/{name}", float(value), step)
         w.add_scalar("lr", lr, step)
         w.add_scalar("throughput/tokens_per_sec", tokens_per_sec, step)
-        self.metrics.write(step, {"loss/train": loss, "perplexity/train": train_perplexity,
-                                  "lr": lr, "throughput/tokens_per_sec": tokens_per_sec})
+        self.metrics.write(
+            step,
+            {
+                "loss/train": loss,
+                "perplexity/train": train_perplexity,
+                "lr": lr,
+                "throughput/tokens_per_sec": tokens_per_sec,
+            },
+        )
 
-    def log_eval(self, step: int, result: HeldoutResult, model: torch.nn.Module,
-                 sample: str) -> None:
+    def log_eval(self, step: int, result: HeldoutResult, model: torch.nn.Module, sample: str) -> None:
         """An evaluation: held-out loss and perplexity, weight and gradient histograms of every
         parameter (the gradients of the latest training step), and a generated sample."""
         if not self.enabled:
@@ -187,11 +200,11 @@ class TensorBoardLogger:
         """The character vectors (V, E) for the projector, labelled ``<space>``, ``<newline>``, ..."""
         if not self.enabled:
             return
-        self.writer.add_embedding(weight.detach().float().cpu(), metadata=vocab.labels(),
-                                  tag=EMBEDDING_TAG, global_step=step)
+        self.writer.add_embedding(
+            weight.detach().float().cpu(), metadata=vocab.labels(), tag=EMBEDDING_TAG, global_step=step
+        )
 
-    def log_hparams(self, model_config: Mapping[str, object],
-                    train_config: Mapping[str, object]) -> None:
+    def log_hparams(self, model_config: Mapping[str, object], train_config: Mapping[str, object]) -> None:
         """The configs (``model.<key>``, ``train.<key>``) as hparams whose metrics are this run's
         ``loss/val`` and ``perplexity/val`` scalars; call it after the final evaluation, whose
         values the dashboard then shows.

@@ -61,47 +61,65 @@ def build_model(model_config: ModelConfig, config: TrainConfig, device: torch.de
 class Trainer:
     """State of one training run; ``train()`` builds one and calls ``run()``."""
 
-    def __init__(self, model_config: ModelConfig, config: TrainConfig, text: str,
-                 distributed: Distributed | None = None):
+    def __init__(
+        self, model_config: ModelConfig, config: TrainConfig, text: str, distributed: Distributed | None = None
+    ):
         self.config, self.model_config = config, model_config
         self.dist = distributed or Distributed(resolve_device(config.device))
         self.device = self.dist.device
         self.vocab = CharVocab.from_text(text)
         if model_config.vocab_size != len(self.vocab):
-            fail("train", f"model_config.vocab_size is {model_config.vocab_size} but the text has "
-                          f"{len(self.vocab)} distinct characters")
+            fail(
+                "train",
+                f"model_config.vocab_size is {model_config.vocab_size} but the text has "
+                f"{len(self.vocab)} distinct characters",
+            )
         self.run_dir = Path(config.run_dir)
         train_ids, val_ids = split_ids(self.vocab.encode(text))
         check_split_fits(len(train_ids), len(val_ids), model_config.context)
         train_ids, val_ids = train_ids.to(self.device), val_ids.to(self.device)
-        trained_on = train_ids[:len(train_ids) - config.holdout_tail]  # (N - holdout,)
-        self.sampler = BatchSampler(trained_on, model_config.context, config.batch_size, config.seed,
-                                    rank=self.dist.rank, world_size=self.dist.world_size)
+        trained_on = train_ids[: len(train_ids) - config.holdout_tail]  # (N - holdout,)
+        self.sampler = BatchSampler(
+            trained_on,
+            model_config.context,
+            config.batch_size,
+            config.seed,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+        )
         # This rank's share of the val positions and the context ids before it: each rank scores
         # its shard with the contexts the whole evaluation gives it (one rank: the whole split).
         start, stop = shard_bounds(len(val_ids), self.dist.rank, self.dist.world_size)
-        stream = torch.cat([train_ids[len(train_ids) - model_config.context:], val_ids])
-        self.eval_prefix, self.eval_shard = stream[start:start + model_config.context], val_ids[start:stop]
+        stream = torch.cat([train_ids[len(train_ids) - model_config.context :], val_ids])
+        self.eval_prefix, self.eval_shard = stream[start : start + model_config.context], val_ids[start:stop]
 
         self.model = build_model(model_config, config, self.device)
         optimizer = make_optimizer(self.model, config.optimizer_settings())
         self.dropout_generator = torch.Generator(self.device).manual_seed(
-            step_seed(config.seed, 0, dropout_stream(self.dist.rank)))
+            step_seed(config.seed, 0, dropout_stream(self.dist.rank))
+        )
         self.step, self.best_val_loss, self.last_saved_step = 0, math.inf, None
-        checkpoint = prepare_run_dir(self.run_dir, config.resume, self.dist.is_main, self.model,
-                                     self.vocab, self.device)
+        checkpoint = prepare_run_dir(
+            self.run_dir, config.resume, self.dist.is_main, self.model, self.vocab, self.device
+        )
         # DDP wraps after the restore: it broadcasts rank 0's weights (equal anyway) and hooks the
         # averaging. Log steps run the eager module, ordinary steps the compiled one if asked for.
         parallel = self.dist.wrap(self.model)
-        self.train_step = TrainingStep(self.model, optimizer, config.lr_at, config.grad_clip,
-                                       forward=torch.compile(parallel) if config.compile else parallel,
-                                       capture_forward=parallel)
+        self.train_step = TrainingStep(
+            self.model,
+            optimizer,
+            config.lr_at,
+            config.grad_clip,
+            forward=torch.compile(parallel) if config.compile else parallel,
+            capture_forward=parallel,
+        )
         if checkpoint is not None:
             self._restore(checkpoint)
         # A resumed run replaces what the previous one logged after its checkpoint; events of
         # the checkpoint's own step were written before it was saved, so they stay.
-        self.logger = TensorBoardLogger(self.run_dir, enabled=self.dist.is_main,
-                                        purge_step=self.step + 1 if checkpoint is not None else None)
+        self.logger = TensorBoardLogger(
+            self.run_dir, enabled=self.dist.is_main, purge_step=self.step + 1 if checkpoint is not None else None
+        )
         self.train_history: list[tuple[int, float]] = []
         self.val_history: list[tuple[int, float]] = []
         self.last_eval: HeldoutResult | None = None
@@ -124,15 +142,23 @@ class Trainer:
                 running = checkpoint["running"]
                 self.train_step.running.update(running["loss_sum"], running["tokens"])
         except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as error:
-            raise CheckpointError(f"checkpoint {self.run_dir / LAST}: optimizer, RNG or running-loss "
-                                  f"state does not fit ({' '.join(str(error).split())[:160]})") from None
+            raise CheckpointError(
+                f"checkpoint {self.run_dir / LAST}: optimizer, RNG or running-loss "
+                f"state does not fit ({' '.join(str(error).split())[:160]})"
+            ) from None
 
     # ----------------------------------------------------------------------------- the loop
     def run(self) -> dict[str, Any]:
         """Train to ``max_steps`` (or the time budget), evaluating and checkpointing on the way."""
         config, status, start = self.config, "completed", time.monotonic()
-        bar = tqdm(total=config.max_steps, initial=self.step, desc="train", unit="step",
-                   dynamic_ncols=True, disable=not self.logger.enabled)
+        bar = tqdm(
+            total=config.max_steps,
+            initial=self.step,
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+            disable=not self.logger.enabled,
+        )
         try:
             with stop_on_signals() as stop_signal:
                 self._mark_throughput()
@@ -141,16 +167,21 @@ class Trainer:
                     # Every rank stops at the same step, or the others would wait forever in
                     # the next gradient all-reduce.
                     interrupted, out_of_time = vote(
-                        stop_signal["stop"],
-                        bool(config.time_budget) and time.monotonic() - start >= config.time_budget)
+                        stop_signal["stop"], bool(config.time_budget) and time.monotonic() - start >= config.time_budget
+                    )
                     if interrupted:
                         raise self._interrupt(stop_signal["signal"])
                     if out_of_time:
                         status = "time_budget"
                         break
                     x, y = self.sampler.batch(self.step)
-                    self.train_step(self.step, x, y, capture=(self.step + 1) % config.log_interval == 0,
-                                    generator=self.dropout_generator)
+                    self.train_step(
+                        self.step,
+                        x,
+                        y,
+                        capture=(self.step + 1) % config.log_interval == 0,
+                        generator=self.dropout_generator,
+                    )
                     self.step += 1
                     self._interval_steps += 1
                     bar.update(1)
@@ -181,8 +212,11 @@ class Trainer:
 
     def _diverged(self, what: str) -> NonFiniteLossError:
         """The error that stops a diverged run, naming the checkpoint left in place."""
-        kept = (f"the last good checkpoint is {self.run_dir / LAST} (step {self.last_saved_step})"
-                if self.last_saved_step is not None else "no checkpoint was written before it")
+        kept = (
+            f"the last good checkpoint is {self.run_dir / LAST} (step {self.last_saved_step})"
+            if self.last_saved_step is not None
+            else "no checkpoint was written before it"
+        )
         return NonFiniteLossError(f"{what}; stopped ({kept}); try a lower --lr or --grad-clip")
 
     def _mark_throughput(self) -> None:
@@ -199,11 +233,19 @@ class Trainer:
         tokens_per_sec = self._interval_steps * self.config.batch_size / max(elapsed, 1e-9)
         self.train_seconds += elapsed
         self.trained_steps += self._interval_steps
-        self.logger.log_train(self.step, loss, self.config.lr_at(self.step - 1), tokens_per_sec,
-                              self.train_step.grad_norms, self.train_step.activation_stats)
+        self.logger.log_train(
+            self.step,
+            loss,
+            self.config.lr_at(self.step - 1),
+            tokens_per_sec,
+            self.train_step.grad_norms,
+            self.train_step.activation_stats,
+        )
         self.train_history.append((self.step, loss))
-        bar.set_postfix({"loss": f"{loss:.4f}", "ppl": f"{float(perplexity(loss)):.2f}",
-                         "tok/s": f"{tokens_per_sec:,.0f}"}, refresh=False)
+        bar.set_postfix(
+            {"loss": f"{loss:.4f}", "ppl": f"{float(perplexity(loss)):.2f}", "tok/s": f"{tokens_per_sec:,.0f}"},
+            refresh=False,
+        )
         self._mark_throughput()
 
     def _running_totals(self) -> tuple[float, int]:
@@ -218,8 +260,9 @@ class Trainer:
         (sum of losses, positions) pairs are summed, so each position counts exactly once."""
         loss_sum, positions = 0.0, 0
         if len(self.eval_shard):
-            shard = heldout_loss(self.model, self.eval_prefix, self.eval_shard,
-                                 self.model_config.context, self.config.eval_batch_size)
+            shard = heldout_loss(
+                self.model, self.eval_prefix, self.eval_shard, self.model_config.context, self.config.eval_batch_size
+            )
             loss_sum, positions = shard.loss * shard.positions, shard.positions
         totals = torch.tensor([loss_sum, positions], dtype=torch.float64, device=self.device)
         loss_sum, positions = self.dist.all_reduce(totals).tolist()
@@ -240,8 +283,10 @@ class Trainer:
         self.best_val_loss = min(self.best_val_loss, result.loss)
         self._save(also_best=improved)
         if self.logger.enabled:
-            bar.write(f"step {self.step}: val loss {result.loss:.4f}, perplexity "
-                      f"{result.perplexity:.3f}{' (best)' if improved else ''}")
+            bar.write(
+                f"step {self.step}: val loss {result.loss:.4f}, perplexity "
+                f"{result.perplexity:.3f}{' (best)' if improved else ''}"
+            )
         self._mark_throughput()
 
     def _sample(self) -> str:
@@ -249,11 +294,9 @@ class Trainer:
         sampling never disturbs the training randomness."""
         if self.config.sample_length == 0:
             return ""
-        generator = torch.Generator(self.device).manual_seed(
-            step_seed(self.config.seed, self.step, "sample"))
+        generator = torch.Generator(self.device).manual_seed(step_seed(self.config.seed, self.step, "sample"))
         prompt = self.vocab.encode(sample_prompt(self.vocab)).to(self.device)[None]  # (1, 1)
-        return self.vocab.decode(generate(self.model, prompt, self.config.sample_length,
-                                          generator=generator)[0])
+        return self.vocab.decode(generate(self.model, prompt, self.config.sample_length, generator=generator)[0])
 
     def _save(self, also_best: bool = False) -> None:
         """Atomically write ``last.pt`` (and the same checkpoint as ``best.pt``) on rank 0.
@@ -269,9 +312,17 @@ class Trainer:
         if self.dist.is_main:
             self.logger.flush()
             checkpoint = build_checkpoint(
-                self.model, self.train_step.optimizer, self.model_config, self.config.to_dict(),
-                self.vocab, self.step, self.best_val_loss,
-                {dropout_stream(rank): state for rank, state in enumerate(states)}, loss_sum, tokens)
+                self.model,
+                self.train_step.optimizer,
+                self.model_config,
+                self.config.to_dict(),
+                self.vocab,
+                self.step,
+                self.best_val_loss,
+                {dropout_stream(rank): state for rank, state in enumerate(states)},
+                loss_sum,
+                tokens,
+            )
             save_checkpoint(self.run_dir / LAST, checkpoint)
             if also_best:
                 save_checkpoint(self.run_dir / BEST, checkpoint)
@@ -297,20 +348,25 @@ def run_summary(trainer: Trainer, status: str, elapsed: float) -> dict[str, Any]
     """What ``train`` returns (JSON-serialisable)."""
     result = trainer.last_eval
     return {
-        "status": status, "steps": trainer.step, **result.to_dict(),
+        "status": status,
+        "steps": trainer.step,
+        **result.to_dict(),
         "best_val_loss": trainer.best_val_loss,
         "train_loss": trainer.train_history[-1][1] if trainer.train_history else None,
         "train_history": [list(item) for item in trainer.train_history],
         "val_history": [list(item) for item in trainer.val_history],
         "tokens_per_sec": trainer.trained_steps * trainer.config.batch_size / max(trainer.train_seconds, 1e-9),
-        "elapsed_seconds": elapsed, "parameters": trainer.model.num_parameters(),
-        "device": str(trainer.device), "world_size": trainer.dist.world_size,
+        "elapsed_seconds": elapsed,
+        "parameters": trainer.model.num_parameters(),
+        "device": str(trainer.device),
+        "world_size": trainer.dist.world_size,
         "run_dir": str(trainer.run_dir),
     }
 
 
-def train(model_config: ModelConfig, train_config: TrainConfig, text: str,
-          distributed: Distributed | None = None) -> dict[str, Any]:
+def train(
+    model_config: ModelConfig, train_config: TrainConfig, text: str, distributed: Distributed | None = None
+) -> dict[str, Any]:
     """Train a ``NeuralLM`` on ``text`` (split 90/10) and return a summary dict.
 
     ``distributed`` (from ``torch_lm.training.distributed.distributed_session``) makes this process

@@ -29,14 +29,13 @@ from torch_lm.training.step import OptimizerSettings, TrainingStep, make_optimiz
 # "small" exercises every part of the architecture (fusion levels, LayerNorm, a residual block)
 # in a second; "default" is ``ModelConfig()``, the project's default architecture.
 MODEL_CONFIGS = {
-    "small": ModelConfig(vocab_size=27, context=8, embed_dim=6, hidden_dim=16, fusion=(2, 2, 2),
-                         n_blocks=1, norm=True),
+    "small": ModelConfig(vocab_size=27, context=8, embed_dim=6, hidden_dim=16, fusion=(2, 2, 2), n_blocks=1, norm=True),
     "default": ModelConfig(),
 }
 FLOAT64_TOLERANCE = 1e-10
 EPS32 = float(np.finfo(np.float32).eps)
-FLOAT32_WALK_PER_SQRT_STEP = 32       # in units of EPS32; see docs/trajectory_parity.md
-FLOAT32_ADAM_EPS_TERM = 2 ** 14       # in units of EPS32; see docs/trajectory_parity.md
+FLOAT32_WALK_PER_SQRT_STEP = 32  # in units of EPS32; see docs/trajectory_parity.md
+FLOAT32_ADAM_EPS_TERM = 2**14  # in units of EPS32; see docs/trajectory_parity.md
 
 
 def model_config_named(name: str, dropout: float = 0.0) -> ModelConfig:
@@ -50,7 +49,7 @@ def tolerance(dtype: str, steps: int, optimizer: str) -> float:
     if dtype == "float64":
         return FLOAT64_TOLERANCE
     adam_term = FLOAT32_ADAM_EPS_TERM if optimizer == "adamw" else 0
-    return EPS32 * (FLOAT32_WALK_PER_SQRT_STEP * steps ** 0.5 + adam_term)
+    return EPS32 * (FLOAT32_WALK_PER_SQRT_STEP * steps**0.5 + adam_term)
 
 
 # ----------------------------------------------------------------------------- the torch run
@@ -63,12 +62,18 @@ def initial_params(model_config: ModelConfig, seed: int, dtype: str) -> dict[str
 
 def optimizer_settings(run: TrajectoryConfig) -> OptimizerSettings:
     """The run's optimiser for ``make_optimizer``: AdamW on its op-by-op path, or SGD."""
-    return OptimizerSettings(run.optimizer, lr=run.lr, weight_decay=run.weight_decay,
-                             betas=run.betas, momentum=run.momentum, fused=False)
+    return OptimizerSettings(
+        run.optimizer, lr=run.lr, weight_decay=run.weight_decay, betas=run.betas, momentum=run.momentum, fused=False
+    )
 
 
-def train(params: dict[str, np.ndarray], model_config: ModelConfig, run: TrajectoryConfig,
-          batches: list[Batch], masks: list[Masks]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def train(
+    params: dict[str, np.ndarray],
+    model_config: ModelConfig,
+    run: TrajectoryConfig,
+    batches: list[Batch],
+    masks: list[Masks],
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The twin of ``numpy_ref.trajectory.train``: same arguments, same returns, every step a
     ``TrainingStep``.
 
@@ -79,13 +84,16 @@ def train(params: dict[str, np.ndarray], model_config: ModelConfig, run: Traject
     model = NeuralLM(model_config).to(DTYPES[dtype.name])
     model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in params.items()})
     model.train()
-    step = TrainingStep(model, make_optimizer(model, optimizer_settings(run)), run.lr_at,
-                        run.grad_clip)
+    step = TrainingStep(model, make_optimizer(model, optimizer_settings(run)), run.lr_at, run.grad_clip)
     losses = np.empty(len(batches), dtype=dtype)
     with _single_threaded():
         for i, ((x, y), step_masks) in enumerate(zip(batches, masks)):
-            loss = step(i, torch.from_numpy(x), torch.from_numpy(y),
-                        masks={name: torch.from_numpy(m) for name, m in step_masks.items()})
+            loss = step(
+                i,
+                torch.from_numpy(x),
+                torch.from_numpy(y),
+                masks={name: torch.from_numpy(m) for name, m in step_masks.items()},
+            )
             losses[i] = loss.item()
     return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}, losses
 
@@ -112,10 +120,10 @@ class TrajectoryReport:
 
     dtype: str
     steps: int
-    loss_max_rel_diff: float      # over all steps
-    param_max_rel_diff: float     # over all tensors, at the end
+    loss_max_rel_diff: float  # over all steps
+    param_max_rel_diff: float  # over all tensors, at the end
     worst_param: str
-    param_rel_change: float       # ||final - initial|| / ||initial|| over all parameters: how far they moved
+    param_rel_change: float  # ||final - initial|| / ||initial|| over all parameters: how far they moved
     tolerance: float
     passed: bool
     first_loss: float
@@ -157,8 +165,9 @@ def global_rel_change(final: dict[str, np.ndarray], initial: dict[str, np.ndarra
     return (moved / size) ** 0.5
 
 
-def run_parity(model_config: ModelConfig, dtype: str, run: TrajectoryConfig,
-               tol: float | None = None) -> TrajectoryReport:
+def run_parity(
+    model_config: ModelConfig, dtype: str, run: TrajectoryConfig, tol: float | None = None
+) -> TrajectoryReport:
     """Train both engines ``run.steps`` steps from the same start and compare them."""
     start = time.perf_counter()
     params = initial_params(model_config, run.seed, dtype)
@@ -171,10 +180,18 @@ def run_parity(model_config: ModelConfig, dtype: str, run: TrajectoryConfig,
     worst = max(diffs, key=diffs.get)
     tol = tolerance(dtype, run.steps, run.optimizer) if tol is None else tol
     return TrajectoryReport(
-        dtype=dtype, steps=run.steps,
-        loss_max_rel_diff=loss_diff, param_max_rel_diff=diffs[worst], worst_param=worst,
+        dtype=dtype,
+        steps=run.steps,
+        loss_max_rel_diff=loss_diff,
+        param_max_rel_diff=diffs[worst],
+        worst_param=worst,
         param_rel_change=global_rel_change(torch_params, params),
-        tolerance=tol, passed=max(loss_diff, diffs[worst]) <= tol,
-        first_loss=float(torch_losses[0]), final_loss_numpy=float(np_losses[-1]),
-        final_loss_torch=float(torch_losses[-1]), seconds=round(time.perf_counter() - start, 3),
-        model=model_config.to_dict(), run=run.to_dict())
+        tolerance=tol,
+        passed=max(loss_diff, diffs[worst]) <= tol,
+        first_loss=float(torch_losses[0]),
+        final_loss_numpy=float(np_losses[-1]),
+        final_loss_torch=float(torch_losses[-1]),
+        seconds=round(time.perf_counter() - start, 3),
+        model=model_config.to_dict(),
+        run=run.to_dict(),
+    )
