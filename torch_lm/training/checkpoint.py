@@ -38,7 +38,7 @@ import torch
 from numpy_ref.config import ModelConfig
 from torch_lm.neural_lm import NeuralLM
 from torch_lm.training.config import DTYPES
-from torch_lm.training.data import CharVocab, write_atomically
+from torch_lm.training.data import CharVocab, step_seed, write_atomically
 
 FORMAT_VERSION = 1
 LAST = "last.pt"
@@ -281,3 +281,34 @@ def prepare_run_dir(
     check_model_config_matches(last, checkpoint, model.config)
     load_model_state(last, model, checkpoint)
     return checkpoint
+
+
+def restore_training_state(
+    checkpoint: dict[str, Any],
+    path: Path,
+    train_step,
+    dropout_generator: torch.Generator,
+    stream: str,
+    seed: int,
+    with_running_loss: bool,
+) -> None:
+    """The optimiser state, this rank's dropout generator (``stream``) and, ``with_running_loss``,
+    the running loss of ``checkpoint`` into a run's ``TrainingStep`` and generator.
+
+    A rank that finds no saved generator (more ranks than the run that saved it) reseeds it from
+    ``(seed, step)``: a fresh stream, still reproducible. The saved running loss is the sum over
+    all ranks, so only one rank takes it back.
+    """
+    try:
+        train_step.optimizer.load_state_dict(checkpoint["optimizer"])
+        if stream in checkpoint["rng"]:
+            dropout_generator.set_state(checkpoint["rng"][stream].cpu())
+        else:
+            dropout_generator.manual_seed(step_seed(seed, checkpoint["step"], stream))
+        if with_running_loss:
+            running = checkpoint["running"]
+            train_step.running.update(running["loss_sum"], running["tokens"])
+    except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as error:
+        raise CheckpointError(
+            f"checkpoint {path}: optimizer, RNG or running-loss state does not fit ({_one_line(error)})"
+        ) from None

@@ -12,7 +12,7 @@ float64). Both build their windows with ``heldout_stream`` and ``windows``.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -91,6 +91,28 @@ def heldout_loss(
     finally:
         model.train(was_training)
     return HeldoutResult.from_mean(total.item() / len(targets), len(targets))
+
+
+def sharded_heldout(
+    model: torch.nn.Module,
+    prefix: torch.Tensor,
+    shard: torch.Tensor,
+    context: int,
+    batch_size: int,
+    all_reduce: Callable[[torch.Tensor], torch.Tensor],
+) -> HeldoutResult:
+    """The held-out figures over every rank's shard of the val positions: each rank scores its
+    ``shard`` after its ``prefix`` (the ``context`` ids before it) and ``all_reduce`` sums the
+    (sum of losses, positions) pairs, so each position counts exactly once. One rank: the whole
+    split, ``all_reduce`` the identity."""
+    device = next(model.parameters()).device
+    loss_sum, positions = 0.0, 0
+    if len(shard):
+        result = heldout_loss(model, prefix, shard, context, batch_size)
+        loss_sum, positions = result.loss * result.positions, result.positions
+    totals = torch.tensor([loss_sum, positions], dtype=torch.float64, device=device)
+    loss_sum, positions = all_reduce(totals).tolist()
+    return HeldoutResult.from_mean(loss_sum / positions, int(positions))
 
 
 def ngram_heldout(

@@ -34,11 +34,18 @@ from numpy_ref.config import ModelConfig
 from numpy_ref.validation import fail
 from torch_lm.metrics import perplexity
 from torch_lm.neural_lm import NeuralLM
-from torch_lm.training.checkpoint import BEST, LAST, CheckpointError, build_checkpoint, prepare_run_dir, save_checkpoint
+from torch_lm.training.checkpoint import (
+    BEST,
+    LAST,
+    build_checkpoint,
+    prepare_run_dir,
+    restore_training_state,
+    save_checkpoint,
+)
 from torch_lm.training.config import DTYPES, TrainConfig, resolve_device
 from torch_lm.training.data import BatchSampler, CharVocab, check_split_fits, split_ids, step_seed
 from torch_lm.training.distributed import Distributed, StopVote, shard_bounds
-from torch_lm.training.heldout import HeldoutResult, heldout_loss
+from torch_lm.training.heldout import HeldoutResult, sharded_heldout
 from torch_lm.training.sampling import generate, sample_prompt
 from torch_lm.training.signals import NonFiniteLossError, TrainingInterrupted, stop_on_signals
 from torch_lm.training.step import TrainingStep, make_optimizer
@@ -58,6 +65,27 @@ def build_model(model_config: ModelConfig, config: TrainConfig, device: torch.de
     return model.to(device).train()
 
 
+def rank_data(
+    ids: torch.Tensor, context: int, config: TrainConfig, dist: Distributed, device: torch.device
+) -> tuple[BatchSampler, torch.Tensor, torch.Tensor]:
+    """This rank's batches and share of the held-out positions, from the text's ids (N,).
+
+    The sampler draws from the train split without its ``holdout_tail``. The held-out share is
+    (the ``context`` ids before it, its val ids): each rank scores its shard with the contexts the
+    whole evaluation gives it (one rank: the whole split).
+    """
+    train_ids, val_ids = split_ids(ids)
+    check_split_fits(len(train_ids), len(val_ids), context)
+    train_ids, val_ids = train_ids.to(device), val_ids.to(device)
+    trained_on = train_ids[: len(train_ids) - config.holdout_tail]  # (N - holdout,)
+    sampler = BatchSampler(
+        trained_on, context, config.batch_size, config.seed, rank=dist.rank, world_size=dist.world_size
+    )
+    start, stop = shard_bounds(len(val_ids), dist.rank, dist.world_size)
+    stream = torch.cat([train_ids[len(train_ids) - context :], val_ids])
+    return sampler, stream[start : start + context], val_ids[start:stop]
+
+
 class Trainer:
     """State of one training run; ``train()`` builds one and calls ``run()``."""
 
@@ -75,23 +103,9 @@ class Trainer:
                 f"{len(self.vocab)} distinct characters",
             )
         self.run_dir = Path(config.run_dir)
-        train_ids, val_ids = split_ids(self.vocab.encode(text))
-        check_split_fits(len(train_ids), len(val_ids), model_config.context)
-        train_ids, val_ids = train_ids.to(self.device), val_ids.to(self.device)
-        trained_on = train_ids[: len(train_ids) - config.holdout_tail]  # (N - holdout,)
-        self.sampler = BatchSampler(
-            trained_on,
-            model_config.context,
-            config.batch_size,
-            config.seed,
-            rank=self.dist.rank,
-            world_size=self.dist.world_size,
+        self.sampler, self.eval_prefix, self.eval_shard = rank_data(
+            self.vocab.encode(text), model_config.context, config, self.dist, self.device
         )
-        # This rank's share of the val positions and the context ids before it: each rank scores
-        # its shard with the contexts the whole evaluation gives it (one rank: the whole split).
-        start, stop = shard_bounds(len(val_ids), self.dist.rank, self.dist.world_size)
-        stream = torch.cat([train_ids[len(train_ids) - model_config.context :], val_ids])
-        self.eval_prefix, self.eval_shard = stream[start : start + model_config.context], val_ids[start:stop]
 
         self.model = build_model(model_config, config, self.device)
         optimizer = make_optimizer(self.model, config.optimizer_settings())
@@ -114,7 +128,16 @@ class Trainer:
             capture_forward=parallel,
         )
         if checkpoint is not None:
-            self._restore(checkpoint)
+            self.step, self.best_val_loss = checkpoint["step"], checkpoint["best_val_loss"]
+            restore_training_state(
+                checkpoint,
+                self.run_dir / LAST,
+                self.train_step,
+                self.dropout_generator,
+                dropout_stream(self.dist.rank),
+                config.seed,
+                with_running_loss=self.dist.is_main,
+            )
         # A resumed run replaces what the previous one logged after its checkpoint; events of
         # the checkpoint's own step were written before it was saved, so they stay.
         self.logger = TensorBoardLogger(
@@ -125,27 +148,6 @@ class Trainer:
         self.last_eval: HeldoutResult | None = None
         self.train_seconds, self.trained_steps = 0.0, 0
         self._mark_throughput()
-
-    # ----------------------------------------------------------------------------- setup
-    def _restore(self, checkpoint: dict) -> None:
-        """AdamW state, dropout generator, step, best loss and running loss from ``last.pt`` (the
-        saved running loss is the sum over all ranks, so only rank 0 takes it back)."""
-        self.step, self.best_val_loss = checkpoint["step"], checkpoint["best_val_loss"]
-        stream = dropout_stream(self.dist.rank)
-        try:
-            self.train_step.optimizer.load_state_dict(checkpoint["optimizer"])
-            if stream in checkpoint["rng"]:
-                self.dropout_generator.set_state(checkpoint["rng"][stream].cpu())
-            else:  # more ranks than the run that saved it: a fresh stream, still reproducible
-                self.dropout_generator.manual_seed(step_seed(self.config.seed, self.step, stream))
-            if self.dist.is_main:
-                running = checkpoint["running"]
-                self.train_step.running.update(running["loss_sum"], running["tokens"])
-        except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as error:
-            raise CheckpointError(
-                f"checkpoint {self.run_dir / LAST}: optimizer, RNG or running-loss "
-                f"state does not fit ({' '.join(str(error).split())[:160]})"
-            ) from None
 
     # ----------------------------------------------------------------------------- the loop
     def run(self) -> dict[str, Any]:
@@ -255,25 +257,19 @@ class Trainer:
         loss_sum, tokens = self.dist.all_reduce(totals).tolist()
         return loss_sum, int(tokens)
 
-    def _heldout(self) -> HeldoutResult:
-        """The held-out protocol over every val position: each rank scores its shard and the
-        (sum of losses, positions) pairs are summed, so each position counts exactly once."""
-        loss_sum, positions = 0.0, 0
-        if len(self.eval_shard):
-            shard = heldout_loss(
-                self.model, self.eval_prefix, self.eval_shard, self.model_config.context, self.config.eval_batch_size
-            )
-            loss_sum, positions = shard.loss * shard.positions, shard.positions
-        totals = torch.tensor([loss_sum, positions], dtype=torch.float64, device=self.device)
-        loss_sum, positions = self.dist.all_reduce(totals).tolist()
-        return HeldoutResult.from_mean(loss_sum / positions, int(positions))
-
     def _evaluate_and_save(self, bar: tqdm) -> None:
         """Held-out loss, a sample, histograms; then ``last.pt`` (and ``best.pt`` if improved)."""
         self._check_finite()
         self.train_seconds += time.monotonic() - self._interval_start
         self.trained_steps += self._interval_steps
-        result = self._heldout()
+        result = sharded_heldout(
+            self.model,
+            self.eval_prefix,
+            self.eval_shard,
+            self.model_config.context,
+            self.config.eval_batch_size,
+            self.dist.all_reduce,
+        )
         if not math.isfinite(result.loss):
             raise self._diverged(f"held-out loss is non-finite at step {self.step}")
         self.last_eval = result
