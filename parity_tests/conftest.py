@@ -1,4 +1,5 @@
-"""Shared helpers for the parity suite: moving arrays between the two engines and comparing them.
+"""Shared helpers for the suite: moving arrays between the two engines and comparing them, and
+running the commands on a small text with a tiny model and no network.
 
 Tolerances follow docs/DESIGN.md §2: ``torch.testing.assert_close`` defaults for the dtype compared
 (float64: rtol 1e-7, atol 1e-7; float32: rtol 1.3e-6, atol 1e-5).
@@ -6,7 +7,13 @@ Tolerances follow docs/DESIGN.md §2: ``torch.testing.assert_close`` defaults fo
 
 from __future__ import annotations
 
+import os
+import random
+import re
+import subprocess
+import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,3 +106,70 @@ def _as_tensor(value) -> torch.Tensor:
     if isinstance(value, np.generic):
         return torch.from_numpy(np.asarray(value).copy())
     return torch.as_tensor(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs of the commands: a small text, a tiny model, no network
+# ---------------------------------------------------------------------------------------------
+REPO = Path(__file__).resolve().parents[1]
+WORDS = "to be or not the king queen hath thee thou my lord good night sweet prince".split()
+# Every download in these tests goes to a proxy that refuses connections: never the network.
+OFFLINE = {
+    "http_proxy": "http://127.0.0.1:9",
+    "https_proxy": "http://127.0.0.1:9",
+    "HTTP_PROXY": "http://127.0.0.1:9",
+    "HTTPS_PROXY": "http://127.0.0.1:9",
+    "no_proxy": "",
+}
+TINY_MODEL = [
+    "--context",
+    "4",
+    "--embed-dim",
+    "8",
+    "--hidden-dim",
+    "16",
+    "--fusion",
+    "2,2",
+    "--batch-size",
+    "32",
+    "--eval-batch-size",
+    "1024",
+    "--sample-length",
+    "20",
+    "--device",
+    "cpu",
+    "--seed",
+    "3",
+]
+
+
+def synthetic_text(n_chars: int = 3000, seed: int = 0) -> str:
+    """Lines of random words: learnable structure, spaces and newlines, ~20 characters."""
+    rng = random.Random(seed)
+    lines = []
+    while sum(map(len, lines)) < n_chars:
+        lines.append(" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 7))) + "\n")
+    return "".join(lines)[:n_chars]
+
+
+def script(name: str, *args: str, cwd: Path, repo: Path = REPO, **popen) -> subprocess.CompletedProcess:
+    """Run ``python <repo>/scripts/<name>.py args`` with one thread and no network."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **OFFLINE}
+    command = [sys.executable, str(repo / "scripts" / f"{name}.py"), *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, **popen)
+
+
+def call(capsys, main, *args: str) -> tuple[int, str]:
+    """``main(args)`` -> (exit code, stderr), argparse's SystemExit included."""
+    try:
+        code = main(list(args))
+    except SystemExit as stop:
+        code = stop.code
+    return code, capsys.readouterr().err
+
+
+def assert_in_process_error(outcome: tuple[int, str], code: int, pattern: str) -> None:
+    exit_code, err = outcome
+    assert exit_code == code, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and re.search(pattern, lines[0]), err

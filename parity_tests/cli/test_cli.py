@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import re
 import shutil
 import signal
@@ -17,7 +16,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_SHAKESPEARE, needs_tiny_shakespeare
+from conftest import (
+    OFFLINE,
+    REPO,
+    TINY_MODEL,
+    TINY_SHAKESPEARE,
+    assert_in_process_error,
+    call,
+    needs_tiny_shakespeare,
+    script,
+    synthetic_text,
+)
 
 from numpy_ref.config import ModelConfig
 from torch_lm.cli.download_data import main as download_main
@@ -27,53 +36,6 @@ from torch_lm.cli.train import main as train_main
 from torch_lm.training.checkpoint import load_checkpoint
 from torch_lm.training.config import TrainConfig
 from torch_lm.training.step import TrainingStep
-
-REPO = Path(__file__).resolve().parents[2]
-WORDS = "to be or not the king queen hath thee thou my lord good night sweet prince".split()
-# Every download in these tests goes to a proxy that refuses connections: never the network.
-OFFLINE = {
-    "http_proxy": "http://127.0.0.1:9",
-    "https_proxy": "http://127.0.0.1:9",
-    "HTTP_PROXY": "http://127.0.0.1:9",
-    "HTTPS_PROXY": "http://127.0.0.1:9",
-    "no_proxy": "",
-}
-TINY_MODEL = [
-    "--context",
-    "4",
-    "--embed-dim",
-    "8",
-    "--hidden-dim",
-    "16",
-    "--fusion",
-    "2,2",
-    "--batch-size",
-    "32",
-    "--eval-batch-size",
-    "1024",
-    "--sample-length",
-    "20",
-    "--device",
-    "cpu",
-    "--seed",
-    "3",
-]
-
-
-def synthetic_text(n_chars: int = 3000, seed: int = 0) -> str:
-    """Lines of random words: learnable structure, spaces and newlines, ~20 characters."""
-    rng = random.Random(seed)
-    lines = []
-    while sum(map(len, lines)) < n_chars:
-        lines.append(" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 7))) + "\n")
-    return "".join(lines)[:n_chars]
-
-
-def script(name: str, *args: str, cwd: Path, repo: Path = REPO, **popen) -> subprocess.CompletedProcess:
-    """Run ``python <repo>/scripts/<name>.py args`` with one thread and no network."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **OFFLINE}
-    command = [sys.executable, str(repo / "scripts" / f"{name}.py"), *args]
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, **popen)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, code: int, pattern: str) -> None:
@@ -338,22 +300,6 @@ def test_sigint_saves_last_pt_exits_130_and_resume_continues(workdir):
 
 # ----------------------------------------------------------------------------- in-process
 # The same entry points called in this process (no interpreter start-up) for more bad inputs.
-def call(capsys, main, *args: str) -> tuple[int, str]:
-    """``main(args)`` -> (exit code, stderr), argparse's SystemExit included."""
-    try:
-        code = main(list(args))
-    except SystemExit as stop:
-        code = stop.code
-    return code, capsys.readouterr().err
-
-
-def assert_in_process_error(outcome: tuple[int, str], code: int, pattern: str) -> None:
-    exit_code, err = outcome
-    assert exit_code == code, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and re.search(pattern, lines[0]), err
-
-
 @pytest.mark.parametrize(
     "args, code, pattern",
     [

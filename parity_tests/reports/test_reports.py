@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import WORDS
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from numpy_ref.config import ModelConfig
@@ -33,7 +34,6 @@ from torch_lm.training.heldout import heldout_loss
 from torch_lm.training.trainer import Trainer, train
 
 REPO = Path(__file__).resolve().parents[2]
-WORDS = "to be or not the king queen hath thee thou my lord good night sweet prince".split()
 SPEAKERS = ("KING", "QUEEN", "HAMLET", "LORD")
 
 

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 import torch
-from test_cli import OFFLINE, REPO, TINY_MODEL, synthetic_text
+from conftest import OFFLINE, REPO, TINY_MODEL, synthetic_text
 
 from torch_lm.cli.train import main as train_main
 from torch_lm.training.checkpoint import load_checkpoint

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import OFFLINE, REPO, TINY_MODEL, assert_in_process_error, call, synthetic_text
 from test_checkpoint import CodePayload
-from test_cli import OFFLINE, REPO, TINY_MODEL, assert_in_process_error, call, synthetic_text
 from test_train import read_events, scalar_values
 
 from numpy_ref.config import ModelConfig

@@ -5,13 +5,13 @@ reproducibility, exact resume after SIGINT, and stopping on a non-finite loss.""
 from __future__ import annotations
 
 import math
-import random
 import shutil
 import signal
 from dataclasses import replace
 
 import pytest
 import torch
+from conftest import synthetic_text
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -26,19 +26,7 @@ from torch_lm.training.step import TrainingStep, make_optimizer, parameter_group
 from torch_lm.training.tensorboard_log import markdown_code_block
 from torch_lm.training.trainer import train
 
-WORDS = "to be or not the king queen hath thee thou my lord good night sweet prince".split()
-
-
-def synthetic_text(n_chars: int = 4000, seed: int = 0) -> str:
-    """Lines of random words: learnable structure, spaces and newlines, ~20 characters."""
-    rng = random.Random(seed)
-    lines = []
-    while sum(map(len, lines)) < n_chars:
-        lines.append(" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 7))) + "\n")
-    return "".join(lines)[:n_chars]
-
-
-TEXT = synthetic_text()
+TEXT = synthetic_text(4000)
 VOCAB = CharVocab.from_text(TEXT)
 MODEL = ModelConfig(
     vocab_size=len(VOCAB), context=4, embed_dim=8, hidden_dim=32, fusion=(2, 2), n_blocks=1, norm=True, dropout=0.1

@@ -68,14 +68,7 @@ class TrainLoop:
         loss = self.train_step.running.mean
         self.train_step.running.reset()
         tokens_per_sec = self.config.log_interval * self.config.batch_size / elapsed
-        self.logger.log_train(
-            self.step,
-            loss,
-            self.config.lr_at(self.step - 1),
-            tokens_per_sec,
-            self.train_step.grad_norms,
-            self.train_step.activation_stats,
-        )
+        self.train_step.log(self.logger, self.step, loss, tokens_per_sec)
         return time.perf_counter() - start
 
     def close(self) -> None:

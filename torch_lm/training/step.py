@@ -175,3 +175,8 @@ class TrainingStep:
         )
         laps.lap("logging")
         return loss
+
+    def log(self, logger, step: int, loss: float, tokens_per_sec: float) -> None:
+        """A log step's scalars after ``step`` steps: the interval's mean ``loss``, the learning
+        rate of the last step, the throughput and the last capture step's diagnostics."""
+        logger.log_train(step, loss, self.schedule(step - 1), tokens_per_sec, self.grad_norms, self.activation_stats)

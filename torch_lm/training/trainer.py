@@ -235,14 +235,7 @@ class Trainer:
         tokens_per_sec = self._interval_steps * self.config.batch_size / max(elapsed, 1e-9)
         self.train_seconds += elapsed
         self.trained_steps += self._interval_steps
-        self.logger.log_train(
-            self.step,
-            loss,
-            self.config.lr_at(self.step - 1),
-            tokens_per_sec,
-            self.train_step.grad_norms,
-            self.train_step.activation_stats,
-        )
+        self.train_step.log(self.logger, self.step, loss, tokens_per_sec)
         self.train_history.append((self.step, loss))
         bar.set_postfix(
             {"loss": f"{loss:.4f}", "ppl": f"{float(perplexity(loss)):.2f}", "tok/s": f"{tokens_per_sec:,.0f}"},
