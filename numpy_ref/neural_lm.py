@@ -11,6 +11,11 @@ are dicts keyed exactly like ``torch_lm.neural_lm.NeuralLM.state_dict()``. The c
 the component caches (cs231n style), so ``neural_lm_backward`` is the component backward
 functions called in reverse order; ``layer_shapes`` and ``hidden_activations`` read it for the
 diagnostics. Everything is computed in the parameters' dtype (float64 or float32).
+
+``neural_lm_sequence_forward`` / ``neural_lm_sequence_backward`` compute the same model at every
+position of a sequence at once, each fusion level a causal dilated convolution computed once per
+position: ids (B, L) -> logits (B, L - C + 1, V), row j equal to the window logits of
+``idx[:, j:j + C]``.
 """
 
 from __future__ import annotations
@@ -95,6 +100,26 @@ def check_targets(where: str, idx_shape: tuple, shape: tuple, is_integer: bool, 
     check_same_shape(where, "targets", shape, "idx.shape[:1]", tuple(idx_shape[:1]))
 
 
+def check_sequence_idx(where: str, config: ModelConfig, shape: tuple, is_integer: bool, dtype: object) -> None:
+    """idx must be an integer array of shape (B, L) with B >= 1 and L >= config.context."""
+    check_integer_dtype(where, "idx", is_integer, dtype)
+    check_ndim(where, "idx", shape, (2,))
+    if shape[0] < 1 or shape[1] < config.context:
+        fail(
+            where, f"idx must have shape (B, L) with B >= 1 and L >= context {config.context}, got shape {tuple(shape)}"
+        )
+
+
+def check_sequence_targets(
+    where: str, config: ModelConfig, idx_shape: tuple, shape: tuple, is_integer: bool, dtype: object
+) -> None:
+    """targets must be integers of shape (B, L - context + 1): one per position with a full context."""
+    check_integer_dtype(where, "targets", is_integer, dtype)
+    expected = (idx_shape[0], idx_shape[1] - config.context + 1)
+    if tuple(shape) != expected:
+        fail(where, f"targets must have shape (B, L - context + 1) = {expected}, got {tuple(shape)}")
+
+
 def check_mask_names(where: str, config: ModelConfig, names) -> None:
     """Every dropout-mask name must be a hidden layer (a typo would silently draw a fresh mask)."""
     unknown = sorted(set(names) - set(hidden_layer_names(config)))
@@ -160,7 +185,7 @@ def neural_lm_forward(params, idx, config, targets=None, train=False, rng=None, 
     check_mask_names(where, config, masks)
 
     x, embedding_cache = embedding_forward(idx, params["embedding.weight"])  # (B, T, E)
-    shapes, levels, blocks = [("embedding", x.shape)], [], []
+    shapes, levels = [("embedding", x.shape)], []
     for i, g in enumerate(config.groups):
         name = f"hidden.{i}"
         B, n, d = x.shape
@@ -169,27 +194,26 @@ def neural_lm_forward(params, idx, config, targets=None, train=False, rng=None, 
         levels.append(((B, n, d), layer_cache))  # backward un-fuses to (B, n, d)
         shapes.append((name, x.shape))
     x = x.reshape(x.shape[0], config.hidden_dim)  # (B, H): one group left
+    logits, loss, cache = _head_forward(x, params, config, targets, train, rng, masks, shapes)
+    return logits, loss, cache | {"embedding": embedding_cache, "levels": levels}
+
+
+def _head_forward(x, params, config, targets, train, rng, masks, shapes):
+    """Residual blocks, output Linear and loss on x (..., H): (logits (..., V), loss, cache)."""
+    blocks = []
     for j in range(config.n_blocks):
         name = f"blocks.{j}"
         h, layer_cache = hidden_layer_forward(x, params, name, config, train, rng, masks.get(name))
         x = x + h  # residual
         blocks.append(layer_cache)
         shapes.append((name, h.shape))
-    logits, output_cache = linear_forward(x, params["output.weight"], params["output.bias"])  # (B, V)
+    logits, output_cache = linear_forward(x, params["output.weight"], params["output.bias"])  # (..., V)
     shapes.append(("output", logits.shape))
-
     loss = dlogits = None
-    if targets is not None:
-        loss, dlogits = cross_entropy(logits, targets)
-    cache = {
-        "embedding": embedding_cache,
-        "levels": levels,
-        "blocks": blocks,
-        "output": output_cache,
-        "dlogits": dlogits,
-        "shapes": shapes,
-    }
-    return logits, loss, cache
+    if targets is not None:  # mean over every position: the logits' rows
+        loss, dlogits = cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        dlogits = dlogits.reshape(logits.shape)
+    return logits, loss, {"blocks": blocks, "output": output_cache, "dlogits": dlogits, "shapes": shapes}
 
 
 def neural_lm_backward(cache) -> dict[str, np.ndarray]:
@@ -197,22 +221,83 @@ def neural_lm_backward(cache) -> dict[str, np.ndarray]:
 
     The loss gradient starts from cross_entropy's dlogits (so the forward needs targets).
     """
-    if cache["dlogits"] is None:
-        fail(
-            "neural_lm_backward",
-            "the forward pass was run without targets, so there is no loss "
-            "to differentiate; pass targets to neural_lm_forward",
-        )
-    grads = {}
-    dx, grads["output.weight"], grads["output.bias"] = linear_backward(cache["dlogits"], cache["output"])  # (B, H)
-    for layer_cache in reversed(cache["blocks"]):
-        dh, layer_grads = hidden_layer_backward(dx, layer_cache)
-        dx = dx + dh  # identity path plus the block's branch
-        grads |= layer_grads
+    dx, grads = _head_backward("neural_lm_backward", cache)  # (B, H)
     dx = dx.reshape(dx.shape[0], 1, dx.shape[1])  # (B, 1, H): undo the squeeze
     for in_shape, layer_cache in reversed(cache["levels"]):
         dfused, layer_grads = hidden_layer_backward(dx, layer_cache)  # (B, n/g, g*d)
         dx = dfused.reshape(in_shape)  # (B, n, d): undo the fusion
+        grads |= layer_grads
+    grads["embedding.weight"] = embedding_backward(dx, cache["embedding"])
+    return grads
+
+
+def _head_backward(where: str, cache):
+    """Gradients of ``_head_forward`` from the loss: (dx (..., H), grads of the blocks and output)."""
+    if cache["dlogits"] is None:
+        fail(where, "the forward pass was run without targets, so there is no loss to differentiate; pass targets")
+    grads = {}
+    dx, grads["output.weight"], grads["output.bias"] = linear_backward(cache["dlogits"], cache["output"])
+    for layer_cache in reversed(cache["blocks"]):
+        dh, layer_grads = hidden_layer_backward(dx, layer_cache)
+        dx = dx + dh  # identity path plus the block's branch
+        grads |= layer_grads
+    return dx, grads
+
+
+# ----------------------------------------------------------------------------- every position at once
+def neural_lm_sequence_forward(params, idx, config, targets=None, train=False, rng=None, masks=None):
+    """Logits at every position of a sequence that has a full context, and their mean loss.
+
+    idx (B, L) integer ids, L >= C = config.context -> logits (B, P, V), P = L - C + 1: row j is
+    what the window ``idx[:, j:j + C]`` predicts, the character after it. targets (B, P) or None.
+    A fusion level is a causal dilated convolution: its output at a position fuses its input at
+    that position and the g - 1 before it spaced by the dilation s (the product of the earlier
+    groups), so each level runs once per position and every window above it reuses the result.
+    Dropout masks, where given, have the sequence's shapes: (B, L_i, H) for level i, (B, P, H)
+    for a block. Returns logits, loss (None without targets) and the cache.
+    """
+    where = "neural_lm_sequence_forward"
+    idx = np.asarray(idx)
+    check_sequence_idx(where, config, idx.shape, np.issubdtype(idx.dtype, np.integer), idx.dtype)
+    if targets is not None:
+        targets = np.asarray(targets)
+        check_sequence_targets(
+            where, config, idx.shape, targets.shape, np.issubdtype(targets.dtype, np.integer), targets.dtype
+        )
+    masks = masks or {}
+    check_mask_names(where, config, masks)
+
+    x, embedding_cache = embedding_forward(idx, params["embedding.weight"])  # (B, L, E)
+    shapes, levels, dilation = [("embedding", x.shape)], [], 1
+    for i, g in enumerate(config.groups):
+        name = f"hidden.{i}"
+        taps = dilation * np.arange(g)  # input offsets of one output, oldest first
+        length = x.shape[1] - int(taps[-1])
+        fused = np.concatenate([x[:, tap : tap + length] for tap in taps], axis=-1)  # (B, length, g*d)
+        in_shape = x.shape
+        x, layer_cache = hidden_layer_forward(
+            fused, params, name, config, train, rng, masks.get(name)
+        )  # (B, length, H)
+        levels.append((in_shape, taps, length, layer_cache))
+        shapes.append((name, x.shape))
+        dilation *= g
+    logits, loss, cache = _head_forward(x, params, config, targets, train, rng, masks, shapes)  # (B, P, V)
+    return logits, loss, cache | {"embedding": embedding_cache, "levels": levels}
+
+
+def neural_lm_sequence_backward(cache) -> dict[str, np.ndarray]:
+    """Gradient of the sequence forward's mean loss w.r.t. every parameter, keyed like the params.
+
+    A level's input position feeds up to g outputs (one per tap), so its gradient is the sum of
+    the shifted slices of the fused gradient: a scatter-add, not an assignment.
+    """
+    dx, grads = _head_backward("neural_lm_sequence_backward", cache)  # (B, P, H)
+    for in_shape, taps, length, layer_cache in reversed(cache["levels"]):
+        dfused, layer_grads = hidden_layer_backward(dx, layer_cache)  # (B, length, g*d)
+        d = in_shape[-1]
+        dx = np.zeros(in_shape, dtype=dfused.dtype)  # (B, L_in, d)
+        for k, tap in enumerate(taps):
+            dx[:, tap : tap + length] += dfused[..., k * d : (k + 1) * d]
         grads |= layer_grads
     grads["embedding.weight"] = embedding_backward(dx, cache["embedding"])
     return grads
@@ -226,11 +311,11 @@ def layer_shapes(cache) -> list[tuple[str, tuple[int, ...]]]:
 
 def hidden_activations(cache) -> dict[str, np.ndarray]:
     """Post-activation (pre-dropout) output of every hidden layer, keyed by layer name."""
-    layer_caches = [c for _, c in cache["levels"]] + cache["blocks"]
+    layer_caches = [level[-1] for level in cache["levels"]] + cache["blocks"]  # the layer cache is last
     return {c["name"]: c["a"] for c in layer_caches}
 
 
 def hidden_preactivations(cache) -> dict[str, np.ndarray]:
     """Input of every hidden layer's activation (after LayerNorm when config.norm)."""
-    layer_caches = [c for _, c in cache["levels"]] + cache["blocks"]
+    layer_caches = [level[-1] for level in cache["levels"]] + cache["blocks"]  # the layer cache is last
     return {c["name"]: c["z"] for c in layer_caches}

@@ -28,6 +28,8 @@ from numpy_ref.neural_lm import (
     layer_shapes,
     neural_lm_backward,
     neural_lm_forward,
+    neural_lm_sequence_backward,
+    neural_lm_sequence_forward,
 )
 from parity_tests.conftest import assert_close, grads_to_numpy, state_dict_to_numpy, to_torch
 from torch_lm.neural_lm import NeuralLM
@@ -195,6 +197,125 @@ def test_torch_gradcheck_with_parameters_as_inputs(rng):
         return functional_call(model, dict(zip(names, params)), (idx, targets), {"masks": masks})
 
     assert torch.autograd.gradcheck(logits_and_loss, values)
+
+
+# ----------------------------------------------------------------------------- every position at once
+def random_sequence(config: ModelConfig, rng: np.random.Generator, batch: int = 3, extra: int = 6):
+    """idx (B, context + extra), targets (B, extra + 1): one target per position with a full context."""
+    idx = rng.integers(0, config.vocab_size, (batch, config.context + extra))
+    return idx, rng.integers(0, config.vocab_size, (batch, extra + 1))
+
+
+def sequence_masks(config: ModelConfig, params, idx, rng) -> dict[str, np.ndarray]:
+    """A dropout keep-mask for every hidden layer, shaped like its output in the sequence forward."""
+    *_, cache = neural_lm_sequence_forward(params, idx, config)
+    return {
+        name: make_keep_mask(shape, config.dropout, rng)
+        for name, shape in layer_shapes(cache)
+        if name not in ("embedding", "output")
+    }
+
+
+class Sequence(torch.nn.Module):
+    """``forward`` is the NeuralLM's ``forward_sequence``, for ``functional_call``."""
+
+    def __init__(self, lm: NeuralLM):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, *args, **kwargs):
+        return self.lm.forward_sequence(*args, **kwargs)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_sequence_logits_are_the_window_logits_at_every_position(name, rng):
+    """Row j of the sequence forward is the window forward of idx[:, j:j + C], in both engines:
+    a fusion level with the wrong dilation (or taps in the wrong order) breaks it."""
+    config = CONFIGS[name]
+    params = random_params(config, rng)
+    idx, _ = random_sequence(config, rng)
+    logits, _, _ = neural_lm_sequence_forward(params, idx, config)
+    model = torch_twin(params, config, torch.float64).eval()
+    t_logits, _ = model.forward_sequence(to_torch(idx))
+    assert logits.shape == (3, 7, config.vocab_size) and tuple(t_logits.shape) == logits.shape
+    for j in range(logits.shape[1]):
+        window = idx[:, j : j + config.context]
+        np.testing.assert_allclose(logits[:, j], neural_lm_forward(params, window, config)[0], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(t_logits[:, j], model(to_torch(window))[0], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_sequence_forward_and_every_gradient_match_with_shared_masks(name, dtypes, rng):
+    np_dtype, torch_dtype = dtypes
+    config = dataclasses.replace(CONFIGS[name], dropout=0.3)
+    params = random_params(config, rng, np_dtype)
+    idx, targets = random_sequence(config, rng)
+    masks = sequence_masks(config, params, idx, rng)
+    logits, loss, cache = neural_lm_sequence_forward(params, idx, config, targets, train=True, masks=masks)
+    grads = neural_lm_sequence_backward(cache)
+    model = torch_twin(params, config, torch_dtype).train()
+    t_logits, t_loss = model.forward_sequence(
+        to_torch(idx), to_torch(targets), masks={k: to_torch(m) for k, m in masks.items()}
+    )
+    t_loss.backward()
+    assert_parity((logits, loss, grads), (t_logits, t_loss, grads_to_numpy(model)), np_dtype)
+
+
+def test_sequence_backward_matches_central_differences():
+    """Every input position feeds several outputs of a level: its gradient is their sum (a
+    scatter-add; an assignment keeps only the last tap's share and fails here). tanh, LayerNorm,
+    a block and dropout masks: smooth, so central differences hold to 1e-7 at every position (with
+    ReLU some of the many positions sit within a step of the kink; the parity test covers ReLU)."""
+    config = GRADCHECK_CONFIGS["fusion22-tanh-norm-1block-dropout"]
+    rng = np.random.default_rng(0)
+    params = random_params(config, rng)
+    idx, targets = random_sequence(config, rng, batch=2)
+    masks = sequence_masks(config, params, idx, rng)
+    _, _, cache = neural_lm_sequence_forward(params, idx, config, targets, train=True, masks=masks)
+    grads = neural_lm_sequence_backward(cache)
+
+    def loss(_):
+        return neural_lm_sequence_forward(params, idx, config, targets, train=True, masks=masks)[1]
+
+    errors = {key: rel_error(richardson_gradient(loss, params[key]), grads[key]) for key in params}
+    assert max(errors.values()) <= 1e-7, errors
+
+
+def test_sequence_torch_gradcheck_with_parameters_as_inputs(rng):
+    config = GRADCHECK_CONFIGS["fusion22-tanh-norm-1block-dropout"]
+    model = Sequence(NeuralLM(config).double().train())
+    idx, targets = (to_torch(a) for a in random_sequence(config, rng, batch=2))
+    params = {k.removeprefix("lm."): v.detach().numpy() for k, v in model.state_dict().items()}
+    masks = {k: to_torch(m) for k, m in sequence_masks(config, params, idx.numpy(), rng).items()}
+    names = [name for name, _ in model.named_parameters()]
+    values = tuple(p.detach().clone().requires_grad_(True) for p in model.parameters())
+
+    def logits_and_loss(*params):
+        return functional_call(model, dict(zip(names, params)), (idx, targets), {"masks": masks})
+
+    assert torch.autograd.gradcheck(logits_and_loss, values)
+
+
+@pytest.mark.parametrize(
+    "idx, targets, message",
+    [
+        (np.zeros((2, 3), np.int64), None, r"idx must have shape \(B, L\) with B >= 1 and L >= context 4"),
+        (np.zeros((0, 6), np.int64), None, r"idx must have shape \(B, L\)"),
+        (np.zeros((2, 6)), None, "idx must hold integers"),
+        (np.zeros((2, 6), np.int64), np.zeros((2, 6), np.int64), r"targets must have shape .* = \(2, 3\)"),
+        (np.zeros((2, 6), np.int64), np.zeros((2, 3)), "targets must hold integers"),
+    ],
+    ids=["shorter than the context", "empty batch", "float ids", "targets shape", "float targets"],
+)
+def test_sequence_bad_inputs_are_refused_alike(idx, targets, message, rng):
+    config = CONFIGS["fusion22-tanh-norm"]
+    params = random_params(config, rng)
+    with pytest.raises(ValueError, match=message):
+        neural_lm_sequence_forward(params, idx, config, targets)
+    with pytest.raises(ValueError, match=message):
+        torch_twin(params, config, torch.float64).forward_sequence(
+            to_torch(idx), None if targets is None else to_torch(targets)
+        )
 
 
 # ----------------------------------------------------------------------------- structure and init

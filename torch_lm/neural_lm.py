@@ -26,6 +26,8 @@ from numpy_ref.neural_lm import (
     OUTPUT_INIT_SCALE,
     check_idx,
     check_mask_names,
+    check_sequence_idx,
+    check_sequence_targets,
     check_targets,
     hidden_fan_ins,
     hidden_layer_names,
@@ -127,6 +129,49 @@ class NeuralLM(nn.Module):
         logits = self.output(x)  # (B, V)
         loss = None if targets is None else cross_entropy(logits, targets)
         return logits, loss
+
+    def forward_sequence(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        masks: dict[str, torch.Tensor] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits at every position of a sequence that has a full context, and their mean loss.
+
+        idx (B, L) ids with L >= context -> logits (B, L - context + 1, V): row j is what the
+        window ``idx[:, j:j + context]`` predicts; targets (B, L - context + 1) or None. Each fusion
+        level is a causal dilated convolution (``numpy_ref.neural_lm.neural_lm_sequence_forward``):
+        its output at a position fuses the g inputs at that position and before it, spaced by the
+        product of the earlier groups. Dropout masks, where given, have the sequence's shapes.
+        """
+        self._check_sequence(idx, targets, masks)
+        masks = masks or {}
+        x, dilation = self.embedding(idx), 1  # (B, L, E)
+        for i, (g, layer) in enumerate(zip(self.config.groups, self.hidden)):
+            length = x.shape[1] - (g - 1) * dilation
+            fused = torch.cat(
+                [x[:, k * dilation : k * dilation + length] for k in range(g)], dim=-1
+            )  # (B, length, g*d)
+            x = layer(fused, masks.get(f"hidden.{i}"), generator)  # (B, length, H)
+            dilation *= g
+        for j, block in enumerate(self.blocks):
+            x = x + block(x, masks.get(f"blocks.{j}"), generator)  # residual, (B, P, H)
+        logits = self.output(x)  # (B, P, V)
+        loss = None
+        if targets is not None:
+            loss = cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        return logits, loss
+
+    def _check_sequence(self, idx, targets, masks) -> None:
+        """The errors of ``numpy_ref.neural_lm.neural_lm_sequence_forward`` (ids: the embedding)."""
+        where = "NeuralLM.forward_sequence"
+        check_sequence_idx(where, self.config, tuple(idx.shape), is_integer_dtype(idx.dtype), idx.dtype)
+        if targets is not None:
+            shape, dtype = tuple(targets.shape), targets.dtype
+            check_sequence_targets(where, self.config, tuple(idx.shape), shape, is_integer_dtype(dtype), dtype)
+        check_mask_names(where, self.config, masks or {})
 
     def _check_inputs(self, idx, targets, masks) -> None:
         """Shape and dtype errors, shared with ``neural_lm_forward`` (ids: see the components)."""
