@@ -14,7 +14,7 @@ from numpy_ref.config import ModelConfig
 from numpy_ref.ngram import NGramLM
 from torch_lm.neural_lm import NeuralLM
 from torch_lm.training.data import CharVocab, split_ids
-from torch_lm.training.heldout import HeldoutResult, heldout_loss, ngram_heldout
+from torch_lm.training.heldout import HeldoutResult, heldout_loss, ngram_heldout, sequence_rows
 
 
 def tiny_model(vocab_size: int, context: int) -> NeuralLM:
@@ -87,3 +87,34 @@ def test_heldout_result_from_a_mean():
     result = HeldoutResult.from_mean(math.log(4.0), 10)
     assert result.perplexity == pytest.approx(4.0) and result.bpc == pytest.approx(2.0)
     assert result.positions == 10
+
+
+@pytest.mark.parametrize("batch_size", [1, 5, 256, 700])
+def test_sequence_rows_give_every_target_once_with_its_context(batch_size):
+    """Rows of P targets, each target after the context ids before it, in order, none twice."""
+    context, stream = 4, torch.arange(4 + 1000)  # ids = positions, so contents show where they came from
+    seen = []
+    for idx, targets in sequence_rows(stream, context, batch_size):
+        assert idx.shape == (targets.shape[0], targets.shape[1] + context - 1)
+        assert targets.numel() <= max(batch_size, 256)
+        # target j of a row follows the window idx[:, j:j + context], which ends right before it
+        assert torch.equal(idx[:, context - 1 :], targets - 1)
+        seen += targets.flatten().tolist()
+    assert seen == list(range(context, context + 1000))
+
+
+def test_modules_without_a_sequence_forward_are_scored_window_by_window():
+    class Windows(torch.nn.Module):  # the NeuralLM's window forward alone
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x, y):
+            return self.model(x, y)
+
+    vocab = CharVocab.from_text("abcd")
+    train, val = split_ids(vocab.encode("abcdabcdab" * 30))
+    model = tiny_model(len(vocab), context=6)
+    rows, windows = heldout_loss(model, train, val, 6, 16), heldout_loss(Windows(model), train, val, 6, 16)
+    assert rows.positions == windows.positions == len(val)
+    assert rows.loss == pytest.approx(windows.loss, rel=1e-12)

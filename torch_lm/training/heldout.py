@@ -6,7 +6,9 @@ characters before it; the first ones reach back into the end of the preceding te
 train for val). The figures are the mean −ln p in nats per character, e^mean and mean / ln 2.
 ``heldout_loss`` runs it for a NeuralLM-like module (its own loss, in its own dtype);
 ``torch_lm.reports.models.heldout`` for any character model of the reports (probabilities in
-float64). Both build their windows with ``heldout_stream`` and ``windows``.
+float64). Both build their windows with ``heldout_stream`` and ``windows``; a module with a
+``forward_sequence`` (the NeuralLM) is evaluated on ``sequence_rows`` instead, every position of a
+row at once, which computes each fusion level once per position rather than once per window.
 """
 
 from __future__ import annotations
@@ -67,6 +69,27 @@ def windows(
         yield stream[positions[:, None] - context + arange], stream[positions]  # (b, C), (b,)
 
 
+ROW_POSITIONS = 256  # targets per row of the sequence evaluation
+
+
+def sequence_rows(stream: torch.Tensor, context: int, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Every target of ``stream`` (the ids after its first ``context``) in rows, about
+    ``batch_size`` targets at a time: (idx (R, P + context - 1), targets (R, P)), row r covering
+    P consecutive targets with the context of the first one; the remainder is a last row of its own.
+    """
+    n_targets = len(stream) - context
+    positions = min(ROW_POSITIONS, batch_size)  # P
+    full_rows, rows_per_batch = n_targets // positions, max(1, batch_size // positions)
+    window = torch.arange(positions + context - 1, device=stream.device)  # (P + C - 1,)
+    for first in range(0, full_rows, rows_per_batch):
+        starts = positions * torch.arange(first, min(first + rows_per_batch, full_rows), device=stream.device)  # (R,)
+        idx = stream[starts[:, None] + window]  # (R, P + C - 1)
+        yield idx, stream[starts[:, None] + context + window[:positions]]  # (R, P)
+    done = full_rows * positions
+    if done < n_targets:
+        yield stream[None, done : len(stream) - 1], stream[None, done + context :]
+
+
 @torch.no_grad()
 def heldout_loss(
     model: torch.nn.Module, history: torch.Tensor, targets: torch.Tensor, context: int, batch_size: int = 4096
@@ -74,8 +97,9 @@ def heldout_loss(
     """The held-out figures of a module with ``forward(x, y) -> (logits, mean loss)`` on
     ``targets`` after ``history`` (the train split and val for the protocol).
 
-    Token-weighted: each batch's mean loss times its size, summed in float64 on the model's
-    device, in eval mode (no dropout; the mode is restored afterwards).
+    Token-weighted: each batch's mean loss times its number of targets, summed in float64 on the
+    model's device, in eval mode (no dropout; the mode is restored afterwards). A module with a
+    ``forward_sequence`` is evaluated row by row (``sequence_rows``): the same sum up to rounding.
     """
     check_positive_int("heldout_loss", "context", context)
     check_positive_int("heldout_loss", "batch_size", batch_size)
@@ -85,9 +109,14 @@ def heldout_loss(
     was_training = model.training
     model.eval()
     try:
-        for x, y in windows(stream, context, context, batch_size):
-            _, loss = model(x, y)
-            total += loss.double() * len(y)
+        sequence_forward = getattr(model, "forward_sequence", None)
+        if sequence_forward is None:
+            batches = ((model, x, y) for x, y in windows(stream, context, context, batch_size))
+        else:
+            batches = ((sequence_forward, x, y) for x, y in sequence_rows(stream, context, batch_size))
+        for forward, x, y in batches:
+            _, loss = forward(x, y)
+            total += loss.double() * y.numel()
     finally:
         model.train(was_training)
     return HeldoutResult.from_mean(total.item() / len(targets), len(targets))
