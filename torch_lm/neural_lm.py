@@ -123,12 +123,17 @@ class NeuralLM(nn.Module):
         for i, (g, layer) in enumerate(zip(self.config.groups, self.hidden)):
             B, n, d = x.shape
             x = layer(x.reshape(B, n // g, g * d), masks.get(f"hidden.{i}"), generator)  # (B, n/g, H)
-        x = x.squeeze(1)  # (B, 1, H) -> (B, H)
+        return self._head(x.squeeze(1), targets, masks, generator)  # (B, 1, H) -> (B, H)
+
+    def _head(self, x, targets, masks, generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Residual blocks, output Linear and mean loss on x (..., H): logits (..., V) and the loss
+        over every row (None without targets); ``numpy_ref.neural_lm._head_forward``."""
         for j, block in enumerate(self.blocks):
-            x = x + block(x, masks.get(f"blocks.{j}"), generator)  # residual, (B, H)
-        logits = self.output(x)  # (B, V)
-        loss = None if targets is None else cross_entropy(logits, targets)
-        return logits, loss
+            x = x + block(x, masks.get(f"blocks.{j}"), generator)  # residual, (..., H)
+        logits = self.output(x)  # (..., V)
+        if targets is None:
+            return logits, None
+        return logits, cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
     def forward_sequence(
         self,
@@ -156,13 +161,7 @@ class NeuralLM(nn.Module):
             )  # (B, length, g*d)
             x = layer(fused, masks.get(f"hidden.{i}"), generator)  # (B, length, H)
             dilation *= g
-        for j, block in enumerate(self.blocks):
-            x = x + block(x, masks.get(f"blocks.{j}"), generator)  # residual, (B, P, H)
-        logits = self.output(x)  # (B, P, V)
-        loss = None
-        if targets is not None:
-            loss = cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
-        return logits, loss
+        return self._head(x, targets, masks, generator)  # (B, P, V)
 
     def _check_sequence(self, idx, targets, masks) -> None:
         """The errors of ``numpy_ref.neural_lm.neural_lm_sequence_forward`` (ids: the embedding)."""
