@@ -208,6 +208,28 @@ def test_batch_shapes_and_targets_follow_each_window():
     assert int(start.min()) >= 0 and int(y.max()) <= 499
 
 
+def test_sequence_rows_hold_consecutive_targets_with_their_contexts():
+    T, P, B = 6, 5, 64
+    sampler = BatchSampler(position_ids(500), context=T, batch_size=B, seed=3, targets_per_row=P)
+    x, y = sampler.batch(0)
+    assert x.shape == (B, T + P - 1) and y.shape == (B, P) and sampler.targets_per_step == B * P
+    start = x[:, :1]
+    assert torch.equal(x, start + torch.arange(T + P - 1))
+    assert torch.equal(y, start + T + torch.arange(P))  # target j follows the window x[:, j:j+T]
+    assert int(y.max()) <= 499
+    # The same offsets as the window batch of the same (seed, step) wherever both can start.
+    windows = BatchSampler(position_ids(500 - P + 1), context=T, batch_size=B, seed=3)
+    assert torch.equal(windows.batch(0)[0][:, 0], x[:, 0])
+
+
+def test_every_sequence_row_can_be_drawn():
+    # 12 ids, context 3, 4 targets per row: rows start at 0..5 and the last target is id 11.
+    sampler = BatchSampler(position_ids(12), context=3, batch_size=256, seed=0, targets_per_row=4)
+    rows = [sampler.batch(s) for s in range(4)]
+    assert set(torch.cat([x[:, 0] for x, _ in rows]).tolist()) == set(range(6))
+    assert max(int(y.max()) for _, y in rows) == 11
+
+
 def test_every_window_can_be_drawn():
     # 12 ids, context 3: windows start at 0..8 and the last target is id 11.
     sampler = BatchSampler(position_ids(12), context=3, batch_size=256, seed=0)
@@ -250,6 +272,8 @@ def test_rank_slices_concatenate_to_the_global_batch(world_size):
         (dict(rank=2, world_size=2), "rank"),
         (dict(context=0), "context"),
         (dict(ids=position_ids(8), context=8), "at least 9"),
+        (dict(ids=position_ids(10), context=4, targets_per_row=7), "at least 11"),
+        (dict(targets_per_row=0), "targets_per_row"),
         (dict(ids=torch.arange(100.0)), "int64"),
     ],
 )

@@ -50,7 +50,8 @@ def losses(records: list[dict], tag: str) -> tuple[list[int], torch.Tensor]:
 
 
 @pytest.mark.slow
-def test_torchrun_two_ranks_reproduce_one_process_with_the_same_global_batch(tmp_path, capsys):
+@pytest.mark.parametrize("targets_per_row", [1, 3])
+def test_torchrun_two_ranks_reproduce_one_process_with_the_same_global_batch(targets_per_row, tmp_path, capsys):
     (tmp_path / "tiny.txt").write_text(synthetic_text())
     env = {**os.environ, "OMP_NUM_THREADS": "1", **OFFLINE}
     command = [
@@ -66,9 +67,11 @@ def test_torchrun_two_ranks_reproduce_one_process_with_the_same_global_batch(tmp
         "--run-dir",
         "runs/two",
     ]
+    command.extend(["--targets-per-row", str(targets_per_row)])
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert train_main(["--data", str(tmp_path / "tiny.txt"), *RUN, "--run-dir", str(tmp_path / "runs" / "one")]) == 0
+    one_process = [*RUN, "--targets-per-row", str(targets_per_row), "--run-dir", str(tmp_path / "runs" / "one")]
+    assert train_main(["--data", str(tmp_path / "tiny.txt"), *one_process]) == 0
     capsys.readouterr()
 
     # Rank 0 alone printed the summary and wrote the run: one event file, each record once.

@@ -22,7 +22,7 @@ from torch_lm.training.checkpoint import CheckpointError, load_checkpoint
 from torch_lm.training.config import TrainConfig, resolve_device
 from torch_lm.training.data import CharVocab
 from torch_lm.training.signals import NonFiniteLossError, TrainingInterrupted
-from torch_lm.training.step import TrainingStep, make_optimizer, parameter_groups
+from torch_lm.training.step import SequenceForward, TrainingStep, make_optimizer, parameter_groups
 from torch_lm.training.tensorboard_log import markdown_code_block
 from torch_lm.training.trainer import train
 
@@ -123,14 +123,34 @@ def test_devices():
 
 
 def test_lr_schedule_warms_up_then_decays_to_min_lr():
-    config = TrainConfig(lr=1.0, min_lr=0.1, warmup_steps=4, max_steps=20)
-    lrs = [config.lr_at(step) for step in range(22)]
+    config = TrainConfig(lr=1.0, min_lr=0.1, warmup_steps=4, max_steps=40)
+    lrs = [config.lr_at(step) for step in range(42)]
     assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]
     assert lrs[4] == 1.0  # the cosine starts at the peak
-    assert all(a > b for a, b in zip(lrs[4:20], lrs[5:20]))
-    assert lrs[19] == pytest.approx(0.1 + 0.45 * (1 + math.cos(math.pi * 15 / 16)))
-    assert lrs[20] == lrs[21] == 0.1
+    assert all(a > b for a, b in zip(lrs[4:40], lrs[5:40]))
+    assert lrs[39] == pytest.approx(0.1 + 0.45 * (1 + math.cos(math.pi * 35 / 36)))
+    assert lrs[40] == lrs[41] == 0.1
     assert replace(config, warmup_steps=0).lr_at(0) == 1.0
+
+
+def test_a_run_shorter_than_its_warmup_still_reaches_its_learning_rate():
+    """--max-steps 60 with the default 200 warm-up steps: the warm-up shrinks to a tenth of the run
+    (6 steps), so the run spends most of its steps near its learning rate instead of climbing."""
+    config = TrainConfig(max_steps=60)
+    lrs = [config.lr_at(step) for step in range(60)]
+    assert lrs[5] == config.lr and lrs[4] < config.lr
+    assert lrs[6] > lrs[30] > lrs[59] >= config.min_lr  # then the cosine, over the rest of the run
+    assert TrainConfig(max_steps=18000).lr_at(199) == config.lr  # long runs keep their warm-up
+    assert TrainConfig(max_steps=9).lr_at(0) == config.lr  # under 10 steps: no warm-up
+
+
+def test_a_short_run_on_a_cycle_learns_it(tmp_path):
+    """A 480-character "abcabc..." cycle, 60 default steps: the model must have learnt the cycle."""
+    text = "abc" * 160
+    result = train(
+        ModelConfig(vocab_size=3), TrainConfig(max_steps=60, device="cpu", run_dir=str(tmp_path), sample_length=0), text
+    )
+    assert result["train_loss"] < 0.3 and result["val_ppl"] < 1.01
 
 
 def test_weight_decay_applies_to_linear_weights_only():
@@ -362,6 +382,34 @@ def test_resume_after_sigint_gives_the_same_numbers_as_a_straight_run(straight_r
     assert torch.equal(final["rng"]["dropout"], reference["rng"]["dropout"])
     # TensorBoard shows one continuous curve equal to the straight run's.
     assert scalar_values(read_events(run_dir), "loss/train") == scalar_values(read_events(straight_dir), "loss/train")
+
+
+def test_sequence_rows_train_and_resume_exactly(tmp_path, monkeypatch):
+    """Rows of 4 targets: the running loss counts every target, the loss goes down, and a run
+    interrupted mid-interval resumes to the uninterrupted numbers (batches are still a pure
+    function of (seed, step))."""
+    config = dict(targets_per_row=4, batch_size=8)
+    straight = train(MODEL, run_config(tmp_path / "straight", **config), TEXT)
+    interrupt_after(monkeypatch, 13)
+    with pytest.raises(TrainingInterrupted):
+        train(MODEL, run_config(tmp_path / "resumed", **config), TEXT)
+    monkeypatch.undo()
+    resumed = train(MODEL, run_config(tmp_path / "resumed", resume=True, **config), TEXT)
+    assert resumed["train_history"] == [item for item in straight["train_history"] if item[0] > 13]
+    assert resumed["val_history"] == [item for item in straight["val_history"] if item[0] > 13]
+    first, last = straight["train_history"][0][1], straight["train_history"][-1][1]
+    assert last < first - 0.3
+    final, reference = (params_of(tmp_path / name / "last.pt") for name in ("resumed", "straight"))
+    assert all(torch.equal(final[name], value) for name, value in reference.items())
+
+
+def test_the_running_loss_weighs_every_target_of_a_row():
+    model = NeuralLM(MODEL)
+    step = TrainingStep(model, make_optimizer(model, TrainConfig().optimizer_settings()), lambda s: 1e-3, 1.0)
+    step.forward = SequenceForward(model)
+    x = torch.randint(len(VOCAB), (3, MODEL.context + 4))
+    loss = step(0, x, torch.randint(len(VOCAB), (3, 5)), generator=torch.Generator().manual_seed(0))
+    assert step.running.count == 15 and step.running.mean == pytest.approx(float(loss))
 
 
 def test_sigterm_stops_and_saves_like_sigint(straight_run, tmp_path, monkeypatch):

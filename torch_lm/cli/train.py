@@ -83,10 +83,21 @@ def build_parser() -> OneLineParser:
     )
     m.add_argument("--dropout", type=float, help=f"dropout probability (default: {model.dropout})")
     t = parser.add_argument_group("training (TrainConfig)")
-    t.add_argument("--batch-size", type=int, help=f"global batch size (default: {run.batch_size})")
+    t.add_argument("--batch-size", type=int, help=f"global batch size in rows (default: {run.batch_size})")
+    t.add_argument(
+        "--targets-per-row",
+        type=int,
+        metavar="P",
+        help=f"consecutive targets per batch row, scored at once by the sequence forward; 1 = one "
+        f"window per row (default: {run.targets_per_row})",
+    )
     t.add_argument("--lr", type=float, help=f"peak learning rate (default: {run.lr})")
     t.add_argument("--min-lr", type=float, help=f"final learning rate (default: {run.min_lr})")
-    t.add_argument("--warmup-steps", type=int, help=f"linear warmup steps (default: {run.warmup_steps})")
+    t.add_argument(
+        "--warmup-steps",
+        type=int,
+        help=f"linear warm-up steps, at most a tenth of --max-steps (default: {run.warmup_steps})",
+    )
     t.add_argument(
         "--weight-decay", type=float, help=f"AdamW weight decay of the weight matrices (default: {run.weight_decay})"
     )

@@ -18,12 +18,19 @@ DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
+# Settings added after checkpoints were written, with the value those checkpoints trained with.
+KEYS_ADDED_LATER = {"targets_per_row": 1}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation, logging and run settings (the model's are in ``ModelConfig``).
 
-    ``batch_size`` is the global batch (data-parallel ranks split it). ``lr`` warms up linearly
-    over ``warmup_steps`` and then follows a cosine down to ``min_lr`` at ``max_steps``.
+    ``batch_size`` is the global batch of rows (data-parallel ranks split it); a row is
+    ``targets_per_row`` consecutive targets with their contexts, scored at once by the model's
+    sequence forward (1: one window per row, the window forward). ``lr`` warms up linearly
+    over ``warmup_steps`` (at most a tenth of ``max_steps``) and then follows a cosine down to
+    ``min_lr`` at ``max_steps``.
     ``grad_clip`` is the max global gradient norm (0 = off). ``time_budget`` stops training after
     that many wall-clock seconds of this process (0 = no limit); the lr schedule still refers to
     ``max_steps``. Every ``log_interval`` steps the running train loss and diagnostics are logged,
@@ -39,6 +46,7 @@ class TrainConfig:
     """
 
     batch_size: int = 512
+    targets_per_row: int = 1
     lr: float = 2e-3
     min_lr: float = 2e-4
     warmup_steps: int = 200
@@ -63,7 +71,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         where = "TrainConfig"
-        for name in ("batch_size", "max_steps", "eval_interval", "log_interval", "eval_batch_size"):
+        for name in ("batch_size", "targets_per_row", "max_steps", "eval_interval", "log_interval", "eval_batch_size"):
             check_positive_int(where, name, getattr(self, name))
         for name in ("warmup_steps", "sample_length", "seed", "checkpoint_interval"):
             value = getattr(self, name)
@@ -93,6 +101,11 @@ class TrainConfig:
         """The learning rate of the 0-based ``step`` (``warmup_cosine``)."""
         return warmup_cosine(self.lr, self.min_lr, self.warmup_steps, self.max_steps)(step)
 
+    @property
+    def targets_per_step(self) -> int:
+        """Targets of one global batch: ``batch_size * targets_per_row``."""
+        return self.batch_size * self.targets_per_row
+
     def optimizer_settings(self) -> OptimizerSettings:
         """AdamW with this config's lr, betas, weight decay and fused switch."""
         return OptimizerSettings(
@@ -107,11 +120,13 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        """Inverse of ``to_dict``; unknown keys are an error."""
+        """Inverse of ``to_dict``; unknown keys are an error. A key that a checkpoint of an older
+        recipe lacks takes the value that recipe trained with (``KEYS_ADDED_LATER``), not today's
+        default, so resuming it continues the same run."""
         unknown = sorted(set(d) - set(cls.__dataclass_fields__))
         if unknown:
             fail("TrainConfig", f"unknown keys {unknown}; known keys are {sorted(cls.__dataclass_fields__)}")
-        return cls(**d)
+        return cls(**{**KEYS_ADDED_LATER, **d})
 
 
 def resolve_device(name: str) -> torch.device:

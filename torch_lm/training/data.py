@@ -334,14 +334,19 @@ def step_seed(seed: int, step: int, stream: str = "batch") -> int:
 
 
 class BatchSampler:
-    """Random (window, next character) batches whose content is a pure function of ``(seed, step)``.
+    """Random training rows whose content is a pure function of ``(seed, step)``.
+
+    A row is ``targets_per_row`` consecutive targets with their contexts: the ids
+    ``ids[o : o + context + P - 1]`` and the P characters that follow each full context,
+    ``ids[o + context : o + context + P]`` (``NeuralLM.forward_sequence`` scores all of them at
+    once). ``targets_per_row=1`` is the window batch: ``x`` (B, T) windows, ``y`` (B,) the
+    character after each.
 
     The batch of step ``s`` is drawn by a fresh ``torch.Generator`` seeded with
     ``step_seed(seed, s)``: ``batch_size`` start offsets uniformly (with replacement) from the
-    ``len(ids) - context`` windows, gathered in one call, ``windows.index_select(0, offsets)``,
-    where ``windows = ids.unfold(0, context, 1)`` is a strided view whose row ``o`` is
-    ``ids[o:o+context]`` (the same as ``ids[offsets[:, None] + arange(context)]``, ~4x faster;
-    no Python loop over examples). Consequences:
+    ``len(ids) - context - P + 1`` rows, gathered in one call from strided views
+    (``ids.unfold(0, context + P - 1, 1)``, whose row ``o`` starts at ``ids[o]``; ~4x faster than
+    fancy indexing, no Python loop over examples). Consequences:
 
     * resuming at step ``s`` needs no sampler state: the step number is enough;
     * data parallelism: every rank draws the same *global* batch and keeps rows
@@ -352,17 +357,30 @@ class BatchSampler:
     where ``ids`` lives, so keep ``ids`` on the training device.
     """
 
-    def __init__(self, ids: torch.Tensor, context: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        ids: torch.Tensor,
+        context: int,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        targets_per_row: int = 1,
+    ):
         where = "BatchSampler"
         check_positive_int(where, "context", context)
         check_positive_int(where, "batch_size", batch_size)
         check_positive_int(where, "world_size", world_size)
+        check_positive_int(where, "targets_per_row", targets_per_row)
         if ids.ndim != 1 or ids.dtype != torch.int64:
             raise ValueError(
                 f"{where}: ids must be a 1-D int64 tensor, got shape {tuple(ids.shape)} and dtype {ids.dtype}"
             )
-        if len(ids) < context + 1:
-            raise ValueError(f"{where}: ids has {len(ids)} elements; context {context} needs at least {context + 1}")
+        if len(ids) < context + targets_per_row:
+            raise ValueError(
+                f"{where}: ids has {len(ids)} elements; context {context} and {targets_per_row} targets "
+                f"per row need at least {context + targets_per_row}"
+            )
         if batch_size % world_size:
             raise ValueError(
                 f"{where}: batch_size {batch_size} must be divisible by world_size "
@@ -376,24 +394,32 @@ class BatchSampler:
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
-        self.n_windows = len(ids) - context  # window o is ids[o:o+T], its target ids[o+T]
-        self._windows = ids.unfold(0, context, 1)  # (N - T + 1, T) view, no copy
+        self.targets_per_row = targets_per_row
+        self.n_rows = len(ids) - context - targets_per_row + 1  # row o's first target is ids[o+T]
+        self._inputs = ids.unfold(0, context + targets_per_row - 1, 1)  # (N - T - P + 2, T + P - 1) view
+        self._targets = ids[context:].unfold(0, targets_per_row, 1)  # (N - T - P + 1, P) view
 
     @property
     def local_batch_size(self) -> int:
         """Rows this rank receives per step: ``batch_size / world_size``."""
         return self.batch_size // self.world_size
 
+    @property
+    def targets_per_step(self) -> int:
+        """Targets of one global batch: ``batch_size * targets_per_row``."""
+        return self.batch_size * self.targets_per_row
+
     def offsets(self, step: int) -> torch.Tensor:
-        """This rank's window start offsets for ``step``: int64 ``(B/K,)`` on the CPU."""
+        """This rank's row start offsets for ``step``: int64 ``(B/K,)`` on the CPU."""
         generator = torch.Generator().manual_seed(step_seed(self.seed, step))
-        offsets = torch.randint(self.n_windows, (self.batch_size,), generator=generator)  # (B,)
+        offsets = torch.randint(self.n_rows, (self.batch_size,), generator=generator)  # (B,)
         rows = self.local_batch_size
         return offsets[self.rank * rows : (self.rank + 1) * rows]  # (B/K,)
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x`` (B/K, T) int64 windows and ``y`` (B/K,) the character after each window."""
+        """``x`` (B/K, T + P - 1) int64 ids and ``y`` (B/K, P) their targets; with one target per
+        row, ``x`` (B/K, T) windows and ``y`` (B/K,) the character after each."""
         offsets = self.offsets(step).to(self.ids.device, non_blocking=True)
-        x = self._windows.index_select(0, offsets)  # (B/K, T)
-        y = self.ids.index_select(0, offsets + self.context)  # (B/K,)
-        return x, y
+        x = self._inputs.index_select(0, offsets)  # (B/K, T + P - 1)
+        y = self._targets.index_select(0, offsets)  # (B/K, P)
+        return x, (y.squeeze(1) if self.targets_per_row == 1 else y)

@@ -91,9 +91,40 @@ def warmup_cosine(lr: float, min_lr: float, warmup_steps: int, max_steps: int) -
     """The learning rate of the 0-based ``step``: linear warm-up over ``warmup_steps``, then a half
     cosine from ``lr`` down to ``min_lr`` at ``max_steps`` (``numpy_ref.optim.warmup_cosine_lr``,
     the schedule of both trajectory-parity engines). A pure function of the step, so resuming
-    needs no scheduler state; a run shorter than its warm-up warms up over its whole length."""
-    warmup = min(warmup_steps, max_steps)
+    needs no scheduler state. The warm-up takes at most a tenth of the run (``warmup_length``)."""
+    warmup = warmup_length(warmup_steps, max_steps)
     return lambda step: warmup_cosine_lr(step, lr, warmup, max_steps, min_lr)
+
+
+WARMUP_SHARE = 10  # a warm-up lasts at most 1/WARMUP_SHARE of the run
+
+
+def warmup_length(warmup_steps: int, max_steps: int) -> int:
+    """The warm-up a run of ``max_steps`` gets: ``warmup_steps``, but at most a tenth of the run.
+
+    A short run (``--max-steps 60`` with the default 200 warm-up steps) would otherwise spend its
+    whole length climbing and end having averaged half its learning rate: barely trained.
+    """
+    return min(warmup_steps, max_steps // WARMUP_SHARE)
+
+
+class SequenceForward(torch.nn.Module):
+    """A NeuralLM whose ``forward`` is its sequence forward: ``(idx (B, T + P - 1), targets (B, P))
+    -> (logits (B, P, V), loss)``, for the wrappers that call ``forward`` (DDP, ``torch.compile``).
+    Holds the model, so parameters and their gradients are the model's own."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, **kwargs):
+        return self.model.forward_sequence(idx, targets, **kwargs)
+
+
+def training_forward(model: torch.nn.Module, targets_per_row: int) -> torch.nn.Module:
+    """What a training step calls on a ``BatchSampler`` batch: the window forward for one target
+    per row, the sequence forward (``SequenceForward``) for more."""
+    return model if targets_per_row == 1 else SequenceForward(model)
 
 
 class _NoLaps:
@@ -145,7 +176,8 @@ class TrainingStep:
         masks: dict[str, torch.Tensor] | None = None,
         laps=None,
     ) -> torch.Tensor:
-        """Step ``step`` (0-based) on the batch x (B, T), y (B,); returns the detached loss."""
+        """Step ``step`` (0-based) on the batch x (B, T), y (B,) (or sequence rows x (B, T + P - 1),
+        y (B, P) for a ``SequenceForward``); returns the detached loss, the mean over y."""
         laps = laps or _NoLaps()
         lr = self.schedule(step)
         for group in self.optimizer.param_groups:
@@ -169,7 +201,7 @@ class TrainingStep:
         self.optimizer.step()
         laps.lap("optimiser")
         loss = loss.detach()
-        self.running.update(loss.double() * len(y), len(y))
+        self.running.update(loss.double() * y.numel(), y.numel())
         self.first_bad_step = torch.where(
             torch.isfinite(loss), self.first_bad_step, self.first_bad_step.clamp(max=step + 1)
         )

@@ -48,7 +48,7 @@ from torch_lm.training.distributed import Distributed, StopVote, shard_bounds
 from torch_lm.training.heldout import HeldoutResult, sharded_heldout
 from torch_lm.training.sampling import generate, sample_prompt
 from torch_lm.training.signals import NonFiniteLossError, TrainingInterrupted, stop_on_signals
-from torch_lm.training.step import TrainingStep, make_optimizer
+from torch_lm.training.step import TrainingStep, make_optimizer, training_forward
 from torch_lm.training.tensorboard_log import TensorBoardLogger
 
 
@@ -79,7 +79,13 @@ def rank_data(
     train_ids, val_ids = train_ids.to(device), val_ids.to(device)
     trained_on = train_ids[: len(train_ids) - config.holdout_tail]  # (N - holdout,)
     sampler = BatchSampler(
-        trained_on, context, config.batch_size, config.seed, rank=dist.rank, world_size=dist.world_size
+        trained_on,
+        context,
+        config.batch_size,
+        config.seed,
+        rank=dist.rank,
+        world_size=dist.world_size,
+        targets_per_row=config.targets_per_row,
     )
     start, stop = shard_bounds(len(val_ids), dist.rank, dist.world_size)
     stream = torch.cat([train_ids[len(train_ids) - context :], val_ids])
@@ -118,7 +124,7 @@ class Trainer:
         )
         # DDP wraps after the restore: it broadcasts rank 0's weights (equal anyway) and hooks the
         # averaging. Log steps run the eager module, ordinary steps the compiled one if asked for.
-        parallel = self.dist.wrap(self.model)
+        parallel = self.dist.wrap(training_forward(self.model, config.targets_per_row))
         self.train_step = TrainingStep(
             self.model,
             optimizer,
@@ -232,7 +238,7 @@ class Trainer:
         loss = loss_sum / tokens
         self.train_step.running.reset()
         elapsed = time.monotonic() - self._interval_start
-        tokens_per_sec = self._interval_steps * self.config.batch_size / max(elapsed, 1e-9)
+        tokens_per_sec = self._interval_steps * self.config.targets_per_step / max(elapsed, 1e-9)
         self.train_seconds += elapsed
         self.trained_steps += self._interval_steps
         self.train_step.log(self.logger, self.step, loss, tokens_per_sec)
@@ -344,7 +350,7 @@ def run_summary(trainer: Trainer, status: str, elapsed: float) -> dict[str, Any]
         "train_loss": trainer.train_history[-1][1] if trainer.train_history else None,
         "train_history": [list(item) for item in trainer.train_history],
         "val_history": [list(item) for item in trainer.val_history],
-        "tokens_per_sec": trainer.trained_steps * trainer.config.batch_size / max(trainer.train_seconds, 1e-9),
+        "tokens_per_sec": trainer.trained_steps * trainer.config.targets_per_step / max(trainer.train_seconds, 1e-9),
         "elapsed_seconds": elapsed,
         "parameters": trainer.model.num_parameters(),
         "device": str(trainer.device),
