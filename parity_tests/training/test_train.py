@@ -18,9 +18,10 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from numpy_ref.config import ModelConfig
 from torch_lm.neural_lm import NeuralLM
 from torch_lm.training import trainer as trainer_module
-from torch_lm.training.checkpoint import CheckpointError, load_checkpoint
+from torch_lm.training.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from torch_lm.training.config import TrainConfig, resolve_device
-from torch_lm.training.data import CharVocab
+from torch_lm.training.data import CharVocab, split_ids
+from torch_lm.training.heldout import heldout_loss
 from torch_lm.training.signals import NonFiniteLossError, TrainingInterrupted
 from torch_lm.training.step import SequenceForward, TrainingStep, make_optimizer, parameter_groups
 from torch_lm.training.tensorboard_log import markdown_code_block
@@ -401,6 +402,18 @@ def test_sequence_rows_train_and_resume_exactly(tmp_path, monkeypatch):
     assert last < first - 0.3
     final, reference = (params_of(tmp_path / name / "last.pt") for name in ("resumed", "straight"))
     assert all(torch.equal(final[name], value) for name, value in reference.items())
+
+
+def test_a_run_that_holds_out_a_tail_is_evaluated_on_the_tail_and_never_on_val(tmp_path):
+    tail = 300
+    summary = train(MODEL, run_config(tmp_path, holdout_tail=tail), TEXT)
+    assert summary["heldout"] == "tail" and summary["positions"] == tail
+    train_ids, _ = split_ids(VOCAB.encode(TEXT))
+    model, _ = model_from_checkpoint(tmp_path / "last.pt")
+    expected = heldout_loss(model, train_ids[:-tail], train_ids[-tail:], MODEL.context)
+    assert summary["val_loss"] == pytest.approx(expected.loss, rel=1e-6)
+    tags = read_events(tmp_path).Tags()["scalars"]
+    assert "loss/tail" in tags and "perplexity/tail" in tags and "loss/val" not in tags
 
 
 def test_the_running_loss_weighs_every_target_of_a_row():

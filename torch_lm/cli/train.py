@@ -124,8 +124,8 @@ def build_parser() -> OneLineParser:
         "--holdout-tail",
         type=int,
         metavar="N",
-        help=f"leave the last N train characters out of training, to tune something on "
-        f"them (default: {run.holdout_tail})",
+        help=f"leave the last N train characters out of training and evaluate on them instead of "
+        f"val, to choose something without touching val (default: {run.holdout_tail})",
     )
     t.add_argument(
         "--eval-batch-size", type=int, help=f"windows per forward in evaluation (default: {run.eval_batch_size})"
@@ -215,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not env.is_main:
         return 0
     print(
-        f"{summary['status']}: {summary['steps']} steps, val loss {summary['val_loss']:.4f} "
+        f"{summary['status']}: {summary['steps']} steps, {summary['heldout']} loss {summary['val_loss']:.4f} "
         f"nats/char (perplexity {summary['val_ppl']:.3f}, {summary['bpc']:.3f} bpc), best "
         f"{summary['best_val_loss']:.4f}; checkpoints and events in {summary['run_dir']}"
     )

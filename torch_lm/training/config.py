@@ -39,8 +39,8 @@ class TrainConfig:
     saved in ``run_dir``; every ``checkpoint_interval`` steps (0 = only at evaluations)
     ``last.pt`` is saved as well, so a crash loses at most that many steps. ``resume`` continues
     from ``run_dir/last.pt``. ``holdout_tail`` characters at the end of the train split are left
-    out of the training batches, so that something else (a mixture weight) can be tuned on text
-    the model never saw; evaluation is unchanged. ``fused_optimizer`` takes AdamW's fused kernel
+    out of the training batches and the run is evaluated on them instead of val, so that a choice
+    (a recipe, a mixture weight) can be made on text the model never saw without touching val. ``fused_optimizer`` takes AdamW's fused kernel
     where torch has one (``make_optimizer``); ``compile`` runs the forward under ``torch.compile``.
     ``lr_at`` and ``optimizer_settings`` give the step its schedule and optimiser.
     """

@@ -7,7 +7,8 @@ tag                                                         written by
 ``grad_norm/<layer>``, ``grad_norm/total``                  ``log_train``
 ``activations/<layer>/{mean,std,frac_saturated_or_dead}``   ``log_train``
 ``lr``, ``throughput/tokens_per_sec``                       ``log_train``
-``loss/val``, ``perplexity/val``                            ``log_eval`` (every evaluation)
+``loss/val``, ``perplexity/val`` (``/tail`` when the run     ``log_eval`` (every evaluation)
+holds a tail of train out: its held-out text)
 ``weights/<param>``, ``gradients/<param>`` (histograms)     ``log_eval``
 ``samples`` (text, a markdown code block)                   ``log_eval``
 projector embedding ``char_embedding`` with readable labels ``log_embedding`` (end of run)
@@ -43,7 +44,7 @@ from torch_lm.training.heldout import HeldoutResult
 EMBEDDING_TAG = "char_embedding"
 SAMPLES_TAG = "samples"
 # The hparams dashboard reads these scalar tags of the same run as the session's metrics.
-HPARAM_METRICS = ("loss/val", "perplexity/val")
+HELDOUT_SPLITS = ("val", "tail")  # what a run is evaluated on: val, or the train tail it held out
 METRICS_FILE = "metrics.jsonl"
 MAX_EVENT_FILE_WAIT_SECONDS = 2.0
 
@@ -180,15 +181,19 @@ class TensorBoardLogger:
             },
         )
 
-    def log_eval(self, step: int, result: HeldoutResult, model: torch.nn.Module, sample: str) -> None:
-        """An evaluation: held-out loss and perplexity, weight and gradient histograms of every
-        parameter (the gradients of the latest training step), and a generated sample."""
+    def log_eval(
+        self, step: int, result: HeldoutResult, model: torch.nn.Module, sample: str, split: str = "val"
+    ) -> None:
+        """An evaluation on ``split`` (``HELDOUT_SPLITS``): held-out loss and perplexity, weight and
+        gradient histograms of every parameter (the gradients of the latest training step), and a
+        generated sample."""
         if not self.enabled:
             return
         w = self.writer
-        w.add_scalar("loss/val", result.loss, step)
-        w.add_scalar("perplexity/val", result.perplexity, step)
-        self.metrics.write(step, {"loss/val": result.loss, "perplexity/val": result.perplexity})
+        scalars = {f"loss/{split}": result.loss, f"perplexity/{split}": result.perplexity}
+        for tag, value in scalars.items():
+            w.add_scalar(tag, value, step)
+        self.metrics.write(step, scalars)
         for name, param in model.named_parameters():
             w.add_histogram(f"weights/{name}", param.detach().float().cpu(), step)
             if param.grad is not None:
@@ -204,10 +209,12 @@ class TensorBoardLogger:
             weight.detach().float().cpu(), metadata=vocab.labels(), tag=EMBEDDING_TAG, global_step=step
         )
 
-    def log_hparams(self, model_config: Mapping[str, object], train_config: Mapping[str, object]) -> None:
+    def log_hparams(
+        self, model_config: Mapping[str, object], train_config: Mapping[str, object], split: str = "val"
+    ) -> None:
         """The configs (``model.<key>``, ``train.<key>``) as hparams whose metrics are this run's
-        ``loss/val`` and ``perplexity/val`` scalars; call it after the final evaluation, whose
-        values the dashboard then shows.
+        ``loss/<split>`` and ``perplexity/<split>`` scalars; call it after the final evaluation,
+        whose values the dashboard then shows.
 
         Written into this run's own event file: ``SummaryWriter.add_hparams`` would create a
         separate timestamped sub-run and log the metrics a second time there.
@@ -217,7 +224,7 @@ class TensorBoardLogger:
         values = {f"model.{k}": hparam_value(v) for k, v in model_config.items()}
         values |= {f"train.{k}": hparam_value(v) for k, v in train_config.items()}
         # Only the metric names matter here: the plugin reads their values from the scalars.
-        metrics = dict.fromkeys(HPARAM_METRICS, 0.0)
+        metrics = dict.fromkeys((f"loss/{split}", f"perplexity/{split}"), 0.0)
         for summary in hparams_summaries(values, metrics):
             self.writer.file_writer.add_summary(summary)
         self.writer.flush()

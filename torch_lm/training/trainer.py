@@ -70,14 +70,17 @@ def rank_data(
 ) -> tuple[BatchSampler, torch.Tensor, torch.Tensor]:
     """This rank's batches and share of the held-out positions, from the text's ids (N,).
 
-    The sampler draws from the train split without its ``holdout_tail``. The held-out share is
-    (the ``context`` ids before it, its val ids): each rank scores its shard with the contexts the
-    whole evaluation gives it (one rank: the whole split).
+    The sampler draws from the train split without its ``holdout_tail``. The held-out text is val,
+    or that tail when there is one, so that a run made to choose something never sees val. This
+    rank's share is (the ``context`` ids before it, its held-out ids): each rank scores its shard
+    with the contexts the whole evaluation gives it (one rank: the whole split).
     """
     train_ids, val_ids = split_ids(ids)
     check_split_fits(len(train_ids), len(val_ids), context)
     train_ids, val_ids = train_ids.to(device), val_ids.to(device)
     trained_on = train_ids[: len(train_ids) - config.holdout_tail]  # (N - holdout,)
+    if config.holdout_tail:
+        train_ids, val_ids = trained_on, train_ids[len(trained_on) :]
     sampler = BatchSampler(
         trained_on,
         context,
@@ -109,6 +112,7 @@ class Trainer:
                 f"{len(self.vocab)} distinct characters",
             )
         self.run_dir = Path(config.run_dir)
+        self.heldout_split = "tail" if config.holdout_tail else "val"
         self.sampler, self.eval_prefix, self.eval_shard = rank_data(
             self.vocab.encode(text), model_config.context, config, self.dist, self.device
         )
@@ -273,13 +277,14 @@ class Trainer:
             raise self._diverged(f"held-out loss is non-finite at step {self.step}")
         self.last_eval = result
         self.val_history.append((self.step, result.loss))
-        self.logger.log_eval(self.step, result, self.model, self._sample() if self.dist.is_main else "")
+        sample = self._sample() if self.dist.is_main else ""
+        self.logger.log_eval(self.step, result, self.model, sample, self.heldout_split)
         improved = result.loss < self.best_val_loss
         self.best_val_loss = min(self.best_val_loss, result.loss)
         self._save(also_best=improved)
         if self.logger.enabled:
             bar.write(
-                f"step {self.step}: val loss {result.loss:.4f}, perplexity "
+                f"step {self.step}: {self.heldout_split} loss {result.loss:.4f}, perplexity "
                 f"{result.perplexity:.3f}{' (best)' if improved else ''}"
             )
         self._mark_throughput()
@@ -335,7 +340,7 @@ class Trainer:
     def _log_end_of_run(self) -> None:
         """The projector embedding and the hparams (whose metrics are the final ``loss/val``)."""
         self.logger.log_embedding(self.step, self.model.state_dict()["embedding.weight"], self.vocab)
-        self.logger.log_hparams(self.model_config.to_dict(), self.config.to_dict())
+        self.logger.log_hparams(self.model_config.to_dict(), self.config.to_dict(), self.heldout_split)
         self.logger.close()
 
 
@@ -345,6 +350,7 @@ def run_summary(trainer: Trainer, status: str, elapsed: float) -> dict[str, Any]
     return {
         "status": status,
         "steps": trainer.step,
+        "heldout": trainer.heldout_split,
         **result.to_dict(),
         "best_val_loss": trainer.best_val_loss,
         "train_loss": trainer.train_history[-1][1] if trainer.train_history else None,
