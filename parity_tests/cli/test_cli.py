@@ -190,7 +190,7 @@ def test_evaluate_json_reports_the_heldout_protocol(trained, workdir, capsys):
     )
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
-    assert set(figures) == {"val_loss", "val_ppl", "bpc", "positions"}
+    assert set(figures) == {"mode", "val_loss", "val_ppl", "bpc", "positions"} and figures["mode"] == "static"
     assert figures["positions"] == 300  # every val character of the 3000-character text
     best = load_checkpoint(run_dir / "best.pt")["best_val_loss"]
     assert figures["val_loss"] == pytest.approx(best, rel=1e-6)
@@ -203,10 +203,26 @@ def test_evaluate_json_reports_the_heldout_protocol(trained, workdir, capsys):
         == 0
     )
     assert re.fullmatch(
-        r"val loss \d\.\d{4} nats/char, perplexity [\d.]+, [\d.]+ bits/char "
+        r"val loss \d\.\d{4} nats/char \(static\), perplexity [\d.]+, [\d.]+ bits/char "
         r"over 300 positions\n",
         capsys.readouterr().out,
     )
+
+
+def test_evaluate_dynamic_is_its_own_mode_with_its_settings(trained, workdir):
+    run_dir, _ = trained
+    common = ["evaluate", "--checkpoint", str(run_dir / "best.pt"), "--json", "--data", "text.txt"]
+    static = json.loads(script(*common, cwd=workdir).stdout)
+    result = script(*common, "--dynamic", "--segment", "20", "--dynamic-lr", "0", "--dynamic-decay", "0", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["mode"] == "dynamic" and figures["positions"] == 300
+    assert figures["dynamic"] == {"segment": 20, "lr": 0.0, "decay": 0.0, "rule": "rms"}
+    assert figures["val_loss"] == pytest.approx(static["val_loss"], rel=1e-6)  # no step: the static figure
+    adapted = json.loads(script(*common, "--dynamic", "--segment", "20", "--dynamic-rule", "sgd", cwd=workdir).stdout)
+    assert adapted["val_loss"] != figures["val_loss"]
+    bad = script(*common, "--dynamic", "--dynamic-decay", "1.5", cwd=workdir)
+    assert_one_line_error(bad, 2, "decay must lie in")
 
 
 def test_generate_continues_the_prompt_reproducibly(trained, workdir, capsys):

@@ -1,5 +1,5 @@
 """``evaluate``: the held-out protocol on a checkpoint (``scripts/evaluate.py``,
-``torch-lm-evaluate``)."""
+``torch-lm-evaluate``), static or with dynamic evaluation (``--dynamic``)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from torch_lm.cli.parsing import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
+    NONNEGATIVE_FLOAT,
     POSITIVE_INT,
     OneLineParser,
     fail,
@@ -18,6 +19,7 @@ from torch_lm.cli.parsing import (
 from torch_lm.training.checkpoint import CheckpointError, model_from_checkpoint
 from torch_lm.training.config import TrainConfig, resolve_device
 from torch_lm.training.data import DEFAULT_DATA_PATH, DataError, load_text, split_ids
+from torch_lm.training.dynamic import RULES, DynamicSettings, dynamic_heldout
 from torch_lm.training.heldout import heldout_loss
 
 
@@ -30,7 +32,11 @@ def build_parser() -> OneLineParser:
         "bits per character.",
     )
     parser.add_argument("--checkpoint", required=True, metavar="PATH", help="a last.pt or best.pt")
-    parser.add_argument("--json", action="store_true", help='print {"val_loss", "val_ppl", "bpc", "positions"} as JSON')
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"mode", "val_loss", "val_ppl", "bpc", "positions"} as JSON (and "dynamic": its settings)',
+    )
     parser.add_argument(
         "--data", metavar="PATH", help=f"text file (default: {DEFAULT_DATA_PATH}, downloaded if absent)"
     )
@@ -41,7 +47,33 @@ def build_parser() -> OneLineParser:
         default=TrainConfig().eval_batch_size,
         help="windows per forward (default: %(default)s)",
     )
+    dynamic, defaults = parser.add_argument_group("dynamic evaluation"), DynamicSettings()
+    dynamic.add_argument(
+        "--dynamic",
+        action="store_true",
+        help="adapt a copy of the model to val as it is scored: a gradient step after each segment",
+    )
+    dynamic.add_argument(
+        "--segment", type=POSITIVE_INT, default=defaults.segment, help="targets per step (default: %(default)s)"
+    )
+    dynamic.add_argument(
+        "--dynamic-lr", type=NONNEGATIVE_FLOAT, default=defaults.lr, help="step size (default: %(default)s)"
+    )
+    dynamic.add_argument(
+        "--dynamic-decay",
+        type=NONNEGATIVE_FLOAT,
+        default=defaults.decay,
+        help="pull toward the trained weights per step, in [0, 1] (default: %(default)s)",
+    )
+    dynamic.add_argument("--dynamic-rule", choices=RULES, default=defaults.rule, help="update (default: %(default)s)")
     return parser
+
+
+def settings_from_args(args) -> DynamicSettings | None:
+    """The dynamic evaluation's settings, or None for the static protocol."""
+    if not args.dynamic:
+        return None
+    return DynamicSettings(args.segment, args.dynamic_lr, args.dynamic_decay, args.dynamic_rule)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         device = resolve_device(args.device)
+        dynamic = settings_from_args(args)
     except ValueError as error:
         return fail(parser, str(error), EXIT_USAGE)
     try:
@@ -62,16 +95,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"the data does not fit checkpoint {args.checkpoint}: {str(error).removeprefix('CharVocab.encode: ')}"
             ) from None
         train_ids, val_ids = split_ids(ids)
-        result = heldout_loss(model, train_ids, val_ids, model.config.context, args.batch_size)
+        if dynamic is None:
+            result = heldout_loss(model, train_ids, val_ids, model.config.context, args.batch_size)
+        else:
+            result = dynamic_heldout(model, train_ids, val_ids, dynamic)
     except KeyboardInterrupt:
         return fail(parser, "interrupted", EXIT_INTERRUPTED)
     except (DataError, CheckpointError, OSError, ValueError) as error:
         return fail(parser, str(error), EXIT_FAILURE)
+    mode = "static" if dynamic is None else "dynamic"
     if args.json:
-        print(json.dumps(result.to_dict()))
+        extra = {} if dynamic is None else {"dynamic": dynamic.to_dict()}
+        print(json.dumps({"mode": mode, **result.to_dict(), **extra}))
     else:
         print(
-            f"val loss {result.loss:.4f} nats/char, perplexity {result.perplexity:.3f}, "
+            f"val loss {result.loss:.4f} nats/char ({mode}), perplexity {result.perplexity:.3f}, "
             f"{result.bpc:.4f} bits/char over {result.positions:,} positions"
         )
     return 0

@@ -1,0 +1,130 @@
+"""Dynamic evaluation of the NeuralLM (Krause et al. 2018, "Dynamic Evaluation of Neural Sequence
+Models"): the held-out text is scored segment by segment, and after a segment is scored the model
+takes a gradient step on it, so every prediction still uses only the characters before it::
+
+    for each segment s_i of P consecutive targets (with its context):
+        log p(s_i | everything before it)      <- scored with the current weights theta
+        g = d mean loss(s_i) / d theta
+        theta -= lr * g / (rms + eps)              ("rms": per-weight step sizes from train gradients)
+        theta += decay * norm * (theta_0 - theta)  (pulled back toward the trained weights theta_0)
+
+``rule="sgd"`` takes the plain step ``theta -= lr * g`` and a uniform decay. For ``"rms"``, ``rms``
+is the root mean square of each weight's gradient over segments of the history (the train text,
+for val), and ``norm = rms / mean(rms)`` makes weights that train moved a lot return faster (each
+``decay * norm`` clipped at 1), as in the paper. The trained model is never modified: a copy adapts.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+
+import torch
+
+from numpy_ref.validation import check_nonnegative_float, check_positive_int, fail
+from torch_lm.training.heldout import HeldoutResult, heldout_stream
+
+RULES = ("rms", "sgd")
+RMS_SEGMENTS = 256  # history segments whose gradients give the per-weight scale of the "rms" rule
+RMS_EPS = 1e-8  # keeps weights that never get a gradient (unused characters' rows) from a 0 division
+
+
+@dataclass(frozen=True)
+class DynamicSettings:
+    """How dynamic evaluation adapts: ``segment`` targets per gradient step, step size ``lr``,
+    ``decay`` toward the trained weights per step, update ``rule`` ("rms" or "sgd")."""
+
+    segment: int = 50
+    lr: float = 2e-5
+    decay: float = 0.01
+    rule: str = "rms"
+
+    def __post_init__(self) -> None:
+        where = "DynamicSettings"
+        check_positive_int(where, "segment", self.segment)
+        check_nonnegative_float(where, "lr", self.lr)
+        check_nonnegative_float(where, "decay", self.decay)
+        if self.decay > 1:
+            fail(where, f"decay must lie in [0, 1], got {self.decay!r}")
+        if self.rule not in RULES:
+            fail(where, f"rule must be one of {RULES}, got {self.rule!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def segments(stream: torch.Tensor, context: int, length: int):
+    """(idx (1, C + P - 1), targets (1, P)) for consecutive segments of ``length`` targets of
+    ``stream`` (its ids after the first ``context``); the last one may be shorter."""
+    n_targets = len(stream) - context
+    for start in range(0, n_targets, length):
+        stop = min(start + length, n_targets)
+        yield stream[None, start : stop + context - 1], stream[None, start + context : stop + context]
+
+
+def gradient_rms(model: torch.nn.Module, history: torch.Tensor, settings: DynamicSettings) -> list[torch.Tensor]:
+    """Per-weight root mean square of the segment-loss gradient over ``RMS_SEGMENTS`` segments of
+    ``history`` spread evenly over it (eval mode, so no dropout): the "rms" rule's step scale."""
+    context = model.config.context
+    span = settings.segment + context - 1
+    starts = torch.linspace(0, len(history) - span - 1, RMS_SEGMENTS).long().unique().tolist()
+    squares = [torch.zeros_like(p) for p in model.parameters()]
+    for start in starts:
+        idx = history[None, start : start + span]
+        targets = history[None, start + context : start + context + settings.segment]
+        model.zero_grad(set_to_none=True)
+        _, loss = model.forward_sequence(idx, targets)
+        loss.backward()
+        torch._foreach_addcmul_(squares, [p.grad for p in model.parameters()], [p.grad for p in model.parameters()])
+    return [torch.sqrt(s / len(starts)) for s in squares]
+
+
+def dynamic_log_probs(
+    model: torch.nn.Module, history: torch.Tensor, targets: torch.Tensor, settings: DynamicSettings
+) -> torch.Tensor:
+    """log p(next character) at every target, as the adapting model predicted it before it saw
+    that target's segment: history (H >= context,), targets (N,) -> (N, V) float64 on the CPU.
+
+    ``model`` (a NeuralLM with ``forward_sequence``) is copied, put in eval mode and adapted;
+    the original is left as it was.
+    """
+    context = model.config.context
+    device = next(model.parameters()).device
+    adapting = copy.deepcopy(model).eval()
+    params = list(adapting.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    trained = [p.detach().clone() for p in params]
+    history = history.to(device)
+    if len(history) < context + settings.segment + 1:
+        fail("dynamic evaluation", f"needs more than {context + settings.segment} history ids, got {len(history)}")
+    if settings.rule == "rms":
+        rms = gradient_rms(adapting, history, settings)
+        scale = [1.0 / (r + RMS_EPS) for r in rms]
+        mean_rms = torch.cat([r.flatten() for r in rms]).mean()
+        pull = [torch.clamp(settings.decay * r / mean_rms, max=1.0) for r in rms]
+    else:
+        scale = [torch.ones_like(p) for p in params]
+        pull = [torch.full_like(p, settings.decay) for p in params]
+    rows = []
+    for idx, y in segments(heldout_stream(history, targets.to(device), context), context, settings.segment):
+        adapting.zero_grad(set_to_none=True)
+        logits, loss = adapting.forward_sequence(idx, y)  # (1, P, V)
+        rows.append(torch.log_softmax(logits.detach()[0].double(), dim=-1).cpu())
+        loss.backward()
+        with torch.no_grad():
+            steps = torch._foreach_mul([p.grad for p in params], scale)
+            torch._foreach_add_(params, steps, alpha=-settings.lr)
+            back = torch._foreach_sub(trained, params)
+            torch._foreach_mul_(back, pull)
+            torch._foreach_add_(params, back)
+    return torch.cat(rows)
+
+
+def dynamic_heldout(
+    model: torch.nn.Module, history: torch.Tensor, targets: torch.Tensor, settings: DynamicSettings
+) -> HeldoutResult:
+    """The held-out figures of dynamic evaluation on ``targets`` after ``history``."""
+    log_probs = dynamic_log_probs(model, history, targets, settings)
+    picked = log_probs.gather(1, targets.cpu()[:, None]).squeeze(1)
+    return HeldoutResult.from_mean(float(-picked.mean()), len(targets))
