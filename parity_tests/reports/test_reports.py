@@ -26,10 +26,12 @@ from torch_lm.cli import plot_embeddings as embeddings_cli
 from torch_lm.cli import sweep_context as sweep_cli
 from torch_lm.ngram import NGramLM
 from torch_lm.reports import embeddings, sweep
+from torch_lm.reports.mixture_rows import DYNAMIC_GRID
 from torch_lm.reports.tuning import slice_split
 from torch_lm.training.checkpoint import model_from_checkpoint
 from torch_lm.training.config import TrainConfig
 from torch_lm.training.data import CharVocab, split_ids
+from torch_lm.training.dynamic import DynamicSettings, dynamic_heldout
 from torch_lm.training.heldout import heldout_loss
 from torch_lm.training.trainer import Trainer, train
 
@@ -255,15 +257,26 @@ def test_compare_writes_a_deterministic_report_from_computed_numbers(workdir, sw
         "best_count",
         "neural_lm",
         "mixture",
+        "mixture_context",
     ]
     for row in rows.values():
         assert f"| {row['label']} | {row['context']} |" in report and f"{row['val_loss']:.4f}" in report
+        assert row["mode"] == "static"
+    dynamic = {row["key"]: row for row in summary["dynamic_rows"]}
+    assert list(dynamic) == ["neural_lm_dynamic", "kn_growing", "mixture_dynamic"]
+    for row in dynamic.values():
+        assert row["mode"] == "dynamic" and f"| {row['label']} | {row['setting']} | {row['val_loss']:.4f} |" in report
 
     # the NeuralLM row is the project's own held-out evaluation of the checkpoint
     model, vocab = model_from_checkpoint(str(workdir / "run" / "best.pt"), torch.device("cpu"))
     train_ids, val_ids = split_ids(vocab.encode((workdir / "text.txt").read_text()))
     expected = heldout_loss(model, train_ids, val_ids, model.config.context).loss
     assert rows["neural_lm"]["val_loss"] == pytest.approx(expected, abs=1e-5)
+    # the dynamic row is evaluate --dynamic's figure with the settings chosen on the slice
+    settings = DynamicSettings(**summary["dynamic"]["settings"])
+    assert settings in DYNAMIC_GRID
+    expected = dynamic_heldout(model, train_ids, val_ids, settings).loss
+    assert dynamic["neural_lm_dynamic"]["val_loss"] == pytest.approx(expected, abs=1e-6)
 
     counts = [r["val_loss"] for r in rows.values() if r["kind"] in ("baseline", "count")]
     beats = rows["neural_lm"]["val_loss"] < min(counts)

@@ -10,9 +10,11 @@ timings, so the committed report is exactly what the command produces.
 Models, each scored on val by the held-out protocol (``torch_lm.reports.models.heldout``): uniform;
 add-k unigram, bigram and trigram; the neural bigram and trigram (``TableLM`` trained on the
 counts); interpolated Kneser-Ney trigram; modified Kneser-Ney of ``kn_order`` (7, the best count
-model of docs/DESIGN.md §5); the trained NeuralLM (``checkpoint``); and the mixture
-p = lam p_NeuralLM + (1 - lam) p_KN. How the rows are built and tuned: ``compare_rows``; the
-report's text: ``report_text``.
+model of docs/DESIGN.md §5); the trained NeuralLM (``checkpoint``); the mixture
+p = lam p_NeuralLM + (1 - lam) p_KN, and the one whose lam depends on the context. Then, as their
+own rows, dynamic evaluation: the NeuralLM adapting to val as it is scored, the KN whose counts
+grow with it, and their mixture. How the rows are built and tuned: ``compare_rows`` and
+``mixture_rows``; the report's text: ``report_text``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from torch_lm.reports.compare_rows import (
     tuning_model,
 )
 from torch_lm.reports.figures import plot_loss_curves, plot_quality
+from torch_lm.reports.mixture_rows import context_mixture_row, dynamic_rows
 from torch_lm.reports.report_text import build_report, embedding_lines
 from torch_lm.training.checkpoint import DEFAULT_CHECKPOINT, check_vocab_matches, require_checkpoint
 from torch_lm.training.config import TrainConfig, resolve_device
@@ -95,7 +98,9 @@ def compare(spec: CompareSpec, data: Data, device: torch.device) -> dict:
     neural, neural_info = neural_row(spec.checkpoint, data, device)
     tuner = tuning_model(spec.tuning_checkpoint, data, device)
     mixture, mixture_info = mixture_row(neural, tuner, best_count, spec.kn_order, data)
-    rows += [neural, mixture]
+    context_mixture, context_info = context_mixture_row(neural, tuner, best_count, spec.kn_order, data)
+    rows += [neural, mixture, context_mixture]
+    dynamic, dynamic_info = dynamic_rows(neural, tuner, best_count, spec.kn_order, data)
     sha = sha256_of(data.text.encode("utf-8"))
     sweep_json = Path(spec.sweep_json) if spec.sweep_json else out_dir / "sweep.json"
     sweep_results, sweep_note = load_sweep(sweep_json, sha)
@@ -113,6 +118,9 @@ def compare(spec: CompareSpec, data: Data, device: torch.device) -> dict:
         "checkpoint": spec.checkpoint,
         "command": spec.command_line(),
         "mixture": mixture_info,
+        "context_mixture": context_info,
+        "dynamic_rows": dynamic,
+        "dynamic": dynamic_info,
         "convergence": convergence(data, spec.fit_steps),
         "sweep": sweep_results,
         "sweep_note": sweep_note,
@@ -126,19 +134,12 @@ def compare(spec: CompareSpec, data: Data, device: torch.device) -> dict:
     }
     out_path.write_text(build_report(ctx))
     summary = {
-        "rows": [
-            {
-                "key": r.key,
-                "label": r.label,
-                "kind": r.kind,
-                "context": r.model.context,
-                "setting": r.setting,
-                **r.result.to_dict(),
-            }
-            for r in rows
-        ],
+        "rows": [row_summary(r, "static") for r in rows],
+        "dynamic_rows": [row_summary(r, "dynamic") for r in dynamic],
         "neural_lm": neural_info,
         "mixture": mixture_info,
+        "context_mixture": context_info,
+        "dynamic": dynamic_info,
         "convergence": ctx["convergence"],
         "quality": {k: {m: v for m, v in q.items() if m != "text"} for k, q in quality.items()},
         "sweep_included": sweep_results is not None,
@@ -146,6 +147,19 @@ def compare(spec: CompareSpec, data: Data, device: torch.device) -> dict:
     }
     (out_dir / "compare.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def row_summary(row, mode: str) -> dict:
+    """A row of compare.json: what it is, how it was set, its val figures and its ``mode``."""
+    return {
+        "key": row.key,
+        "label": row.label,
+        "kind": row.kind,
+        "mode": mode,
+        "context": row.model.context,
+        "setting": row.setting,
+        **row.result.to_dict(),
+    }
 
 
 def regenerate_inputs(spec: CompareSpec, data: Data) -> None:

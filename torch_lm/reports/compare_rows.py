@@ -56,7 +56,8 @@ class Row:
 
     key: str
     label: str
-    kind: str  # "baseline", "count", "neural" or "mixture"
+    kind: str  # "baseline", "count", "neural", "mixture" or "dynamic"
+    # model: the model scored; for a dynamic row, the static model it starts from
     setting: str  # how its hyperparameters were set, for the table
     model: CharModel
     probs: torch.Tensor  # p(val[i] | history), (N,)

@@ -228,6 +228,30 @@ def samples_section(quality: dict[str, dict], temperature: float, seed: int, len
     return lines
 
 
+def dynamic_section(rows: list[Row], info: dict, static: dict[str, Row]) -> list[str]:
+    """The dynamic rows' table, beside the static figures they start from, and how they were set."""
+    lines = [
+        "Each prediction still uses only the characters before it, but the models learn from the val "
+        "text already scored: the NeuralLM takes a gradient step on every segment after scoring it "
+        "(`python scripts/evaluate.py --dynamic`), the KN model is refitted on train plus the val "
+        "text scored so far. Settings and weights were chosen on the train slice by the models "
+        "fitted without it; slice loss per setting: "
+        + "; ".join(f"{name} {loss:.4f}" for name, loss in info["slice_losses"].items())
+        + ".",
+        "",
+        "| model (dynamic) | how it was set | val loss (nats/char) | perplexity | bits/char | static figure |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    starts = {"neural_lm_dynamic": "neural_lm", "kn_growing": "best_count", "mixture_dynamic": "mixture_context"}
+    for row in rows:
+        res, before = row.result, static[starts[row.key]].result
+        lines.append(
+            f"| {row.label} | {row.setting} | {res.loss:.4f} | {res.perplexity:.3f} | {res.bpc:.4f} | "
+            f"{before.loss:.4f} |"
+        )
+    return lines
+
+
 def build_report(ctx: dict) -> str:
     """REPORT.md from the computed results in ``ctx`` (see ``compare``)."""
     rows, by_key = ctx["rows"], {r.key: r for r in ctx["rows"]}
@@ -257,6 +281,8 @@ def build_report(ctx: dict) -> str:
     ]
     out += results_table(rows)
     mix = ctx["mixture"]
+    out += ["", "### Dynamic evaluation (its own rows)", ""]
+    out += dynamic_section(ctx["dynamic_rows"], ctx["dynamic"], by_key)
     out += [
         "",
         "### The NeuralLM + Kneser-Ney mixture",
@@ -269,6 +295,12 @@ def build_report(ctx: dict) -> str:
         f"on val λ mixes the NeuralLM and KN of the full train text. For information "
         f"only (not used): the λ that would be best on val is {mix['val_optimal_lambda_for_information']:.2f} "
         f"(val loss {mix['val_loss_at_that_lambda']:.4f}).",
+        "",
+        "The second mixture's λ depends on the context: λ = sigmoid(w_m + w_n H(p_NeuralLM) + w_k "
+        "H(p_KN)), where m is how many of the last 6 characters the KN model has seen as a context "
+        "and H are the two predictions' entropies; nothing about the character being predicted enters "
+        "it. The weights are fitted on the train slice by the same two models fitted without it "
+        f"(w = {', '.join(f'{w:.2f}' for w in ctx['context_mixture']['weights'])}).",
         "",
         "## Neural bigram mini-project: gradient training meets the count model",
         "",
