@@ -13,11 +13,14 @@ import json
 from dataclasses import replace
 
 import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from numpy_ref.config import ModelConfig
 from torch_lm.bench import engines, markdown, run, timing
 from torch_lm.bench import plan as bench_plan
 from torch_lm.cli import bench as bench_cli
+from torch_lm.neural_lm import NeuralLM
 from torch_lm.training.config import TrainConfig
 
 # The --json contract: the last line holds at least these keys.
@@ -135,6 +138,29 @@ def test_matmul_flops_counts_three_times_every_linear_forward():
     fused = ModelConfig(vocab_size=10, context=8, embed_dim=3, hidden_dim=5, fusion=(2, 4), n_blocks=1)
     forward = 2 * 7 * (4 * 6 * 5 + 1 * 20 * 5 + 5 * 5 + 5 * 10)
     assert timing.matmul_flops(fused, 7) == 3 * forward
+
+
+@pytest.mark.parametrize(
+    "config, rows, targets_per_row",
+    [
+        (ModelConfig(vocab_size=10, context=8, embed_dim=3, hidden_dim=5, fusion=(2, 4), n_blocks=1), 7, 1),
+        (ModelConfig(vocab_size=10, context=8, embed_dim=3, hidden_dim=5, fusion=(2, 4), n_blocks=1), 7, 5),
+        (ModelConfig(vocab_size=10, context=16, embed_dim=3, hidden_dim=5, fusion=(2, 2, 2, 2)), 3, 9),
+        (ModelConfig(vocab_size=10, context=6, embed_dim=3, hidden_dim=5, fusion=()), 2, 4),
+    ],
+)
+def test_matmul_flops_match_torchs_count_of_a_training_step(config, rows, targets_per_row):
+    """The formula against torch's own FLOP counter over one forward and backward, window and
+    sequence rows alike."""
+    model = NeuralLM(config)
+    x = torch.randint(config.vocab_size, (rows, config.context + targets_per_row - 1))
+    with FlopCounterMode(display=False) as counter:
+        if targets_per_row == 1:
+            _, loss = model(x, torch.randint(config.vocab_size, (rows,)))
+        else:
+            _, loss = model.forward_sequence(x, torch.randint(config.vocab_size, (rows, targets_per_row)))
+        loss.backward()
+    assert timing.matmul_flops(config, rows, targets_per_row) == counter.get_total_flops()
 
 
 def test_doubled_context_keeps_the_fusion_consistent():

@@ -21,6 +21,19 @@ def _fmt(value, digits: int = 2) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def _mode_row(train: dict, peak: float) -> list[str]:
+    """One row of the row-mode table: window or sequence rows, their speed and cost per target."""
+    mode = "windows" if train["targets_per_row"] == 1 else "sequence rows"
+    return [
+        mode,
+        f"{train['batch_size']} x {train['targets_per_row']}",
+        f"{train['step_ms']['best']:.3f}",
+        f"{train['tokens_per_sec']:,.0f}",
+        f"{train['matmul_flops_per_target']:,.0f}",
+        f"{train['gflops'] / peak:.1%}",
+    ]
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     return lines + ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
@@ -57,7 +70,8 @@ def to_markdown(results: dict, command: str) -> str:
     rows += [
         [f"GEMM peak (GFLOP/s), {g['repeats']} repetitions per size", f"**{g['best']:.1f}**"],
         ["training step (ms)", f"{train['step_ms']['best']:.3f} ({train['step_ms']['median']:.3f})"],
-        ["tokens/s", f"{train['tokens_per_sec']:,.0f} ({train['tokens_per_sec_median']:,.0f})"],
+        ["targets/s", f"{train['tokens_per_sec']:,.0f} ({train['tokens_per_sec_median']:,.0f})"],
+        ["matmul FLOPs per target (fwd + bwd)", f"{train['matmul_flops_per_target']:,.0f}"],
         ["sustained tokens/s (all measured time)", f"{train['tokens_per_sec_sustained']:,.0f}"],
         ["matmul FLOPs per step (fwd + bwd)", f"{train['matmul_flops_per_step']:,}"],
         ["achieved GFLOP/s", f"{train['gflops']:.1f} ({train['gflops_median']:.1f})"],
@@ -71,6 +85,11 @@ def to_markdown(results: dict, command: str) -> str:
             ["under torch.compile: / GEMM peak", f"{c['gflops'] / g['best']:.1%}"],
         ]
     lines += _table(["figure", "value"], rows)
+    lines += ["", "Both row modes, the same targets per step (tokens are targets):", ""]
+    lines += _table(
+        ["mode", "rows x targets per row", "step (ms)", "targets/s", "matmul FLOPs per target", "/ GEMM peak"],
+        [_mode_row(t, g["best"]) for t in (train, results["train_other_mode"])],
+    )
     lines += [
         "",
         f"Model {_model(results['plan']['model'])}, batch {train['batch_size']}, "

@@ -21,6 +21,9 @@ The sections, in the order they run:
   forward and twice that for its backward (``dX`` and ``dW``, the first layer's ``dX`` included
   because it feeds the embedding gradient) — 3x the forward. Not counted: the embedding
   gather/scatter, activations, softmax, LayerNorm, clipping and AdamW.
+* **The other row mode** — the same loop with the same targets per step in the other row
+  mode: windows (one target per row) if the default trains on sequence rows, rows of 64 targets
+  otherwise; tokens are targets, so targets/s and matmul FLOPs per target compare the two.
 * **Step split** — the shares of sampling, forward, backward, optimiser and logging (per-step
   bookkeeping plus the amortised log work) in that step.
 * **torch.compile** (``--compile``) — the same loop again with the compiled forward on ordinary
@@ -53,6 +56,7 @@ from torch_lm.bench.engines import ngram_timings, numpy_vs_torch, parity_suite, 
 from torch_lm.bench.plan import PIECES, TARGETS, BenchPlan
 from torch_lm.bench.throughput import training_throughput
 from torch_lm.bench.timing import GemmPeak, machine_info
+from torch_lm.training.config import TrainConfig
 from torch_lm.training.data import DEFAULT_DATA_PATH, CharVocab, split_ids
 
 
@@ -87,6 +91,8 @@ def run(plan: BenchPlan, text: str | None, progress: Callable[[str], None] = lam
     gemm.clear()
     progress("training throughput")
     train = training_throughput(plan, ids, gemm)
+    progress("training throughput, the other row mode")
+    other_mode = training_throughput(replace(plan, train=other_row_mode(plan.train)), ids, gemm)
     peak = gemm.summary()
     compiled = None
     if plan.compile:
@@ -110,6 +116,7 @@ def run(plan: BenchPlan, text: str | None, progress: Callable[[str], None] = lam
         "machine": machine_info(),
         "gemm": peak,
         "train": train,
+        "train_other_mode": other_mode,
         "train_compiled": compiled,
         "numpy_vs_torch": compare,
         "scaling": scale,
@@ -122,6 +129,18 @@ def run(plan: BenchPlan, text: str | None, progress: Callable[[str], None] = lam
     return results
 
 
+SEQUENCE_ROW_TARGETS = 64  # targets per row when the default trains on windows and the bench compares
+
+
+def other_row_mode(train: TrainConfig) -> TrainConfig:
+    """The same number of targets per step in the other row mode: windows (one target per row)
+    for a default that trains on sequence rows, rows of ``SEQUENCE_ROW_TARGETS`` otherwise."""
+    if train.targets_per_row > 1:
+        return replace(train, batch_size=train.targets_per_step, targets_per_row=1)
+    rows = max(1, train.batch_size // SEQUENCE_ROW_TARGETS)
+    return replace(train, batch_size=rows, targets_per_row=train.batch_size // rows)
+
+
 def summarize(results: dict) -> dict:
     """The flat headline keys (the ``--json`` contract) and the target verdicts."""
     train, peak = results["train"], results["gemm"]["best"]
@@ -132,6 +151,12 @@ def summarize(results: dict) -> dict:
         "train_gflops": train["gflops"],
         "train_to_peak_ratio": train["gflops"] / peak,
         "tokens_per_sec": train["tokens_per_sec"],
+        "targets_per_row": train["targets_per_row"],
+        "matmul_flops_per_target": train["matmul_flops_per_target"],
+        "other_mode_targets_per_row": results["train_other_mode"]["targets_per_row"],
+        "other_mode_tokens_per_sec": results["train_other_mode"]["tokens_per_sec"],
+        "other_mode_matmul_flops_per_target": results["train_other_mode"]["matmul_flops_per_target"],
+        "other_mode_to_peak_ratio": results["train_other_mode"]["gflops"] / peak,
         "step_ms": train["step_ms"]["best"],
         "compiled_to_peak_ratio": results["train_compiled"]["gflops"] / peak if results["train_compiled"] else None,
         **{f"{piece}_share": train["shares"][piece] for piece in PIECES},

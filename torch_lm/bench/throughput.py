@@ -1,5 +1,6 @@
 """Training throughput: the trainer's loop (its ``TrainingStep``, batches and log step) timed
-piece by piece, window by window, between repetitions of the GEMM peak."""
+piece by piece, interval by interval, between repetitions of the GEMM peak. Tokens are targets:
+a row of P targets (sequence rows) counts P."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from torch_lm.bench.timing import GemmPeak, Laps, matmul_flops, minor_page_fault
 from torch_lm.neural_lm import NeuralLM
 from torch_lm.training.config import DTYPES, TrainConfig
 from torch_lm.training.data import BatchSampler
-from torch_lm.training.step import TrainingStep, make_optimizer
+from torch_lm.training.step import TrainingStep, make_optimizer, training_forward
 from torch_lm.training.tensorboard_log import TensorBoardLogger
 
 
@@ -30,14 +31,18 @@ class TrainLoop:
     def __init__(self, model_config: ModelConfig, config: TrainConfig, ids: torch.Tensor, log_dir: Path):
         self.config = config
         model = NeuralLM(model_config).to(DTYPES[config.dtype]).train()
+        forward = training_forward(model, config.targets_per_row)
         self.train_step = TrainingStep(
             model,
             make_optimizer(model, config.optimizer_settings()),
             config.lr_at,
             config.grad_clip,
-            forward=torch.compile(model) if config.compile else model,
+            forward=torch.compile(forward) if config.compile else forward,
+            capture_forward=forward,
         )
-        self.sampler = BatchSampler(ids, model_config.context, config.batch_size, config.seed)
+        self.sampler = BatchSampler(
+            ids, model_config.context, config.batch_size, config.seed, targets_per_row=config.targets_per_row
+        )
         self.generator = torch.Generator().manual_seed(config.seed)
         self.logger = TensorBoardLogger(log_dir)
         self.step = 0
@@ -67,7 +72,7 @@ class TrainLoop:
         int(self.train_step.first_bad_step)  # the trainer's finiteness check: one host sync
         loss = self.train_step.running.mean
         self.train_step.running.reset()
-        tokens_per_sec = self.config.log_interval * self.config.batch_size / elapsed
+        tokens_per_sec = self.config.log_interval * self.config.targets_per_step / elapsed
         self.train_step.log(self.logger, self.step, loss, tokens_per_sec)
         return time.perf_counter() - start
 
@@ -97,7 +102,7 @@ def training_throughput(plan: BenchPlan, ids: torch.Tensor, gemm: GemmPeak) -> d
             faults = minor_page_faults() - faults
         finally:
             loop.close()
-    interval, batch = plan.train.log_interval, plan.train.batch_size
+    interval, batch, targets = plan.train.log_interval, plan.train.batch_size, plan.train.targets_per_step
     ordinary = [step for window in windows for step in window[:-1]] or [w[-1] for w in windows]
     log_work = [window[-1]["log_work"] for window in windows]
     totals = [sum(step[piece] for piece in PIECES) for step in ordinary]
@@ -106,18 +111,21 @@ def training_throughput(plan: BenchPlan, ids: torch.Tensor, gemm: GemmPeak) -> d
     del split["log_work"]
     step_s = {"best": sum(split.values()), "median": float(np.median(totals)) + float(np.median(log_work)) / interval}
     sustained = sum(sum(step.values()) for window in windows for step in window) / (interval * plan.windows)
-    flops = matmul_flops(plan.model, batch)
+    flops = matmul_flops(plan.model, batch, plan.train.targets_per_row)
     return {
         "steps_per_window": interval,
         "windows": plan.windows,
         "batch_size": batch,
+        "targets_per_row": plan.train.targets_per_row,
+        "targets_per_step": targets,
         "compile": plan.train.compile,
         "step_ms": {k: v * 1e3 for k, v in step_s.items()},
         "sustained_step_ms": sustained * 1e3,
-        "tokens_per_sec": batch / step_s["best"],
-        "tokens_per_sec_median": batch / step_s["median"],
-        "tokens_per_sec_sustained": batch / sustained,
+        "tokens_per_sec": targets / step_s["best"],
+        "tokens_per_sec_median": targets / step_s["median"],
+        "tokens_per_sec_sustained": targets / sustained,
         "matmul_flops_per_step": flops,
+        "matmul_flops_per_target": flops / targets,
         "gflops": flops / step_s["best"] / 1e9,
         "gflops_median": flops / step_s["median"] / 1e9,
         "split_ms_per_step": {k: v * 1e3 for k, v in split.items()},

@@ -144,18 +144,29 @@ class GemmPeak:
         }
 
 
-def matmul_flops(config: ModelConfig, batch: int) -> int:
-    """Matmul FLOPs of one training step: 3 x the forward's ``2*M*N*K`` of every Linear.
+def matmul_flops(config: ModelConfig, batch: int, targets_per_row: int = 1) -> int:
+    """Matmul FLOPs of one training step on ``batch`` rows: 3 x the forward's ``2*M*N*K`` of every
+    Linear. Backward does two products of the same size per Linear (dX, dW), hence x3.
 
-    Fusion level with group g on (B, n, d): M = B*n/g rows, K = g*d, N = H; residual block:
-    M = B, K = N = H; output: M = B, K = H, N = V. Backward does two products of the same size
-    per Linear (dX, dW), hence x3.
+    Window rows (one target): fusion level with group g on (B, n, d): M = B*n/g rows, K = g*d, N = H.
+    Sequence rows of P targets (``NeuralLM.forward_sequence``): a level with group g and dilation
+    D (the product of the earlier groups) on n positions gives M = B*(n - (g-1)*D) rows. Then the
+    residual blocks (K = N = H) and the output (K = H, N = V) on the B*P rows that predict.
     """
-    forward, n, d, hidden = 0, config.context, config.embed_dim, config.hidden_dim
-    for g in config.groups:
-        n //= g
-        forward += 2 * batch * n * (g * d) * hidden
-        d = hidden
-    forward += config.n_blocks * 2 * batch * hidden * hidden
-    forward += 2 * batch * hidden * config.vocab_size
+    forward, d, hidden = 0, config.embed_dim, config.hidden_dim
+    if targets_per_row == 1:
+        n = config.context
+        for g in config.groups:
+            n //= g
+            forward += 2 * batch * n * (g * d) * hidden
+            d = hidden
+    else:
+        n, dilation = config.context + targets_per_row - 1, 1
+        for g in config.groups:
+            n -= (g - 1) * dilation
+            forward += 2 * batch * n * (g * d) * hidden
+            d, dilation = hidden, dilation * g
+    rows = batch * targets_per_row
+    forward += config.n_blocks * 2 * rows * hidden * hidden
+    forward += 2 * rows * hidden * config.vocab_size
     return 3 * forward
