@@ -32,8 +32,10 @@ from numpy_ref.config import ModelConfig
 from torch_lm.cli.download_data import main as download_main
 from torch_lm.cli.evaluate import main as evaluate_main
 from torch_lm.cli.generate import main as generate_main
+from torch_lm.cli.train import build_parser as train_parser
+from torch_lm.cli.train import configs_from_args
 from torch_lm.cli.train import main as train_main
-from torch_lm.training.checkpoint import load_checkpoint
+from torch_lm.training.checkpoint import load_checkpoint, save_checkpoint
 from torch_lm.training.config import TrainConfig
 from torch_lm.training.step import TrainingStep
 
@@ -207,6 +209,26 @@ def test_evaluate_json_reports_the_heldout_protocol(trained, workdir, capsys):
         r"over 300 positions\n",
         capsys.readouterr().out,
     )
+
+
+def test_a_checkpoint_of_the_window_recipe_evaluates_and_resumes_as_it_was_trained(trained, workdir, tmp_path):
+    """Checkpoints written before training on sequence rows have no targets_per_row: they evaluate
+    as before and resume on windows, whatever today's default."""
+    run_dir, _ = trained
+    old = tmp_path / "old"
+    shutil.copytree(run_dir, old)
+    for name in ("best.pt", "last.pt"):
+        checkpoint = load_checkpoint(old / name)
+        del checkpoint["train_config"]["targets_per_row"]
+        save_checkpoint(old / name, checkpoint)
+    common = ["--json", "--data", "text.txt"]
+    before = json.loads(script("evaluate", "--checkpoint", str(run_dir / "best.pt"), *common, cwd=workdir).stdout)
+    after = json.loads(script("evaluate", "--checkpoint", str(old / "best.pt"), *common, cwd=workdir).stdout)
+    assert after == before
+    args = train_parser().parse_args(["--resume", "--run-dir", str(old), "--max-steps", "40"])
+    _, config = configs_from_args(args)
+    assert config.targets_per_row == 1 and config.max_steps == 40
+    assert TrainConfig.from_dict({**TrainConfig().to_dict(), "targets_per_row": 5}).targets_per_row == 5
 
 
 def test_evaluate_dynamic_is_its_own_mode_with_its_settings(trained, workdir):
