@@ -18,8 +18,8 @@ from torch_lm.reports.tuning import slice_split
 from torch_lm.training.dynamic import DynamicSettings, dynamic_log_probs
 from torch_lm.training.heldout import heldout_stream, sequence_rows
 
-DYNAMIC_LRS = (3e-5, 1e-4, 3e-4)
-DYNAMIC_DECAYS = (0.0, 0.01)
+DYNAMIC_LRS = (1e-4, 2e-4, 3e-4)
+DYNAMIC_DECAYS = (0.0, 0.001, 0.01)
 DYNAMIC_GRID = tuple(DynamicSettings(lr=lr, decay=decay) for lr in DYNAMIC_LRS for decay in DYNAMIC_DECAYS)
 
 
