@@ -35,9 +35,10 @@ MODEL = ModelConfig(
 
 
 def run_config(run_dir, **overrides) -> TrainConfig:
-    """40 steps; log every 5, evaluate and checkpoint every 10."""
+    """40 steps of 32 windows; log every 5, evaluate and checkpoint every 10."""
     settings = dict(
         batch_size=32,
+        targets_per_row=1,
         lr=1e-2,
         min_lr=1e-3,
         warmup_steps=3,
