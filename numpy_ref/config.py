@@ -18,8 +18,8 @@ WaveNet-style hierarchical fusion and optional residual blocks)::
 
 ``fusion=()`` is the flat Bengio MLP: the whole context is concatenated and fed to one
 hidden layer. ``fusion=(2, 2, 2)`` with ``context=8`` fuses pairs, then pairs of pairs, ...
-``fusion=None`` (the default) means ``default_fusion(context)``: ``(8, 2)`` at the default
-context of 16 — eight characters per group, then the two groups.
+``fusion=None`` (the default) means ``default_fusion(context)``: ``(2, 2, 2, 2)`` at the default
+context of 16 — pairs, pairs of pairs, and so on up to the whole context.
 """
 
 from __future__ import annotations
@@ -30,19 +30,18 @@ from dataclasses import asdict, dataclass
 from numpy_ref.validation import check_positive_int, check_probability, fail
 
 ACTIVATIONS = ("tanh", "relu")
-DEFAULT_GROUP = 8  # characters fused by the first level of the default architecture
 
 
 def default_fusion(context: int) -> tuple[int, ...]:
-    """The fusion used when none is given: groups of ``DEFAULT_GROUP`` characters, then one
-    level over all the groups — ``(8, context // 8)`` for a context that is a multiple of 8
-    above 8 (``(8, 2)`` for the default context 16) — and the flat MLP ``()`` otherwise.
+    """The fusion used when none is given: pairs at every level, ``(2,) * log2(context)``, for a
+    context that is a power of two above 1 — ``(2, 2, 2, 2)`` for the default context of 16, a
+    WaveNet-style tree — and the flat MLP ``()`` otherwise.
 
-    So ``--context 32`` alone keeps the default's shape, ``(8, 4)``, and a short context alone
-    gives the plain Bengio MLP rather than an error.
+    So ``--context 32`` alone keeps the default's shape, five levels of pairs, and a context that
+    is not a power of two gives the plain Bengio MLP rather than an error.
     """
-    if isinstance(context, int) and context > DEFAULT_GROUP and context % DEFAULT_GROUP == 0:
-        return (DEFAULT_GROUP, context // DEFAULT_GROUP)
+    if isinstance(context, int) and not isinstance(context, bool) and context > 1 and not context & (context - 1):
+        return (2,) * (context.bit_length() - 1)
     return ()
 
 
@@ -54,9 +53,9 @@ class ModelConfig:
     vocab_size: int = 65
     context: int = 16  # T: characters of context
     embed_dim: int = 32  # E: size of each character vector
-    hidden_dim: int = 512  # H: width of every hidden layer
+    hidden_dim: int = 384  # H: width of every hidden layer
     fusion: tuple[int, ...] | None = None  # group sizes per level, product == context; () = flat
-    # MLP; None = default_fusion(context), (8, 2) here
+    # MLP; None = default_fusion(context), (2, 2, 2, 2) here
     n_blocks: int = 0  # residual H -> H blocks after the fusion levels
     activation: str = "tanh"  # "tanh" or "relu"
     norm: bool = True  # LayerNorm after each hidden Linear, before the activation

@@ -180,7 +180,7 @@ def test_sweep_refuses_to_overwrite_runs_without_the_flag(workdir, swept):
 def test_fusion_and_ngram_order_limits():
     assert sweep.fusion_for(8, "pairs") == (2, 2, 2) and sweep.fusion_for(8, "flat") == ()
     assert sweep.fusion_for(1, "pairs") == ()
-    assert sweep.fusion_for(16, "default") == (8, 2) and sweep.fusion_for(4, "default") == ()
+    assert sweep.fusion_for(16, "default") == (2, 2, 2, 2) and sweep.fusion_for(6, "default") == ()
     with pytest.raises(ValueError, match="power-of-two"):
         sweep.fusion_for(6, "pairs")
     assert sweep.max_ngram_order(65) == 10  # 65**10 < 2**63 <= 65**11

@@ -70,8 +70,8 @@ def build_parser() -> OneLineParser:
         "--fusion",
         choices=FUSIONS,
         default="default",
-        help="the default model's fusion for each context (groups of 8 from context 16), "
-        "the flat MLP, or hierarchical pairs for power-of-two contexts (default: default)",
+        help="the default model's fusion for each context (pairs for a power of two, flat "
+        "otherwise), the flat MLP, or hierarchical pairs (default: default)",
     )
     parser.add_argument("--embed-dim", type=POSITIVE_INT, help=f"default: {model.embed_dim}")
     parser.add_argument("--hidden-dim", type=POSITIVE_INT, help=f"default: {model.hidden_dim}")

@@ -72,9 +72,8 @@ def build_parser() -> OneLineParser:
         type=int_list,
         metavar="G,G,...",
         help="group sizes of the hierarchical fusion levels, product = context, e.g. "
-        "2,2,2; 'none' for the flat MLP (default: groups of 8 characters, then "
-        f"all groups, for a context that is a multiple of 8 above 8: "
-        f"{','.join(map(str, model.fusion))} at context {model.context}; flat otherwise)",
+        "8,2; 'none' for the flat MLP (default: pairs at every level for a context that is a "
+        f"power of two: {','.join(map(str, model.fusion))} at context {model.context}; flat otherwise)",
     )
     m.add_argument("--n-blocks", type=int, help=f"residual blocks (default: {model.n_blocks})")
     m.add_argument("--activation", choices=ACTIVATIONS, help=f"hidden activation (default: {model.activation})")

@@ -72,8 +72,9 @@ class SweepSpec:
 
 
 def fusion_for(context: int, mode: str) -> tuple[int, ...]:
-    """The default architecture's fusion for this context (``default_fusion``: (8, 2) at 16, flat
-    below), () for the flat model, (2,) * log2(C) for ``pairs`` (C a power of two; C = 1 -> ())."""
+    """The default architecture's fusion for this context (``default_fusion``: pairs for a power of
+    two, flat otherwise), () for the flat model, (2,) * log2(C) for ``pairs`` (C a power of two;
+    C = 1 -> ())."""
     if mode == "default":
         return default_fusion(context)
     if mode == "flat" or context == 1:

@@ -55,7 +55,7 @@ class TrainConfig:
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.99)
     grad_clip: float = 1.0
-    max_steps: int = 18000
+    max_steps: int = 12000
     time_budget: float = 0.0
     eval_interval: int = 2000
     log_interval: int = 50
