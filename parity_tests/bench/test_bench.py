@@ -132,7 +132,7 @@ def test_missing_data_file_is_a_usage_error(tmp_path, capsys):
 
 def test_matmul_flops_counts_three_times_every_linear_forward():
     # flat default-like model: (512 x 192) @ (192 x 512) and (512 x 512) @ (512 x 65)
-    config = ModelConfig(vocab_size=65, context=8, embed_dim=24, hidden_dim=512)
+    config = ModelConfig(vocab_size=65, context=8, embed_dim=24, hidden_dim=512, fusion=())
     assert timing.matmul_flops(config, 512) == 3 * 2 * 512 * (192 * 512 + 512 * 65) == 404_226_048
     # fusion (2, 4) on context 8: level 0 has B*4 rows of 2*E, level 1 B rows of 4*H; 1 block
     fused = ModelConfig(vocab_size=10, context=8, embed_dim=3, hidden_dim=5, fusion=(2, 4), n_blocks=1)

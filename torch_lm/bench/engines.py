@@ -14,7 +14,13 @@ import numpy as np
 import torch
 
 from numpy_ref.config import ModelConfig
-from numpy_ref.neural_lm import init_params, neural_lm_backward, neural_lm_forward
+from numpy_ref.neural_lm import (
+    init_params,
+    neural_lm_backward,
+    neural_lm_forward,
+    neural_lm_sequence_backward,
+    neural_lm_sequence_forward,
+)
 from numpy_ref.ngram import NGramLM
 from numpy_ref.optim import AdamW as NumpyAdamW
 from numpy_ref.optim import no_decay_keys
@@ -24,17 +30,21 @@ from torch_lm.neural_lm import NeuralLM
 from torch_lm.training.config import DTYPES, TrainConfig
 from torch_lm.training.data import CharVocab, split_ids
 from torch_lm.training.heldout import ngram_heldout
-from torch_lm.training.step import TrainingStep, make_optimizer
+from torch_lm.training.step import TrainingStep, make_optimizer, training_forward
 
 REPO = Path(__file__).resolve().parents[2]
 COMPARE_BLOCK = 5  # numpy vs torch: timed steps per turn of an engine
 
 
-def random_batch(config: ModelConfig, batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """x (B, T) and y (B,) int64 ids in [0, V)."""
+def random_batch(
+    config: ModelConfig, batch: int, seed: int = 0, targets_per_row: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """x (B, T) windows and y (B,) int64 ids in [0, V); with P targets per row, sequence rows
+    x (B, T + P - 1) and y (B, P)."""
     rng = np.random.default_rng(seed)
-    x = rng.integers(0, config.vocab_size, (batch, config.context))
-    return x, rng.integers(0, config.vocab_size, batch)
+    x = rng.integers(0, config.vocab_size, (batch, config.context + targets_per_row - 1))
+    y_shape = batch if targets_per_row == 1 else (batch, targets_per_row)
+    return x, rng.integers(0, config.vocab_size, y_shape)
 
 
 def numpy_step(
@@ -45,10 +55,13 @@ def numpy_step(
         lr=train.lr, betas=train.betas, weight_decay=train.weight_decay, no_decay=no_decay_keys(params)
     )
     rng = np.random.default_rng(train.seed)
+    sequence = train.targets_per_row > 1
+    forward = neural_lm_sequence_forward if sequence else neural_lm_forward
+    backward = neural_lm_sequence_backward if sequence else neural_lm_backward
 
     def step() -> None:
-        _, _, cache = neural_lm_forward(params, x, config, y, train=True, rng=rng)
-        optimizer.step(params, neural_lm_backward(cache))
+        _, _, cache = forward(params, x, config, y, train=True, rng=rng)
+        optimizer.step(params, backward(cache))
 
     return step
 
@@ -67,7 +80,13 @@ def torch_step(
     model = NeuralLM(config).to(dtype).train()
     if params is not None:
         model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in params.items()})
-    step = TrainingStep(model, make_optimizer(model, train.optimizer_settings()), lambda _: train.lr, grad_clip=0.0)
+    step = TrainingStep(
+        model,
+        make_optimizer(model, train.optimizer_settings()),
+        lambda _: train.lr,
+        grad_clip=0.0,
+        forward=training_forward(model, train.targets_per_row),
+    )
     generator = torch.Generator().manual_seed(train.seed)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     count = iter(range(1 << 62))
@@ -76,7 +95,7 @@ def torch_step(
 
 def numpy_vs_torch(plan: BenchPlan) -> dict:
     """Seconds per step of both engines on the same weights and batch, float64 and float32."""
-    x, y = random_batch(plan.model, plan.train.batch_size)
+    x, y = random_batch(plan.model, plan.train.batch_size, targets_per_row=plan.train.targets_per_row)
     result = {}
     for np_dtype, torch_dtype in ((np.float64, torch.float64), (np.float32, torch.float32)):
         params = init_params(plan.model, np.random.default_rng(plan.train.seed), np_dtype)
@@ -120,9 +139,9 @@ def scaling(plan: BenchPlan, peak_gflops: float) -> list[dict]:
     dtype = DTYPES[plan.train.dtype]
     results = []
     for name, config, b in rows:
-        x, y = random_batch(config, b)
+        x, y = random_batch(config, b, targets_per_row=plan.train.targets_per_row)
         seconds = best_and_median(time_calls(torch_step(config, plan.train, x, y, dtype), plan.scaling_steps))
-        flops = matmul_flops(config, b)
+        flops = matmul_flops(config, b, plan.train.targets_per_row)
         results.append(
             {
                 "row": name,

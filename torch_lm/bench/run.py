@@ -29,8 +29,10 @@ The sections, in the order they run:
 * **torch.compile** (``--compile``) — the same loop again with the compiled forward on ordinary
   steps, as ``TrainConfig.compile`` runs it.
 * **NumPy reference vs torch** — seconds per training step (forward + backward + AdamW, no
-  clipping) of ``numpy_ref`` and ``torch_lm`` (the trainer's ``TrainingStep``) on the same model, weights and batch, float64 and
-  float32, the two engines taking turns in blocks of steps.
+  clipping) of ``numpy_ref`` and ``torch_lm`` (the trainer's ``TrainingStep``) on the same model,
+  weights and batch in the default's row mode (sequence rows: ``neural_lm_sequence_forward`` and
+  its hand-derived backward against the torch sequence forward), float64 and float32, the two
+  engines taking turns in blocks of steps.
 * **Scaling** — the torch step as the batch, the context and the hidden size double. Doubling
   the context adds a fusion level of 2 when the model fuses (the product must equal the context).
 * **n-gram** — ``numpy_ref.ngram`` fit + held-out scoring (docs/DESIGN.md §3 protocol), orders 3, 5, 7,
