@@ -41,16 +41,17 @@ def picked(probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return probs.gather(1, targets.cpu()[:, None]).squeeze(1)
 
 
-def tune_dynamic(module: torch.nn.Module, data: Data) -> tuple[DynamicSettings, dict[str, float]]:
+def tune_dynamic(module: torch.nn.Module, data: Data) -> tuple[DynamicSettings, torch.Tensor, dict[str, float]]:
     """The ``DYNAMIC_GRID`` settings whose dynamic evaluation of ``module`` (trained without the train
-    slice) scores best on the slice, and every setting's slice loss."""
+    slice) scores best on the slice, their slice distributions (N, V), and every setting's slice loss."""
     fit_ids, slice_ids = slice_split(data.train)
-    losses = {}
+    losses, best = {}, None
     for settings in DYNAMIC_GRID:
-        probs = picked(dynamic_log_probs(module, fit_ids, slice_ids, settings), slice_ids).exp()
-        losses[settings] = float(-torch.log(probs).mean())
-    best = min(losses, key=losses.get)
-    return best, {f"lr {s.lr:g}, decay {s.decay:g}": loss for s, loss in losses.items()}
+        probs = dynamic_log_probs(module, fit_ids, slice_ids, settings).exp()  # (N, V)
+        losses[settings] = float(-torch.log(picked(probs, slice_ids)).mean())
+        if best is None or losses[settings] < losses[best[0]]:
+            best = (settings, probs)
+    return *best, {f"lr {s.lr:g}, decay {s.decay:g}": loss for s, loss in losses.items()}
 
 
 def context_mixture_row(neural: Row, tuner: NeuralModel, kn_full: Row, kn_order: int, data: Data) -> tuple[Row, dict]:
@@ -78,8 +79,7 @@ def dynamic_rows(neural: Row, tuner: NeuralModel, kn_full: Row, kn_order: int, d
     settings and the weights chosen on the train slice."""
     V = len(data.vocab)
     fit_ids, slice_ids = slice_split(data.train)
-    settings, grid = tune_dynamic(tuner.module, data)
-    slice_nn = dynamic_log_probs(tuner.module, fit_ids, slice_ids, settings).exp()
+    settings, slice_nn, grid = tune_dynamic(tuner.module, data)
     slice_kn = growing_kn(fit_ids, slice_ids, kn_order, V)
     weights = ContextWeights.fit(slice_nn, slice_kn.probs, slice_kn.matched, slice_ids, kn_order)
     val_nn = dynamic_log_probs(neural.model.module, data.train, data.val, settings).exp()
