@@ -5,28 +5,33 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-from conftest import assert_close, to_torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from numpy_ref.activations import (
     activation_backward,
     activation_forward,
-    relu_backward,
     relu_derivative,
-    relu_forward,
-    tanh_backward,
     tanh_derivative,
     tanh_forward,
 )
-from numpy_ref.gradcheck import numerical_gradient_array, rel_error
-from torch_lm.activations import ReLU, Tanh, make_activation, relu, tanh
+from torch_lm.activations import ReLU, Tanh, make_activation, tanh
+from torch_lm.parity import (
+    Case,
+    assert_central_differences,
+    assert_gradcheck,
+    assert_parity,
+    assert_refused_alike,
+    assert_same,
+    run_numpy,
+    run_torch,
+)
+from torch_lm.parity.components import RELU, TANH
 
 # `dtypes` is a constant pair per test, so reusing it across hypothesis examples is safe.
 FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-WITNESS = {"relu": F.relu, "tanh": torch.tanh}
-NAMES = sorted(WITNESS)
+COMPONENTS = {"relu": RELU, "tanh": TANH}
+NAMES = sorted(COMPONENTS)
 
 
 def random_input(seed: int, shape: tuple[int, ...], dtype=np.float64) -> np.ndarray:
@@ -37,11 +42,15 @@ def random_input(seed: int, shape: tuple[int, ...], dtype=np.float64) -> np.ndar
     return x.astype(dtype)
 
 
-def torch_forward_backward(fn, x: np.ndarray, dout: np.ndarray):
-    xt = to_torch(x, requires_grad=True)
-    out = fn(xt)
-    out.backward(to_torch(dout))
-    return out, xt.grad
+def module_forward(name: str):
+    """The torch side as the module ``make_activation(name)`` (ReLU(), Tanh()) rather than the function."""
+    return lambda inputs, fixed: {"out": make_activation(name)(inputs["x"])}
+
+
+def every_engine(component, case: Case, *forwards) -> list:
+    """The NumPy run, the torch run, and one torch run per further forward (a module, the built-in)."""
+    torch_runs = [run_torch(component, case, forward=forward) for forward in (None, *forwards)]
+    return [run_numpy(component, case), *torch_runs]
 
 
 # --- golden numbers ----------------------------------------------------------------------------
@@ -49,32 +58,27 @@ def torch_forward_backward(fn, x: np.ndarray, dout: np.ndarray):
 
 def test_golden_relu_and_its_derivative():
     x = np.array([-1.0, 0.0, 2.0])
-    out, cache = relu_forward(x)
-    np.testing.assert_array_equal(out, [0.0, 0.0, 2.0])
     np.testing.assert_array_equal(relu_derivative(x), [0.0, 0.0, 1.0])
-    np.testing.assert_array_equal(relu_backward(np.ones(3), cache), [0.0, 0.0, 1.0])
-    for fn in (relu, ReLU(), F.relu):
-        out_t, grad_t = torch_forward_backward(fn, x, np.ones(3))
-        np.testing.assert_array_equal(out_t.detach().numpy(), [0.0, 0.0, 2.0])
-        np.testing.assert_array_equal(grad_t.numpy(), [0.0, 0.0, 1.0])
+    # NumPy, relu, ReLU() and F.relu, exactly
+    for run in every_engine(RELU, Case({"x": x}, upstream={"out": np.ones(3)}), module_forward("relu"), RELU.witness):
+        np.testing.assert_array_equal(run.outputs["out"], [0.0, 0.0, 2.0])
+        np.testing.assert_array_equal(run.grads["x"], [0.0, 0.0, 1.0])
 
 
 def test_relu_derivative_at_exactly_zero_is_zero_on_both_sides_and_in_f_relu():
-    x = np.zeros(4)
-    dout = np.array([1.0, -2.0, 3.0, 0.5])
-    _, cache = relu_forward(x)
-    np.testing.assert_array_equal(relu_backward(dout, cache), np.zeros(4))
-    for fn in (relu, F.relu):
-        np.testing.assert_array_equal(torch_forward_backward(fn, x, dout)[1].numpy(), np.zeros(4))
+    case = Case({"x": np.zeros(4)}, upstream={"out": np.array([1.0, -2.0, 3.0, 0.5])})
+    for run in every_engine(RELU, case, RELU.witness):
+        np.testing.assert_array_equal(run.grads["x"], np.zeros(4))
 
 
 def test_golden_tanh_and_its_derivative():
     x = np.array([-1.0, 0.0, 2.0])
     # tanh(1) = 0.7615941559557649, tanh(2) = 0.9640275800758169; derivative 1 - tanh².
     expected = np.array([-0.7615941559557649, 0.0, 0.9640275800758169])
-    assert_close(tanh_forward(x)[0], expected)
-    assert_close(tanh_derivative(x), 1 - expected**2)
-    assert_close(tanh(to_torch(x)), expected)
+    assert_same(tanh_derivative(x), 1 - expected**2)
+    for run in every_engine(TANH, Case({"x": x}, upstream={"out": np.ones(3)})):
+        assert_same(run.outputs["out"], expected)
+        assert_same(run.grads["x"], 1 - expected**2)
 
 
 # --- parity: numpy vs torch_lm vs torch built-in --------------------------------------------------
@@ -84,16 +88,8 @@ def test_golden_tanh_and_its_derivative():
 @pytest.mark.parametrize("name", NAMES)
 @given(shape=st.lists(st.integers(1, 6), max_size=3).map(tuple), seed=st.integers(0, 2**32 - 1))
 def test_numpy_matches_torch_and_witness(dtypes, name, shape, seed):
-    np_dtype, _ = dtypes
-    x = random_input(seed, shape, np_dtype)
-    dout = random_input(seed + 1, shape, np_dtype)
-    out, cache = activation_forward(name, x)
-    dx = activation_backward(name, dout, cache)
-    assert out.dtype == np_dtype and dx.dtype == np_dtype  # no silent upcast
-    for fn in (make_activation(name), WITNESS[name]):
-        out_t, dx_t = torch_forward_backward(fn, x, dout)
-        assert_close(out_t, out)
-        assert_close(dx_t, dx)
+    case = Case({"x": random_input(seed, shape)}, upstream={"out": random_input(seed + 1, shape)}, label=f"{shape}")
+    assert_parity(COMPONENTS[name], case, dtypes)
 
 
 @pytest.mark.parametrize("name, derivative", [("relu", relu_derivative), ("tanh", tanh_derivative)])
@@ -103,21 +99,17 @@ def test_derivative_is_backward_of_ones(name, derivative):
     np.testing.assert_array_equal(derivative(x), activation_backward(name, np.ones_like(x), cache))
 
 
-def test_tanh_saturates_without_overflow_and_keeps_its_gradient_exact():
+def test_tanh_saturates_without_overflow_and_keeps_its_gradient_exact(dtypes):
     # (e^2x - 1) / (e^2x + 1) would give inf / inf here; the slope at 0 must be 1, not 0.
-    for dtype in (torch.float64, torch.float32):
-        x = torch.tensor([-1000.0, -60.0, -1e-10, 0.0, 1e-10, 60.0, 1000.0], dtype=dtype, requires_grad=True)
-        out = tanh(x)
-        out.sum().backward()
-        assert_close(out, torch.tanh(x))
-        assert_close(x.grad, 1 - torch.tanh(x.detach()) ** 2)
+    x = np.array([-1000.0, -60.0, -1e-10, 0.0, 1e-10, 60.0, 1000.0])
+    assert_parity(TANH, Case({"x": x}, upstream={"out": np.ones_like(x)}), dtypes)
 
 
 def test_nan_propagates_like_the_builtins():
-    nan = np.array([np.nan])
-    assert np.isnan(relu_forward(nan)[0]).all() and np.isnan(tanh_forward(nan)[0]).all()
-    assert torch.isnan(relu(to_torch(nan))).all() and torch.isnan(F.relu(to_torch(nan))).all()
-    assert torch.isnan(tanh(to_torch(nan))).all()
+    case = Case({"x": np.array([np.nan])})
+    for component in (RELU, TANH):
+        for run in every_engine(component, case, component.witness):
+            assert np.isnan(run.outputs["out"]).all(), component.name
 
 
 # --- float32 on the CPU: NumPy's tanh, torch's backward ------------------------------------------
@@ -147,8 +139,8 @@ def test_float32_cpu_tanh_backward_and_double_backward_are_torch_tanhs():
         (dx,) = torch.autograd.grad(fn(x), x, dout, create_graph=True)
         (ddx,) = torch.autograd.grad(dx.sum(), x)  # d/dx sum(dout * (1 - tanh^2))
         grads[name] = (dx.detach(), ddx)
-    for ours, theirs in zip(grads["ours"], grads["torch"]):
-        assert_close(ours, theirs)
+    for quantity, ours, theirs in zip(("dx", "ddx"), grads["ours"], grads["torch"]):
+        assert_same(ours, theirs, quantity)
 
 
 def test_float32_cpu_tanh_keeps_strides_and_shapes():
@@ -169,20 +161,18 @@ def kink_free_input(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndar
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("forward, backward", [(relu_forward, relu_backward), (tanh_forward, tanh_backward)])
-def test_backward_matches_central_differences(forward, backward, shape, rng):
-    x = kink_free_input(shape, rng)
-    dout = rng.standard_normal(shape)
-    _, cache = forward(x)
-    numeric = numerical_gradient_array(lambda x: forward(x)[0], x, dout)
-    assert rel_error(backward(dout, cache), numeric) <= 1e-7
+@pytest.mark.parametrize("name", NAMES)
+def test_backward_matches_central_differences(name, shape, rng):
+    case = Case({"x": kink_free_input(shape, rng)}, upstream={"out": rng.standard_normal(shape)}, label=f"{shape}")
+    assert_central_differences(COMPONENTS[name], case)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("module", [ReLU(), Tanh()], ids=["relu", "tanh"])
-def test_module_passes_autograd_gradcheck(module, shape, rng):
-    x = to_torch(kink_free_input(shape, rng), requires_grad=True)
-    assert torch.autograd.gradcheck(module, (x,))
+@pytest.mark.parametrize("name", NAMES)
+def test_function_and_module_pass_autograd_gradcheck(name, shape, rng):
+    case = Case({"x": kink_free_input(shape, rng)}, label=f"{shape}")
+    assert_gradcheck(COMPONENTS[name], case)
+    assert_gradcheck(COMPONENTS[name], case, forward=module_forward(name))
 
 
 # --- dispatch and bad input -------------------------------------------------------------------------
@@ -202,12 +192,14 @@ class TestBadInput:
         with pytest.raises(ValueError, match="make_activation: name must be one of .*got 'gelu'"):
             make_activation("gelu")
 
-    @pytest.mark.parametrize("np_fn, torch_fn, where", [(relu_forward, relu, "relu"), (tanh_forward, tanh, "tanh")])
-    def test_integer_x(self, np_fn, torch_fn, where):
-        with pytest.raises(ValueError, match=f"{where}_forward: x must be a floating-point array, got dtype int64"):
-            np_fn(np.array([1, -2]))
-        with pytest.raises(ValueError, match=f"{where}: x must be a floating-point array, got dtype torch.int64"):
-            torch_fn(torch.tensor([1, -2]))
+    @pytest.mark.parametrize("name", NAMES)
+    def test_integer_x_is_refused_alike(self, name):
+        assert_refused_alike(
+            COMPONENTS[name],
+            Case({"x": np.array([1, -2])}),
+            f"{name}_forward: x must be a floating-point array, got dtype int64",
+            f"{name}: x must be a floating-point array, got dtype torch.int64",
+        )
 
     @pytest.mark.parametrize("name", NAMES)
     def test_dout_shape_in_backward(self, name):

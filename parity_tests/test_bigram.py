@@ -12,29 +12,36 @@ factored form's too once E >= V - 1. Both engines reject the same bad input.
 from __future__ import annotations
 
 import collections
+import dataclasses
+import math
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call
 
 from numpy_ref.bigram import (
     count_cross_entropy,
     count_mle_loss,
     count_table,
-    factored_lm_backward,
-    factored_lm_forward,
     init_factored_params,
     init_table_params,
-    table_lm_backward,
-    table_lm_forward,
 )
-from numpy_ref.cross_entropy import cross_entropy
-from numpy_ref.gradcheck import numerical_gradient, rel_error
 from numpy_ref.ngram import NGramLM
-from parity_tests.conftest import assert_close, grads_to_numpy, to_torch
 from torch_lm import bigram as tb
+from torch_lm.parity import (
+    Case,
+    Component,
+    assert_central_differences,
+    assert_gradcheck,
+    assert_parity,
+    assert_refused_alike,
+    assert_same,
+    run_numpy,
+    run_torch,
+    to_torch,
+)
+from torch_lm.parity.components import FACTORED_LM, TABLE_LM
 
 V = 6
 
@@ -53,34 +60,47 @@ def markov_text(n: int = 3000, seed: int = 0) -> np.ndarray:
     return np.array(ids, dtype=np.int64)
 
 
-def random_params(form: str, context: int, rng, dtype, embed_dim: int = 3) -> dict[str, np.ndarray]:
+COMPONENTS = {"table": TABLE_LM, "factored": FACTORED_LM}
+
+
+def random_params(form: str, context: int, rng, embed_dim: int = 3) -> dict[str, np.ndarray]:
+    """The table N(0, 1) (its init is all zeros); the factored form's init plus noise."""
     if form == "table":
-        params = init_table_params(V, context, dtype)
-        return {k: rng.standard_normal(p.shape).astype(dtype) for k, p in params.items()}
+        return {k: rng.standard_normal(p.shape) for k, p in init_table_params(V, context).items()}
     return {
-        k: (p + 0.3 * rng.standard_normal(p.shape)).astype(dtype)
-        for k, p in init_factored_params(V, context, embed_dim, rng, dtype).items()
+        k: p + 0.3 * rng.standard_normal(p.shape) for k, p in init_factored_params(V, context, embed_dim, rng).items()
     }
 
 
-def numpy_forward(form: str, params, idx):
-    return (table_lm_forward if form == "table" else factored_lm_forward)(params, idx)
+def loss_only(params, fixed: dict, label: str = "") -> Case:
+    """A case whose gradient is the loss's alone (zero upstream on the logits), as in training."""
+    upstream = {"logits": np.zeros((len(fixed["idx"]), V)), "loss": np.array(1.0)}
+    return Case(params, fixed, upstream=upstream, label=label)
 
 
-def numpy_backward(form: str, dlogits, cache):
-    return (table_lm_backward if form == "table" else factored_lm_backward)(dlogits, cache)
+def window_mean_witness(component: Component) -> Component:
+    """``component`` on the count table (fixed idx = contexts, counts), witnessed by
+    ``F.cross_entropy`` over every window (fixed ``windows``, ``window_targets``): the same loss
+    and, from it, the same gradient."""
+
+    def witness(inputs, fixed):
+        logits = component.torch_forward(inputs, {"idx": fixed["windows"]})["logits"]
+        return {"loss": F.cross_entropy(logits, fixed["window_targets"])}
+
+    return dataclasses.replace(component, name=f"{component.name} counts", witness=witness)
 
 
-def torch_model(form: str, context: int, params, dtype) -> torch.nn.Module:
-    """The torch module holding exactly ``params`` (strict load: the keys must match)."""
-    if form == "table":
-        model = tb.TableLM(V, context)
-    else:
-        model = tb.FactoredLM(V, context, params["embedding.weight"].shape[1])
-    model = model.to(dtype)
-    model.load_state_dict({k: to_torch(p) for k, p in params.items()})
-    return model
+def _count_cross_entropy_numpy(inputs, fixed):
+    loss, dlogits = count_cross_entropy(inputs["logits"], fixed["counts"])
+    return {"loss": loss}, dlogits
 
+
+# The count-weighted loss alone (logits in, counts fixed), forward only: for its refusals.
+COUNT_CROSS_ENTROPY = Component(
+    "count_cross_entropy",
+    _count_cross_entropy_numpy,
+    lambda t, f: {"loss": tb.count_cross_entropy(t["logits"], f["counts"])},
+)
 
 FORMS = [("table", 1), ("table", 2), ("factored", 1), ("factored", 2)]
 FORM_IDS = [f"{form}-context{c}" for form, c in FORMS]
@@ -90,57 +110,39 @@ FORM_IDS = [f"{form}-context{c}" for form, c in FORMS]
 @pytest.mark.parametrize("batch", [1, 7])
 @pytest.mark.parametrize("form, context", FORMS, ids=FORM_IDS)
 def test_logits_loss_and_every_gradient_match(form, context, batch, dtypes, rng):
-    np_dtype, torch_dtype = dtypes
-    params = random_params(form, context, rng, np_dtype)
+    params = random_params(form, context, rng)
     idx, targets = rng.integers(0, V, (batch, context)), rng.integers(0, V, batch)
-    logits, cache = numpy_forward(form, params, idx)
-    loss, dlogits = cross_entropy(logits, targets)
-    grads = numpy_backward(form, dlogits, cache)
-    assert logits.dtype == np_dtype and all(g.dtype == np_dtype for g in grads.values())
-
-    model = torch_model(form, context, params, torch_dtype)
-    t_logits, t_loss = model(to_torch(idx), to_torch(targets))
-    t_loss.backward()
-    assert_close(logits, t_logits)
-    assert_close(loss, t_loss)
-    assert_close(grads, grads_to_numpy(model))
+    assert_parity(COMPONENTS[form], Case(params, {"idx": idx, "targets": targets}), dtypes)
 
 
 def test_table_form_is_a_row_lookup_by_context_code(rng):
-    """context 2: row a*V + b of the table gives the logits after (a, b); the bigram: row prev."""
-    params = random_params("table", 2, rng, np.float64)
-    logits, _ = table_lm_forward(params, np.array([[2, 5], [5, 2]]))
-    assert np.array_equal(logits, params["table.weight"][[2 * V + 5, 5 * V + 2]])
-    bigram = random_params("table", 1, rng, np.float64)
-    assert np.array_equal(table_lm_forward(bigram, np.array([[4]]))[0], bigram["table.weight"][[4]])
+    """context 2: row a*V + b of the table gives the logits after (a, b); the bigram: row prev.
+    In both engines, exactly."""
+    lookup = dataclasses.replace(TABLE_LM, numpy_backward=None)  # forward only
+    params = random_params("table", 2, rng)
+    bigram = random_params("table", 1, rng)
+    for run in (run_numpy, run_torch):
+        logits = run(lookup, Case(params, {"idx": np.array([[2, 5], [5, 2]])})).outputs["logits"]
+        assert_same(logits, params["table.weight"][[2 * V + 5, 5 * V + 2]], run.__name__, rtol=0, atol=0)
+        logits = run(lookup, Case(bigram, {"idx": np.array([[4]])})).outputs["logits"]
+        assert_same(logits, bigram["table.weight"][[4]], run.__name__, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("form, context", FORMS, ids=FORM_IDS)
 def test_count_trick_equals_the_mean_over_every_window(form, context, dtypes, rng):
     """Count-weighted loss and gradients == mean cross-entropy over all T - C windows, in both
     engines, with F.cross_entropy over the windows as the third witness."""
-    np_dtype, torch_dtype = dtypes
     ids = markov_text(400)
-    params = random_params(form, context, rng, np_dtype)
+    params = random_params(form, context, rng)
     contexts, counts = count_table(ids, context, V)
     windows = np.lib.stride_tricks.sliding_window_view(ids[:-1], context)
     targets = ids[context:]
 
-    logits, cache = numpy_forward(form, params, contexts)
-    loss, dlogits = count_cross_entropy(logits, counts)
-    grads = numpy_backward(form, dlogits, cache)
-    w_logits, w_cache = numpy_forward(form, params, windows)
-    w_loss, w_dlogits = cross_entropy(w_logits, targets)
-    assert_close(loss, w_loss)
-    assert_close(grads, numpy_backward(form, w_dlogits, w_cache))
-
-    model = torch_model(form, context, params, torch_dtype)
-    t_loss = tb.count_cross_entropy(model(to_torch(contexts))[0], to_torch(counts))
-    t_loss.backward()
-    assert_close(loss, t_loss)
-    assert_close(grads, grads_to_numpy(model))
-    witness = F.cross_entropy(model(to_torch(windows))[0], to_torch(targets))
-    assert_close(t_loss, witness)
+    on_counts = {"idx": contexts, "counts": counts, "windows": windows, "window_targets": targets}
+    counted = assert_parity(window_mean_witness(COMPONENTS[form]), loss_only(params, on_counts), dtypes)
+    every_window = run_numpy(COMPONENTS[form], loss_only(params, {"idx": windows, "targets": targets}), dtypes[0])
+    assert_same(counted.outputs["loss"], every_window.outputs["loss"], "loss")
+    assert_same(counted.grads, every_window.grads, "grad")
 
 
 @pytest.mark.parametrize("context", [1, 2, 3])
@@ -152,7 +154,7 @@ def test_count_tables_agree_with_a_python_count(context):
     assert found == dict(expected)
     assert counts.sum() == len(ids) - context and (counts.sum(axis=1) > 0).all()
     t_contexts, t_counts = tb.count_table(to_torch(ids), context, V)
-    assert torch.equal(t_contexts, to_torch(contexts)) and torch.equal(t_counts, to_torch(counts))
+    assert_same({"contexts": t_contexts, "counts": t_counts}, {"contexts": contexts, "counts": counts})
 
 
 @pytest.mark.parametrize("context", [1, 2])
@@ -166,40 +168,23 @@ def test_count_mle_loss_is_the_unsmoothed_ngram_train_loss(context):
 
 
 # ----------------------------------------------------------------------------- gradient checks
-def richardson_gradient(f, x, h=1e-3):
-    """(4 D(h) - D(2h)) / 3 from two central differences: truncation O(h^4), so h can be large
-    enough (1e-3) that rounding noise stays ~1e-13 even on the small gradients of rare contexts."""
-    return (4 * numerical_gradient(f, x, h) - numerical_gradient(f, x, 2 * h)) / 3
-
-
 @pytest.mark.parametrize("form, context", FORMS, ids=FORM_IDS)
 def test_numpy_backward_matches_central_differences(form, context):
+    """Richardson's (4 D(h) - D(2h)) / 3 from two central differences: truncation O(h^4), so h can
+    be large enough (1e-3) that rounding noise stays ~1e-13 even on the small gradients of rare
+    contexts."""
     rng = np.random.default_rng(1)
-    params = random_params(form, context, rng, np.float64)
+    params = random_params(form, context, rng)
     contexts, counts = count_table(markov_text(300), context, V)
-    _, cache = numpy_forward(form, params, contexts)
-    grads = numpy_backward(form, count_cross_entropy(numpy_forward(form, params, contexts)[0], counts)[1], cache)
-
-    def loss(_):
-        return count_cross_entropy(numpy_forward(form, params, contexts)[0], counts)[0]
-
-    errors = {k: rel_error(richardson_gradient(loss, params[k]), grads[k]) for k in params}
-    assert max(errors.values()) <= 1e-7, errors
+    checked = loss_only(params, {"idx": contexts, "counts": counts}, label=f"context {context}")
+    assert_central_differences(COMPONENTS[form], checked, bound=1e-7, h=1e-3, richardson=True)
 
 
 @pytest.mark.parametrize("form, context", FORMS, ids=FORM_IDS)
 def test_torch_gradcheck_with_parameters_as_inputs(form, context, rng):
-    params = random_params(form, context, rng, np.float64, embed_dim=2)
-    model = torch_model(form, context, params, torch.float64)
-    contexts, counts = (to_torch(a) for a in count_table(markov_text(200), context, V))
-    names = list(params)
-    values = tuple(to_torch(params[k], requires_grad=True) for k in names)
-
-    def loss(*weights):
-        logits, _ = functional_call(model, dict(zip(names, weights)), (contexts,))
-        return tb.count_cross_entropy(logits, counts)
-
-    assert torch.autograd.gradcheck(loss, values)
+    params = random_params(form, context, rng, embed_dim=2)
+    contexts, counts = count_table(markov_text(200), context, V)
+    assert_gradcheck(COMPONENTS[form], Case(params, {"idx": contexts, "counts": counts}))
 
 
 # ----------------------------------------------------------------------------- convergence
@@ -240,7 +225,8 @@ def test_fit_counts_is_deterministic_and_l2_smooths():
     for l2 in (0.0, 0.0, 30.0):
         model = tb.TableLM(V).double()
         runs.append((tb.fit_counts(model, contexts, counts, steps=50, lr=0.5, l2=l2), model.table.weight.detach()))
-    assert runs[0][0] == runs[1][0] and torch.equal(runs[0][1], runs[1][1])
+    assert runs[0][0] == runs[1][0]
+    assert_same(runs[1][1], runs[0][1], "table", rtol=0, atol=0)
     assert runs[2][0][-1] > runs[0][0][-1]  # the prior costs train loss
     assert runs[2][1].abs().max() < runs[0][1].abs().max()  # and keeps logits finite-sized
 
@@ -256,15 +242,33 @@ BAD_IDX = {  # label: (idx, message), models of context 2 over V = 6
 }
 
 
+def module_holding(params: dict) -> torch.nn.Module:
+    """The torch module of the context its parameters hold (the table's V**C rows, the output
+    layer's C*E inputs), loaded with them."""
+    if "table.weight" in params:
+        context = round(math.log(params["table.weight"].shape[0], V))
+        module = tb.TableLM(V, context)
+    else:
+        embed_dim = params["embedding.weight"].shape[1]
+        module = tb.FactoredLM(V, params["output.weight"].shape[1] // embed_dim, embed_dim)
+    module = module.to(next(iter(params.values())).dtype)
+    module.load_state_dict(params)  # strict: the keys must match
+    return module
+
+
+def sized_by_params(component: Component) -> Component:
+    """``component`` whose torch side takes the model's context from the parameters, not from
+    idx (which the components read it from), so that an idx of the wrong context or rank reaches
+    the module's own check."""
+    return dataclasses.replace(component, torch_forward=lambda t, f: {"logits": module_holding(t)(f["idx"])[0]})
+
+
 @pytest.mark.parametrize("form", ["table", "factored"])
 @pytest.mark.parametrize("label", BAD_IDX)
 def test_both_engines_reject_bad_idx(form, label):
     idx, message = BAD_IDX[label]
-    params = random_params(form, 2, np.random.default_rng(0), np.float64)
-    with pytest.raises(ValueError, match=message):
-        numpy_forward(form, params, idx)
-    with pytest.raises(ValueError, match=message):
-        torch_model(form, 2, params, torch.float64)(to_torch(idx))
+    params = random_params(form, 2, np.random.default_rng(0))
+    assert_refused_alike(sized_by_params(COMPONENTS[form]), Case(params, {"idx": idx}), message)
 
 
 BAD_COUNTS = {  # label: (logits, counts, message)
@@ -280,10 +284,7 @@ BAD_COUNTS = {  # label: (logits, counts, message)
 @pytest.mark.parametrize("label", BAD_COUNTS)
 def test_both_engines_reject_bad_counts(label):
     logits, counts, message = BAD_COUNTS[label]
-    with pytest.raises(ValueError, match=message):
-        count_cross_entropy(logits, counts)
-    with pytest.raises(ValueError, match=message):
-        tb.count_cross_entropy(to_torch(logits), to_torch(counts))
+    assert_refused_alike(COUNT_CROSS_ENTROPY, Case({"logits": logits}, {"counts": counts}), message)
 
 
 @pytest.mark.parametrize(

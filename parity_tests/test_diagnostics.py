@@ -15,8 +15,8 @@ import torch_lm.diagnostics as td
 from numpy_ref.config import ModelConfig
 from numpy_ref.dropout import make_keep_mask
 from numpy_ref.neural_lm import hidden_activations, init_params, neural_lm_backward, neural_lm_forward
-from parity_tests.conftest import assert_close, to_torch
 from torch_lm.neural_lm import NeuralLM
+from torch_lm.parity import assert_same, to_torch
 
 CONFIGS = {
     "fusion222-tanh-norm-1block": ModelConfig(
@@ -26,7 +26,9 @@ CONFIGS = {
         vocab_size=9, context=4, embed_dim=3, hidden_dim=12, activation="relu", n_blocks=2, dropout=0.5
     ),
 }
-FLOAT32_TOLERANCES = {"rtol": 1.3e-6, "atol": 1e-5}  # the stats are Python floats: say which dtype made them
+# The stats are Python floats, which carry no dtype: each comparison says which dtype computed
+# them and takes that dtype's tolerance (torch.testing.assert_close's defaults).
+TOLERANCES = {np.float64: {"rtol": 1e-7, "atol": 1e-7}, np.float32: {"rtol": 1.3e-6, "atol": 1e-5}}
 
 
 def engines(config, np_dtype=np.float64, torch_dtype=torch.float64, batch=16):
@@ -40,10 +42,6 @@ def engines(config, np_dtype=np.float64, torch_dtype=torch.float64, batch=16):
     model.load_state_dict({k: to_torch(p) for k, p in params.items()})
     idx = rng.integers(0, config.vocab_size, (batch, config.context))
     return params, model, idx, rng.integers(0, config.vocab_size, batch)
-
-
-def tolerances(np_dtype) -> dict:
-    return FLOAT32_TOLERANCES if np_dtype == np.float32 else {}
 
 
 def test_shape_report_matches_and_follows_the_fusion():
@@ -70,7 +68,7 @@ def test_activation_stats_match(name, dtypes):
     stats = nd.activation_stats(params, idx, config)
     assert list(stats) == [n for n in model.layer_names() if n not in ("embedding", "output")]
     assert model.training  # evaluated without dropout all the same
-    assert_close(td.activation_stats(model, to_torch(idx)), stats, **tolerances(np_dtype))
+    assert_same(td.activation_stats(model, to_torch(idx)), stats, "activation_stats", **TOLERANCES[np_dtype])
     assert model.training
     assert all(0 < s["frac_saturated_or_dead"] < 1 for s in stats.values())  # the counts are exercised
 
@@ -85,7 +83,7 @@ def test_captured_activations_are_pre_dropout_and_hooks_are_removed():
     *_, cache = neural_lm_forward(params, idx, config, train=True, masks=masks)
     with model.train().capture_activations() as acts:
         model(to_torch(idx), masks={name: to_torch(m) for name, m in masks.items()})
-    assert_close(acts, hidden_activations(cache))
+    assert_same(acts, hidden_activations(cache), "activations")
     assert all(np.any(a[~masks[name]] != 0) for name, a in hidden_activations(cache).items())  # not dropped
     assert not any(m._forward_hooks for m in model.modules())
 
@@ -100,8 +98,8 @@ def test_grad_norms_match_and_total_is_the_global_norm(name, dtypes):
     norms = nd.grad_norms(grads, config)
     model.eval()(to_torch(idx), to_torch(targets))[1].backward()
     before = {n: p.grad.clone() for n, p in model.named_parameters()}
-    assert_close(td.grad_norms(model), norms, **tolerances(np_dtype))
-    assert_close({n: p.grad for n, p in model.named_parameters()}, before)  # no side effects
+    assert_same(td.grad_norms(model), norms, "grad_norms", **TOLERANCES[np_dtype])
+    assert_same({n: p.grad for n, p in model.named_parameters()}, before, "grad", rtol=0, atol=0)  # no side effects
     assert list(norms) == [*model.layer_names(), "total"]
     flat = np.concatenate([g.ravel() for g in grads.values()]).astype(np.float64)
     assert norms["total"] == pytest.approx(math.sqrt(np.sum(flat**2)), rel=1e-6)
@@ -130,7 +128,7 @@ def test_frac_saturated_or_dead_counts_exactly(activation, values, flagged):
         "layer": {"mean": float(np.mean(a)), "std": float(np.std(a)), "frac_saturated_or_dead": flagged / a.size}
     }
     assert nd.summarize_activations({"layer": a}, activation) == expected
-    assert_close(td.summarize_activations({"layer": to_torch(a)}, activation), expected)
+    assert_same(td.summarize_activations({"layer": to_torch(a)}, activation), expected, **TOLERANCES[np.float64])
     assert (
         td.summarize_activations({"layer": to_torch(a)}, activation)["layer"]["frac_saturated_or_dead"]
         == flagged / a.size
@@ -160,5 +158,5 @@ def test_overfit_tiny_batch_drives_the_loss_to_zero():
     for optimizer, lr, steps in (("adam", 3e-2, 50), ("sgd", 1.0, 75)):
         curve = td.overfit_tiny_batch(model, to_torch(idx), to_torch(targets), steps, lr, optimizer)
         assert len(curve) == steps and curve[0] > 2.0 and curve[-1] < 0.01, optimizer
-    assert_close(model.state_dict(), state)  # trained a copy
+    assert_same(model.state_dict(), state, "state", rtol=0, atol=0)  # trained a copy
     assert model.training

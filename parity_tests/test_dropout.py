@@ -9,42 +9,55 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_close, to_torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from numpy_ref.dropout import dropout_backward, dropout_forward, make_keep_mask
-from numpy_ref.gradcheck import numerical_gradient_array, rel_error
 from torch_lm.dropout import Dropout, keep_threshold
 from torch_lm.dropout import make_keep_mask as torch_keep_mask
+from torch_lm.parity import (
+    Case,
+    assert_central_differences,
+    assert_gradcheck,
+    assert_parity,
+    assert_refused_alike,
+    assert_same,
+    run_numpy,
+    run_torch,
+    to_torch,
+)
+from torch_lm.parity.components import DROPOUT
 
 # `dtypes` is a constant pair per test, so reusing it across hypothesis examples is safe.
 FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 N = 200_000  # draws for the statistical tests
 
 
-def torch_forward_backward(module: Dropout, x: np.ndarray, dout: np.ndarray, mask: np.ndarray | None):
-    xt = to_torch(x, requires_grad=True)
-    out = module(xt, mask=None if mask is None else to_torch(mask))
-    out.backward(to_torch(dout))
-    return out, xt.grad
+def both_engines(case: Case) -> list:
+    """The NumPy run and the torch run of DROPOUT on one case."""
+    return [run_numpy(DROPOUT, case), run_torch(DROPOUT, case)]
 
 
 # --- golden numbers ----------------------------------------------------------------------------
 
 
 def test_golden_ones_with_mask_101_and_p_one_third():
-    x, mask = np.ones(3), np.array([True, False, True])
-    out, cache = dropout_forward(x, 1 / 3, mask=mask)
+    mask = np.array([True, False, True])
+    case = Case({"x": np.ones(3)}, fixed={"p": 1 / 3, "mask": mask}, upstream={"out": np.ones(3)})
     # kept entries are scaled by 1 / (1 - 1/3) = 1.5, so E[out] = 2/3 * 1.5 = 1 = x
-    assert_close(out, np.array([1.5, 0.0, 1.5]))
-    assert_close(dropout_backward(np.ones(3), cache), np.array([1.5, 0.0, 1.5]))
-    out_t, grad_t = torch_forward_backward(Dropout(1 / 3), x, np.ones(3), mask)
-    assert_close(out_t, np.array([1.5, 0.0, 1.5]))
-    assert_close(grad_t, np.array([1.5, 0.0, 1.5]))
+    for run in both_engines(case):
+        assert_same(run.outputs["out"], np.array([1.5, 0.0, 1.5]))
+        assert_same(run.grads["x"], np.array([1.5, 0.0, 1.5]))
 
 
 # --- parity with a shared mask ----------------------------------------------------------------------
+
+
+def masked_case(rng: np.random.Generator, shape: tuple[int, ...], p: float) -> Case:
+    """Standard normal x and upstream gradient, then a keep-mask for p, all drawn from ``rng``."""
+    x, dout = rng.standard_normal(shape), rng.standard_normal(shape)
+    mask = make_keep_mask(shape, p, rng)
+    return Case({"x": x}, fixed={"p": p, "mask": mask}, upstream={"out": dout}, label=f"{shape}, p {p}")
 
 
 @FAST
@@ -54,34 +67,21 @@ def test_golden_ones_with_mask_101_and_p_one_third():
     seed=st.integers(0, 2**32 - 1),
 )
 def test_numpy_matches_torch_with_the_same_mask(dtypes, shape, p, seed):
-    np_dtype, _ = dtypes
-    rng = np.random.default_rng(seed)
-    x, dout = rng.standard_normal(shape).astype(np_dtype), rng.standard_normal(shape).astype(np_dtype)
-    mask = make_keep_mask(shape, p, rng)
-    out, cache = dropout_forward(x, p, mask=mask)
-    dx = dropout_backward(dout, cache)
-    assert out.dtype == np_dtype and dx.dtype == np_dtype  # no silent upcast
-    out_t, dx_t = torch_forward_backward(Dropout(p), x, dout, mask)
-    assert_close(out_t, out)
-    assert_close(dx_t, dx)
+    assert_parity(DROPOUT, masked_case(np.random.default_rng(seed), shape, p), dtypes)
 
 
 @pytest.mark.parametrize("shape", [(1,), (7,), (3, 4), (2, 3, 5)])
 @pytest.mark.parametrize("p", [0.0, 0.3, 0.9])
 def test_backward_matches_central_differences(shape, p, rng):
-    x, dout = rng.standard_normal(shape), rng.standard_normal(shape)
-    mask = make_keep_mask(shape, p, rng)
-    _, cache = dropout_forward(x, p, mask=mask)
-    numeric = numerical_gradient_array(lambda x: dropout_forward(x, p, mask=mask)[0], x, dout)
-    assert rel_error(dropout_backward(dout, cache), numeric) <= 1e-7
+    assert_central_differences(DROPOUT, masked_case(rng, shape, p))
 
 
 @pytest.mark.parametrize("shape", [(1,), (7,), (3, 4)])
 @pytest.mark.parametrize("p", [0.3, 0.9])
 def test_module_passes_autograd_gradcheck(shape, p, rng):
-    mask = to_torch(make_keep_mask(shape, p, rng))  # fixed, so the function is deterministic
-    x = to_torch(rng.standard_normal(shape), requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x: Dropout(p)(x, mask=mask), (x,))
+    mask = make_keep_mask(shape, p, rng)  # fixed, so the function is deterministic
+    case = Case({"x": rng.standard_normal(shape)}, fixed={"p": p, "mask": mask}, label=f"{shape}, p {p}")
+    assert_gradcheck(DROPOUT, case)
 
 
 # --- identity cases: p == 0 and evaluation -------------------------------------------------------
@@ -90,20 +90,17 @@ def test_module_passes_autograd_gradcheck(shape, p, rng):
 def test_p_zero_is_identity_and_ignores_the_mask(rng):
     x = rng.standard_normal((4, 5))
     mask = np.zeros((4, 5), dtype=bool)  # would zero everything if it were used
-    out, cache = dropout_forward(x, 0.0, mask=mask)
-    np.testing.assert_array_equal(out, x)
-    np.testing.assert_array_equal(dropout_backward(x, cache), x)
-    np.testing.assert_array_equal(Dropout(0.0)(to_torch(x), mask=to_torch(mask)).numpy(), x)
+    for run in both_engines(Case({"x": x}, fixed={"p": 0.0, "mask": mask}, upstream={"out": x})):
+        np.testing.assert_array_equal(run.outputs["out"], x)
+        np.testing.assert_array_equal(run.grads["x"], x)
 
 
 def test_eval_mode_is_identity(rng):
     x, mask = rng.standard_normal((4, 5)), np.zeros((4, 5), dtype=bool)
-    out, cache = dropout_forward(x, 0.5, mask=mask, train=False)
-    np.testing.assert_array_equal(out, x)
-    np.testing.assert_array_equal(dropout_backward(x, cache), x)
-    module = Dropout(0.5).eval()
-    np.testing.assert_array_equal(module(to_torch(x), mask=to_torch(mask)).numpy(), x)
-    np.testing.assert_array_equal(module(to_torch(x)).numpy(), x)
+    for fixed in ({"p": 0.5, "mask": mask, "train": False}, {"p": 0.5, "train": False}):
+        for run in both_engines(Case({"x": x}, fixed, upstream={"out": x})):
+            np.testing.assert_array_equal(run.outputs["out"], x)
+            np.testing.assert_array_equal(run.grads["x"], x)
 
 
 def test_draws_from_the_generator_when_no_mask_is_given(rng):
@@ -199,33 +196,41 @@ def test_dropout_masks_in_every_float_dtype_agree_with_make_keep_mask(dtype):
 # --- bad input -----------------------------------------------------------------------------------------
 
 
+REFUSED_ALIKE = {  # label: (x, fixed, NumPy message, torch message)
+    "mask shape": (
+        np.ones((2, 3)),
+        {"p": 0.5, "mask": np.ones(3, dtype=bool)},
+        r"dropout_forward: mask has shape \(3,\) but x has shape \(2, 3\)",
+        r"Dropout: mask has shape \(3,\) but x has shape \(2, 3\)",
+    ),
+    "mask not boolean": (
+        np.ones(3),
+        {"p": 0.5, "mask": np.array([1.0, 0.0, 1.0])},
+        "dropout_forward: mask must be a boolean array, got dtype float64",
+        "Dropout: mask must be a boolean array, got dtype torch.float64",
+    ),
+    "integer x": (
+        np.ones(3, dtype=np.int64),
+        {"p": 0.5},
+        "dropout_forward: x must be a floating-point array, got dtype int64",
+        "Dropout: x must be a floating-point array, got dtype torch.int64",
+    ),
+}
+
+
 class TestBadInput:
     @pytest.mark.parametrize("p", [1.0, -0.1, 1.5])
     def test_p_outside_zero_one(self, p):
-        with pytest.raises(ValueError, match=rf"dropout_forward: p must be a probability in \[0, 1\), got {p}"):
-            dropout_forward(np.ones(3), p, rng=np.random.default_rng(0))
-        with pytest.raises(ValueError, match=rf"Dropout: p must be a probability in \[0, 1\), got {p}"):
-            Dropout(p)
-        with pytest.raises(ValueError, match=rf"make_keep_mask: p must be a probability in \[0, 1\), got {p}"):
+        message = rf"p must be a probability in \[0, 1\), got {p}"
+        case = Case({"x": np.ones(3)}, fixed={"p": p})
+        assert_refused_alike(DROPOUT, case, f"dropout_forward: {message}", f"Dropout: {message}")
+        with pytest.raises(ValueError, match=f"make_keep_mask: {message}"):
             make_keep_mask((3,), p, np.random.default_rng(0))
 
-    def test_mask_shape(self):
-        with pytest.raises(ValueError, match=r"dropout_forward: mask has shape \(3,\) but x has shape \(2, 3\)"):
-            dropout_forward(np.ones((2, 3)), 0.5, mask=np.ones(3, dtype=bool))
-        with pytest.raises(ValueError, match=r"Dropout: mask has shape \(3,\) but x has shape \(2, 3\)"):
-            Dropout(0.5)(torch.ones(2, 3), mask=torch.ones(3, dtype=torch.bool))
-
-    def test_mask_not_boolean(self):
-        with pytest.raises(ValueError, match="dropout_forward: mask must be a boolean array, got dtype float64"):
-            dropout_forward(np.ones(3), 0.5, mask=np.array([1.0, 0.0, 1.0]))
-        with pytest.raises(ValueError, match="Dropout: mask must be a boolean array, got dtype torch.float32"):
-            Dropout(0.5)(torch.ones(3), mask=torch.tensor([1.0, 0.0, 1.0]))
-
-    def test_integer_x(self):
-        with pytest.raises(ValueError, match="dropout_forward: x must be a floating-point array, got dtype int64"):
-            dropout_forward(np.ones(3, dtype=np.int64), 0.5, rng=np.random.default_rng(0))
-        with pytest.raises(ValueError, match="Dropout: x must be a floating-point array, got dtype torch.int64"):
-            Dropout(0.5)(torch.ones(3, dtype=torch.int64))
+    @pytest.mark.parametrize("label", REFUSED_ALIKE)
+    def test_refused_alike(self, label):
+        x, fixed, numpy_message, torch_message = REFUSED_ALIKE[label]
+        assert_refused_alike(DROPOUT, Case({"x": x}, fixed=fixed), numpy_message, torch_message)
 
     def test_no_rng_and_no_mask(self):
         with pytest.raises(ValueError, match="dropout_forward: rng is required"):

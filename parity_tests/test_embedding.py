@@ -5,6 +5,8 @@ and the errors for bad input.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -13,9 +15,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from numpy_ref.embedding import embedding_backward, embedding_forward
-from numpy_ref.gradcheck import numerical_gradient_array, rel_error
-from parity_tests.conftest import assert_close, grads_to_numpy, state_dict_to_numpy, to_numpy, to_torch
 from torch_lm.embedding import Embedding, embedding
+from torch_lm.parity import (
+    Case,
+    assert_central_differences,
+    assert_gradcheck,
+    assert_parity,
+    assert_refused_alike,
+    assert_same,
+    run_numpy,
+    state_of,
+    to_numpy,
+)
+from torch_lm.parity.components import EMBEDDING
 
 TOLERANCE = 1e-7  # docs/DESIGN.md §2: rel_error bound for central differences in float64
 # `dtypes` is an immutable (numpy dtype, torch dtype) pair, safe to share across examples.
@@ -25,38 +37,22 @@ idx_shapes = st.lists(st.integers(1, 6), max_size=3).map(tuple)  # (), (1,), (B,
 seeds = st.integers(0, 2**32 - 1)
 
 
-def torch_module_forward_backward(idx: np.ndarray, weight: np.ndarray, dout: np.ndarray, torch_dtype):
-    """Our Embedding module holding ``weight``; returns (out, grads keyed like state_dict)."""
-    module = Embedding(*weight.shape).to(torch_dtype)
-    module.load_state_dict({"weight": to_torch(weight)})
-    out = module(to_torch(idx))
-    out.backward(to_torch(dout, torch_dtype))
-    return out, grads_to_numpy(module)
+def embedding_function(inputs: dict, fixed: dict) -> dict:
+    """The torch side as the function ``embedding`` rather than the module ``Embedding``."""
+    return {"out": embedding(fixed["idx"], inputs["weight"])}
 
 
-def builtin_forward_backward(idx: np.ndarray, weight: np.ndarray, dout: np.ndarray, torch_dtype):
-    """F.embedding, the third witness; returns (out, dweight)."""
-    w = to_torch(weight, torch_dtype, requires_grad=True)
-    out = F.embedding(to_torch(idx), w)
-    out.backward(to_torch(dout, torch_dtype))
-    return out, w.grad
+# The function's own refusals: EMBEDDING's torch side unpacks (V, E) from the weight's shape to build
+# its module, so a weight that is not 2-D fails there, before the function checks it.
+EMBEDDING_FUNCTION = replace(EMBEDDING, name="embedding", torch_forward=embedding_function)
+# F.embedding takes int32 and int64 ids only: the witness gets them widened, the component its own.
+EMBEDDING_ANY_IDS = replace(EMBEDDING, witness=lambda t, f: {"out": F.embedding(f["idx"].long(), t["weight"])})
 
 
-def check_all_three_agree(idx: np.ndarray, weight: np.ndarray, dout: np.ndarray, dtypes) -> np.ndarray:
-    """numpy vs torch_lm vs F.embedding, forward and dweight; returns the numpy dweight."""
-    np_dtype, torch_dtype = dtypes
-    out, cache = embedding_forward(idx, weight)
-    dweight = embedding_backward(dout, cache)
-    assert out.dtype == np_dtype and dweight.dtype == np_dtype  # no silent upcast
-    assert out.shape == idx.shape + weight.shape[1:] and dweight.shape == weight.shape
-
-    torch_out, torch_grads = torch_module_forward_backward(idx, weight, dout, torch_dtype)
-    assert_close(out, torch_out)
-    assert_close({"weight": dweight}, torch_grads)
-    witness_out, witness_dweight = builtin_forward_backward(idx, weight, dout, torch_dtype)
-    assert_close(torch_out, witness_out)
-    assert_close(torch_grads["weight"], witness_dweight)
-    return dweight
+def lookup_case(idx: np.ndarray, weight: np.ndarray, dout: np.ndarray | None = None) -> Case:
+    """Differentiated weight (V, E), fixed ids, upstream gradient (*idx.shape, E) when given."""
+    upstream = None if dout is None else {"out": dout}
+    return Case({"weight": weight}, fixed={"idx": idx}, upstream=upstream, label=f"ids {idx.shape}, {weight.shape}")
 
 
 # ---------------------------------------------------------------- parity: numpy vs torch vs F
@@ -67,9 +63,9 @@ def check_all_three_agree(idx: np.ndarray, weight: np.ndarray, dout: np.ndarray,
 def test_embedding_matches_torch_and_builtin(dtypes, idx_shape, vocab, dim, seed):
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, vocab, idx_shape)  # small vocabularies: repeated ids are the rule
-    weight = rng.standard_normal((vocab, dim)).astype(dtypes[0])
-    dout = rng.standard_normal(idx_shape + (dim,)).astype(dtypes[0])
-    check_all_three_agree(idx, weight, dout, dtypes)
+    weight = rng.standard_normal((vocab, dim))
+    dout = rng.standard_normal(idx_shape + (dim,))
+    assert_parity(EMBEDDING, lookup_case(idx, weight, dout), dtypes)
 
 
 # ---------------------------------------------------------------- repeated ids accumulate
@@ -79,18 +75,18 @@ def test_repeated_ids_accumulate_their_gradients(dtypes, rng):
     idx = np.array([[2, 0, 2], [2, 4, 0]])  # id 2 three times, id 0 twice, 1 and 3 never
     weight = rng.standard_normal((5, 3)).astype(dtypes[0])
     dout = rng.standard_normal((2, 3, 3)).astype(dtypes[0])
-    dweight = check_all_three_agree(idx, weight, dout, dtypes)
-    assert_close(dweight[2], dout[0, 0] + dout[0, 2] + dout[1, 0])
-    assert_close(dweight[0], dout[0, 1] + dout[1, 2])
-    assert_close(dweight[4], dout[1, 1])
-    assert_close(dweight[[1, 3]], np.zeros((2, 3), dtypes[0]))
+    dweight = assert_parity(EMBEDDING, lookup_case(idx, weight, dout), dtypes).grads["weight"]
+    assert_same(dweight[2], dout[0, 0] + dout[0, 2] + dout[1, 0])
+    assert_same(dweight[0], dout[0, 1] + dout[1, 2])
+    assert_same(dweight[4], dout[1, 1])
+    assert_same(dweight[[1, 3]], np.zeros((2, 3), dtypes[0]))
 
 
 def test_one_id_repeated_everywhere_sums_every_gradient(dtypes):
     idx = np.full((4, 8), 3)
-    dout = np.ones((4, 8, 2), dtypes[0])
-    dweight = check_all_three_agree(idx, np.zeros((5, 2), dtypes[0]), dout, dtypes)
-    assert_close(dweight, np.array([[0, 0], [0, 0], [0, 0], [32, 32], [0, 0]], dtypes[0]))
+    case = lookup_case(idx, np.zeros((5, 2)), np.ones((4, 8, 2)))
+    dweight = assert_parity(EMBEDDING, case, dtypes).grads["weight"]
+    assert_same(dweight, np.array([[0, 0], [0, 0], [0, 0], [32, 32], [0, 0]], dtypes[0]))
 
 
 @pytest.mark.parametrize("id_dtype", [np.int8, np.uint8, np.int16, np.int32, np.int64])
@@ -98,20 +94,17 @@ def test_every_integer_id_dtype_is_accepted(id_dtype, rng):
     # ids up to 127 times E = 3 overflow int8/uint8 if the scatter-add computed cells in that dtype
     idx = np.array([[0, 127, 127], [100, 0, 127]], dtype=id_dtype)
     weight, dout = rng.standard_normal((128, 3)), rng.standard_normal((2, 3, 3))
-    out, cache = embedding_forward(idx, weight)
-    assert_close(out, embedding(torch.from_numpy(idx), to_torch(weight)))
-    expected = embedding_backward(dout, embedding_forward(idx.astype(np.int64), weight)[1])
-    assert_close(embedding_backward(dout, cache), expected)
-    assert_close(expected[127], dout[0, 1] + dout[0, 2] + dout[1, 2])
+    dweight = assert_parity(EMBEDDING_ANY_IDS, lookup_case(idx, weight, dout)).grads["weight"]
+    expected = run_numpy(EMBEDDING, lookup_case(idx.astype(np.int64), weight, dout)).grads["weight"]
+    assert_same(dweight, expected)
+    assert_same(expected[127], dout[0, 1] + dout[0, 2] + dout[1, 2])
 
 
 def test_empty_batch_looks_up_nothing(dtypes):
-    weight = np.ones((4, 3), dtypes[0])
-    idx = np.zeros((0, 5), dtype=np.int64)
-    out, cache = embedding_forward(idx, weight)
-    assert out.shape == (0, 5, 3)
-    assert_close(embedding_backward(np.zeros((0, 5, 3), dtypes[0]), cache), np.zeros((4, 3), dtypes[0]))
-    assert tuple(embedding(to_torch(idx), to_torch(weight, dtypes[1])).shape) == (0, 5, 3)
+    case = lookup_case(np.zeros((0, 5), dtype=np.int64), np.ones((4, 3)))
+    run = assert_parity(EMBEDDING, case, dtypes)
+    assert run.outputs["out"].shape == (0, 5, 3)
+    assert_same(run.grads["weight"], np.zeros((4, 3), dtypes[0]))
 
 
 # ---------------------------------------------------------------- gradients: central differences, gradcheck
@@ -123,18 +116,13 @@ def test_empty_batch_looks_up_nothing(dtypes):
 def test_numpy_backward_matches_central_differences(idx, rng):
     weight = rng.standard_normal((4, 3))
     dout = rng.standard_normal(idx.shape + (3,))
-    dweight = embedding_backward(dout, embedding_forward(idx, weight)[1])
-    numeric = numerical_gradient_array(lambda w: embedding_forward(idx, w)[0], weight, dout)
-    assert rel_error(dweight, numeric) <= TOLERANCE
+    assert_central_differences(EMBEDDING, lookup_case(idx, weight, dout), bound=TOLERANCE)
 
 
 def test_torch_embedding_and_module_pass_gradcheck(rng):
-    idx = to_torch(np.array([[1, 1, 3], [3, 0, 1]]))
-    weight = to_torch(rng.standard_normal((4, 3)), requires_grad=True)
-    assert torch.autograd.gradcheck(lambda w: embedding(idx, w), (weight,))
-    module = Embedding(4, 3).to(torch.float64)
-    # gradcheck differentiates inputs, so pass the module's weight through functional_call.
-    assert torch.autograd.gradcheck(lambda w: torch.func.functional_call(module, {"weight": w}, (idx,)), (weight,))
+    case = lookup_case(np.array([[1, 1, 3], [3, 0, 1]]), rng.standard_normal((4, 3)))
+    assert_gradcheck(EMBEDDING_FUNCTION, case)
+    assert_gradcheck(EMBEDDING, case)
 
 
 # ---------------------------------------------------------------- initialisation and state
@@ -159,7 +147,7 @@ def test_generator_makes_initialisation_reproducible():
     first.reset_parameters(torch.Generator().manual_seed(7))
     second.reset_parameters(torch.Generator().manual_seed(7))
     other.reset_parameters(torch.Generator().manual_seed(8))
-    assert_close(state_dict_to_numpy(first), state_dict_to_numpy(second), rtol=0, atol=0)
+    assert_same(state_of(first), state_of(second), rtol=0, atol=0)
     assert not np.array_equal(to_numpy(first.weight), to_numpy(other.weight))
 
 
@@ -180,15 +168,12 @@ BAD_INPUT = [
 
 @pytest.mark.parametrize("idx, weight, message", BAD_INPUT)
 def test_bad_input_raises_on_both_sides(idx, weight, message):
-    with pytest.raises(ValueError, match=message):
-        embedding_forward(idx, weight)
-    with pytest.raises(ValueError, match=message):
-        embedding(torch.from_numpy(idx), torch.from_numpy(weight))
+    assert_refused_alike(EMBEDDING_FUNCTION, lookup_case(idx, weight), message)
 
 
 def test_module_rejects_out_of_range_ids():
-    with pytest.raises(ValueError, match=r"idx must lie in \[0, 4\), got values in \[1, 4\]"):
-        Embedding(4, 2)(torch.tensor([[1, 4]]))
+    case = lookup_case(np.array([[1, 4]]), np.zeros((4, 2)))
+    assert_refused_alike(EMBEDDING, case, r"idx must lie in \[0, 4\), got values in \[1, 4\]")
 
 
 @pytest.mark.parametrize(

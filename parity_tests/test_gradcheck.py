@@ -1,15 +1,73 @@
-"""The central-difference checker itself: if it were wrong, every backward test would be void."""
+"""The central-difference checker itself: if it were wrong, every backward test would be void.
+
+The checks that a wrong backward is caught run the way every component is checked: a small
+Component with a right and a wrong hand-written backward, against central differences
+(``central_difference_errors``) and against torch autograd (``parity_mismatches``), each of which
+must catch the wrong one on its own.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from numpy_ref.gradcheck import numerical_gradient, numerical_gradient_array, rel_error
+from torch_lm.parity import Case, Component, central_difference_errors, parity_mismatches
 
 TOLERANCE = 1e-7  # docs/DESIGN.md §2: rel_error bound for smooth functions in float64
+
+
+def with_backwards(name: str, numpy_forward, torch_forward, right, wrong) -> tuple[Component, Component]:
+    """The same function twice, once with the ``right`` backward and once with the ``wrong`` one."""
+    return tuple(
+        Component(f"{name} ({kind})", numpy_forward, torch_forward, backward)
+        for kind, backward in (("right", right), ("wrong", wrong))
+    )
+
+
+def errors_of(component: Component, case: Case) -> tuple[float, list]:
+    """rel_error of the backward against central differences, and its mismatches with autograd."""
+    (error,) = central_difference_errors(component, case).values()
+    return error, parity_mismatches(component, case)
+
+
+# sum(sin(x)): the gradient is cos(x); -cos(x) has the sign wrong.
+SUM_SIN, SUM_SIN_WRONG_SIGN = with_backwards(
+    "sum of sines",
+    lambda inputs, fixed: ({"out": np.sum(np.sin(inputs["x"]))}, inputs["x"]),
+    lambda t, fixed: {"out": torch.sin(t["x"]).sum()},
+    lambda up, x: {"x": up["out"] * np.cos(x)},
+    lambda up, x: {"x": -up["out"] * np.cos(x)},
+)
+
+# u @ W @ v with fixed u, v: the gradient is outer(u, v); its transpose has the right shape.
+BILINEAR, BILINEAR_TRANSPOSED = with_backwards(
+    "u W v",
+    lambda inputs, fixed: ({"out": fixed["u"] @ inputs["w"] @ fixed["v"]}, (fixed["u"], fixed["v"])),
+    lambda t, fixed: {"out": fixed["u"] @ t["w"] @ fixed["v"]},
+    lambda up, uv: {"w": up["out"] * np.outer(*uv)},
+    lambda up, uv: {"w": up["out"] * np.outer(*uv).T},
+)
+
+
+def _slipped_exp_backward(up, x):
+    """exp's gradient with one entry off by one part in 10^6."""
+    dx = up["out"] * np.exp(x)
+    dx[1, 2] *= 1 + 1e-6
+    return {"x": dx}
+
+
+# exp(x) elementwise; the slipped backward is wrong in a single entry, by a relative 1e-6.
+EXP, EXP_SLIPPED = with_backwards(
+    "exp",
+    lambda inputs, fixed: ({"out": np.exp(inputs["x"])}, inputs["x"]),
+    lambda t, fixed: {"out": torch.exp(t["x"])},
+    lambda up, x: {"x": up["out"] * np.exp(x)},
+    _slipped_exp_backward,
+)
 
 
 def test_golden_derivative_of_square_at_3_is_6():
@@ -57,28 +115,34 @@ def test_array_version_is_gradient_of_weighted_sum(rng):
 
 
 def test_detects_a_wrong_sign(rng):
-    x = rng.uniform(0.1, 1.4, 5)  # cos(x) > 0 here, so -cos(x) is wrong everywhere
-    numeric = numerical_gradient(lambda x: float(np.sum(np.sin(x))), x)
-    assert rel_error(numeric, np.cos(x)) <= TOLERANCE
-    assert rel_error(numeric, -np.cos(x)) == pytest.approx(1.0)
+    case = Case({"x": rng.uniform(0.1, 1.4, 5)})  # cos(x) > 0 here, so -cos(x) is wrong everywhere
+    error, found = errors_of(SUM_SIN, case)
+    assert error <= TOLERANCE and not found
+    error, found = errors_of(SUM_SIN_WRONG_SIGN, case)
+    assert error == pytest.approx(1.0)
+    assert [m.quantity for m in found] == ["numpy vs torch: grad[x]"] and found[0].n_bad == 5
 
 
 def test_detects_a_small_relative_slip(rng):
     # One entry off by one part in 10^6 gives rel_error 1e-6 / 2, already over the 1e-7 bound.
     x = rng.uniform(-1, 1, (3, 3))
-    numeric = numerical_gradient_array(np.exp, x, np.ones_like(x))
-    slipped = np.exp(x)
-    slipped[1, 2] *= 1 + 1e-6
-    assert rel_error(numeric, slipped) > TOLERANCE
+    case = Case({"x": x}, upstream={"out": np.ones_like(x)})
+    error, found = errors_of(EXP, case)
+    assert error <= TOLERANCE and not found
+    error, found = errors_of(EXP_SLIPPED, case)
+    assert error > TOLERANCE
+    assert [(m.quantity, m.index, m.n_bad) for m in found] == [("numpy vs torch: grad[x]", (1, 2), 1)]
 
 
 def test_detects_a_transposed_gradient(rng):
-    # d/dW sum(W @ v * u) = outer(u, v); its transpose has the right shape but wrong values.
+    # d/dW (u @ W @ v) = outer(u, v); its transpose has the right shape but wrong values.
     u, v = rng.standard_normal(3), rng.standard_normal(3)
-    w = rng.standard_normal((3, 3))
-    numeric = numerical_gradient(lambda w: float(u @ w @ v), w)
-    assert rel_error(numeric, np.outer(u, v)) <= TOLERANCE
-    assert rel_error(numeric, np.outer(v, u)) > 1e-2
+    case = Case({"w": rng.standard_normal((3, 3))}, {"u": u, "v": v})
+    error, found = errors_of(BILINEAR, case)
+    assert error <= TOLERANCE and not found
+    error, found = errors_of(BILINEAR_TRANSPOSED, case)
+    assert error > 1e-2
+    assert [m.quantity for m in found] == ["numpy vs torch: grad[w]"]
 
 
 class TestRelError:

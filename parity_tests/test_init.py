@@ -1,9 +1,10 @@
 """Xavier and He initialisation: numpy_ref.init vs torch_lm.init vs nn.init, by their statistics.
 
 Random draws cannot match value for value across engines, so each test compares the sample
-std (and mean) of a large matrix with the formula, allowing 5 standard errors of the sample
-std: SE(s) ≈ std * sqrt((kurtosis - 1) / 4n), kurtosis 3 for a normal and 9/5 for a uniform.
-The matrices are non-square, so mixing up fan_in and fan_out moves the std by far more.
+std (and mean) of a large matrix with the formula, with an absolute tolerance of 5 standard
+errors: SE(s) ≈ std * sqrt((kurtosis - 1) / 4n) for the sample std, kurtosis 3 for a normal and
+9/5 for a uniform, and std / sqrt(n) for the sample mean. The matrices are non-square, so mixing
+up fan_in and fan_out moves the std by far more.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import nn
 
 import torch_lm.init as tinit
 from numpy_ref import init as ninit
+from torch_lm.parity import assert_same, mismatches
 
 FAN_OUT, FAN_IN = 400, 500  # n = 200,000 draws: 5 SE ≈ 0.8 % of the std for a normal
 N = FAN_OUT * FAN_IN
@@ -88,9 +90,10 @@ def assert_statistics(w: np.ndarray, scheme: Scheme) -> None:
     """Sample std within 5 SE of the scheme's std, mean within 5 SE of 0, and the uniform bound."""
     assert w.shape == (FAN_OUT, FAN_IN)
     w = w.astype(np.float64)
-    se = std_standard_error(scheme.std, w.size, scheme.kurtosis)
-    assert abs(w.std() - scheme.std) < 5 * se, f"std {w.std():.6f} vs {scheme.std:.6f} ± {se:.1e}"
-    assert abs(w.mean()) < 5 * scheme.std / math.sqrt(w.size)
+    std_se, mean_se = std_standard_error(scheme.std, w.size, scheme.kurtosis), scheme.std / math.sqrt(w.size)
+    found = mismatches(w.std(), scheme.std, "std", rtol=0, atol=5 * std_se)
+    found += mismatches(w.mean(), 0.0, "mean", rtol=0, atol=5 * mean_se)
+    assert not found, f"{scheme.name}: " + "; ".join(map(str, found))
     if scheme.bound is not None:
         assert np.abs(w).max() <= scheme.bound
 
@@ -99,10 +102,10 @@ def assert_statistics(w: np.ndarray, scheme: Scheme) -> None:
 
 
 def test_golden_xavier_100_200_and_he_100():
-    assert ninit.xavier_std(100, 200) == pytest.approx(0.0816, abs=1e-4)  # sqrt(2 / 300) = 0.08165
-    assert ninit.he_std(100) == pytest.approx(0.1414, abs=1e-4)  # sqrt(2 / 100) = 0.14142
+    assert_same(ninit.xavier_std(100, 200), 0.0816, "xavier_std", rtol=0, atol=1e-4)  # sqrt(2 / 300) = 0.08165
+    assert_same(ninit.he_std(100), 0.1414, "he_std", rtol=0, atol=1e-4)  # sqrt(2 / 100) = 0.14142
     w = ninit.xavier_normal(200, 100, np.random.default_rng(0))  # 20,000 draws: SE = 0.0816 / 200
-    assert w.std() == pytest.approx(0.0816, abs=5 * 0.0816 / 200)
+    assert_same(w.std(), 0.0816, "sample std", rtol=0, atol=5 * 0.0816 / 200)
 
 
 # --- statistics, in three implementations ------------------------------------------------------
@@ -150,10 +153,10 @@ def test_torch_fills_in_place_under_no_grad(scheme, dtypes):
 def test_same_seed_same_weights(scheme):
     a = scheme.torch_fn(torch.empty(4, 6), torch.Generator().manual_seed(7))
     b = scheme.torch_fn(torch.empty(4, 6), torch.Generator().manual_seed(7))
-    assert torch.equal(a, b)
+    assert_same(a, b, "torch", rtol=0, atol=0)
     n1 = scheme.numpy_fn(4, 6, np.random.default_rng(7))
     n2 = scheme.numpy_fn(4, 6, np.random.default_rng(7))
-    np.testing.assert_array_equal(n1, n2)
+    assert_same(n1, n2, "numpy", rtol=0, atol=0)
 
 
 # --- bad input ------------------------------------------------------------------------------------------

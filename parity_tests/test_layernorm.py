@@ -6,19 +6,30 @@ value and the errors for bad input.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from numpy_ref.gradcheck import numerical_gradient_array, rel_error
 from numpy_ref.layernorm import layernorm_backward, layernorm_forward
-from parity_tests.conftest import assert_close, grads_to_numpy, state_dict_to_numpy, to_numpy, to_torch
 from torch_lm.layernorm import LayerNorm, layer_norm
+from torch_lm.parity import (
+    DTYPE_PAIRS,
+    Case,
+    assert_central_differences,
+    assert_gradcheck,
+    assert_parity,
+    assert_refused_alike,
+    assert_same,
+    run_numpy,
+    run_torch,
+    state_of,
+)
+from torch_lm.parity.components import LAYERNORM
 
 TOLERANCE = 1e-7  # docs/DESIGN.md §2: rel_error bound for central differences in float64
 # `dtypes` is an immutable (numpy dtype, torch dtype) pair, safe to share across examples.
@@ -29,8 +40,8 @@ shapes = st.tuples(leading, st.integers(2, 7)).map(lambda s: s[0] + (s[1],))  # 
 seeds = st.integers(0, 2**32 - 1)
 
 
-def random_case(rng: np.random.Generator, shape: tuple, np_dtype) -> dict[str, np.ndarray]:
-    """x (shape), gamma and beta (D,), upstream gradient dout (shape); D >= 2.
+def random_case(rng: np.random.Generator, shape: tuple, eps: float = 1e-5) -> Case:
+    """x (shape), weight and bias (D,), upstream gradient (shape); D >= 2.
 
     Every row of x gets an exact standard deviation in [0.5, 10] and a mean in [-3, 3], so the
     float32 comparisons are well conditioned: 1/sigma <= 2 amplifies rounding by at most 2.
@@ -41,45 +52,19 @@ def random_case(rng: np.random.Generator, shape: tuple, np_dtype) -> dict[str, n
     rows = shape[:-1] + (1,)
     x = z * rng.uniform(0.5, 10.0, rows) + rng.uniform(-3.0, 3.0, rows)
     d = shape[-1]
-    case = {"x": x, "gamma": rng.standard_normal(d), "beta": rng.standard_normal(d), "dout": rng.standard_normal(shape)}
-    return {name: value.astype(np_dtype) for name, value in case.items()}
+    inputs = {"x": x, "weight": rng.standard_normal(d), "bias": rng.standard_normal(d)}
+    return Case(inputs, fixed={"eps": eps}, upstream={"out": rng.standard_normal(shape)}, label=f"{shape}, eps {eps}")
 
 
-def torch_module_forward_backward(case: dict, torch_dtype, eps: float):
-    """Our LayerNorm module with gamma/beta loaded; returns (out, dx, grads keyed weight/bias)."""
-    module = LayerNorm(case["x"].shape[-1], eps=eps).to(torch_dtype)
-    module.load_state_dict({"weight": to_torch(case["gamma"]), "bias": to_torch(case["beta"])})
-    x = to_torch(case["x"], torch_dtype, requires_grad=True)
-    out = module(x)
-    out.backward(to_torch(case["dout"], torch_dtype))
-    return out, x.grad, grads_to_numpy(module)
+def layer_norm_function(inputs: dict, fixed: dict) -> dict:
+    """The torch side as the function ``layer_norm`` rather than the module ``LayerNorm``."""
+    return {"out": layer_norm(inputs["x"], inputs["weight"], inputs["bias"], fixed.get("eps", 1e-5))}
 
 
-def builtin_forward_backward(case: dict, torch_dtype, eps: float):
-    """F.layer_norm, the third witness; returns (out, dx, grads keyed weight/bias)."""
-    x, w, b = (to_torch(case[k], torch_dtype, requires_grad=True) for k in ("x", "gamma", "beta"))
-    out = F.layer_norm(x, x.shape[-1:], w, b, eps)
-    out.backward(to_torch(case["dout"], torch_dtype))
-    return out, x.grad, {"weight": w.grad, "bias": b.grad}
-
-
-def check_numpy_matches_torch(case: dict, dtypes, eps: float = 1e-5) -> None:
-    np_dtype, torch_dtype = dtypes
-    out, cache = layernorm_forward(case["x"], case["gamma"], case["beta"], eps)
-    dx, dgamma, dbeta = layernorm_backward(case["dout"], cache)
-    assert {a.dtype for a in (out, dx, dgamma, dbeta)} == {np.dtype(np_dtype)}  # no silent upcast
-    torch_out, torch_dx, torch_grads = torch_module_forward_backward(case, torch_dtype, eps)
-    assert_close(out, torch_out)
-    assert_close(dx, torch_dx)
-    assert_close({"weight": dgamma, "bias": dbeta}, torch_grads)
-
-
-def check_torch_matches_builtin(case: dict, torch_dtype, eps: float = 1e-5) -> None:
-    torch_out, torch_dx, torch_grads = torch_module_forward_backward(case, torch_dtype, eps)
-    witness_out, witness_dx, witness_grads = builtin_forward_backward(case, torch_dtype, eps)
-    assert_close(torch_out, witness_out)
-    assert_close(torch_dx, witness_dx)
-    assert_close(torch_grads, witness_grads)
+# The function's own refusals: the module refuses a last axis of size 0 earlier, when it is built.
+LAYER_NORM_FUNCTION = replace(LAYERNORM, name="layer_norm", torch_forward=layer_norm_function)
+# F.layer_norm's float32 backward is inaccurate on zero-variance rows (see below): NumPy vs torch only.
+LAYERNORM_WITHOUT_WITNESS = replace(LAYERNORM, witness=None)
 
 
 # ---------------------------------------------------------------- parity: numpy vs torch vs F
@@ -88,15 +73,13 @@ def check_torch_matches_builtin(case: dict, torch_dtype, eps: float = 1e-5) -> N
 @SETTINGS
 @given(shape=shapes, eps=st.sampled_from([1e-5, 1e-3, 0.5]), seed=seeds)
 def test_layernorm_matches_torch_and_builtin(dtypes, shape, eps, seed):
-    case = random_case(np.random.default_rng(seed), shape, dtypes[0])
-    check_numpy_matches_torch(case, dtypes, eps)
-    check_torch_matches_builtin(case, dtypes[1], eps)
+    assert_parity(LAYERNORM, random_case(np.random.default_rng(seed), shape, eps), dtypes)
 
 
 def test_state_dict_matches_nn_layernorm():
     ours, builtin = LayerNorm(6), nn.LayerNorm(6)
     assert list(ours.state_dict()) == list(builtin.state_dict()) == ["weight", "bias"]
-    assert_close(state_dict_to_numpy(ours), state_dict_to_numpy(builtin))  # ones and zeros
+    assert_same(state_of(ours), state_of(builtin))  # ones and zeros
 
 
 def test_reset_parameters_restores_identity_affine():
@@ -105,7 +88,7 @@ def test_reset_parameters_restores_identity_affine():
         module.weight.normal_()
         module.bias.normal_()
     module.reset_parameters()
-    assert_close(state_dict_to_numpy(module), {"weight": np.ones(4, np.float32), "bias": np.zeros(4, np.float32)})
+    assert_same(state_of(module), {"weight": np.ones(4, np.float32), "bias": np.zeros(4, np.float32)})
 
 
 # ---------------------------------------------------------------- gradients: central differences, gradcheck
@@ -117,23 +100,14 @@ GRAD_SHAPES = [(1, 3), (1, 5), (3, 4), (2, 3, 5)]
 
 @pytest.mark.parametrize("shape", GRAD_SHAPES, ids=lambda shape: "x".join(map(str, shape)))
 def test_numpy_backward_matches_central_differences(rng, shape):
-    case = random_case(rng, shape, np.float64)
-    x, gamma, beta, dout = case["x"], case["gamma"], case["beta"], case["dout"]
-    dx, dgamma, dbeta = layernorm_backward(dout, layernorm_forward(x, gamma, beta)[1])
-
-    def forward(x, gamma, beta):
-        return layernorm_forward(x, gamma, beta)[0]
-
-    assert rel_error(dx, numerical_gradient_array(lambda v: forward(v, gamma, beta), x, dout)) <= TOLERANCE
-    assert rel_error(dgamma, numerical_gradient_array(lambda v: forward(x, v, beta), gamma, dout)) <= TOLERANCE
-    assert rel_error(dbeta, numerical_gradient_array(lambda v: forward(x, gamma, v), beta, dout)) <= TOLERANCE
+    assert_central_differences(LAYERNORM, random_case(rng, shape), bound=TOLERANCE)
 
 
 def test_torch_layer_norm_and_module_pass_gradcheck(rng):
-    x, w, b = (to_torch(rng.standard_normal(s), requires_grad=True) for s in [(3, 5), (5,), (5,)])
-    assert torch.autograd.gradcheck(lambda x, w, b: layer_norm(x, w, b), (x, w, b))
-    module = LayerNorm(5).to(torch.float64)
-    assert torch.autograd.gradcheck(module, (x,))
+    x, w, b = (rng.standard_normal(s) for s in [(3, 5), (5,), (5,)])
+    case = Case({"x": x, "weight": w, "bias": b})
+    assert_gradcheck(LAYER_NORM_FUNCTION, case)
+    assert_gradcheck(LAYERNORM, case)
 
 
 # ---------------------------------------------------------------- zero variance, golden value
@@ -146,29 +120,24 @@ ZERO_VARIANCE = {
 }
 
 
-def zero_variance_case(rng: np.random.Generator, x: np.ndarray, np_dtype) -> dict[str, np.ndarray]:
-    """The given zero-variance x (..., D) with random gamma, beta (D,) and dout (..., D)."""
+def zero_variance_case(rng: np.random.Generator, x: np.ndarray, np_dtype) -> Case:
+    """The given zero-variance x (..., D), random weight and bias (D,) and upstream (..., D), in ``np_dtype``."""
     d = x.shape[-1]
-    case = {
-        "x": x,
-        "gamma": rng.standard_normal(d),
-        "beta": rng.standard_normal(d),
-        "dout": rng.standard_normal(x.shape),
-    }
-    return {name: value.astype(np_dtype) for name, value in case.items()}
+    inputs = {"x": x, "weight": rng.standard_normal(d), "bias": rng.standard_normal(d)}
+    inputs = {name: value.astype(np_dtype) for name, value in inputs.items()}
+    return Case(inputs, upstream={"out": rng.standard_normal(x.shape).astype(np_dtype)}, label=f"{x.shape}")
 
 
 @pytest.mark.parametrize("name", sorted(ZERO_VARIANCE))
 def test_zero_variance_rows_give_beta_and_finite_gradients(dtypes, rng, name):
     case = zero_variance_case(rng, ZERO_VARIANCE[name], dtypes[0])
-    out, cache = layernorm_forward(case["x"], case["gamma"], case["beta"])
-    dx, _, _ = layernorm_backward(case["dout"], cache)
-    assert_close(out, np.broadcast_to(case["beta"], out.shape))
+    run = assert_parity(LAYERNORM_WITHOUT_WITNESS, case, dtypes)
+    out, dx = run.outputs["out"], run.grads["x"]
+    assert_same(out, np.broadcast_to(case.inputs["bias"], out.shape))
     assert np.isfinite(dx).all()
     # x_hat = 0, so dx = (g - mean(g)) / sqrt(eps): only the gradient through the mean survives.
-    g = case["dout"] * case["gamma"]
-    assert_close(dx, (g - g.mean(axis=-1, keepdims=True)) / np.sqrt(np.asarray(1e-5, dtypes[0])))
-    check_numpy_matches_torch(case, dtypes)
+    g = case.upstream["out"] * case.inputs["weight"]
+    assert_same(dx, (g - g.mean(axis=-1, keepdims=True)) / np.sqrt(np.asarray(1e-5, dtypes[0])))
 
 
 @pytest.mark.parametrize("name", sorted(ZERO_VARIANCE))
@@ -176,29 +145,24 @@ def test_zero_variance_rows_match_builtin_in_float64(rng, name):
     # float64 only: F.layer_norm's float32 backward forms dx as a difference of terms of size
     # |g| / sqrt(eps) ~ 300 |g|, which leaves ~ulp(300 |g|) ~ 6e-5 of rounding on entries that
     # should be 0 (D = 1), above float32's atol of 1e-5. Ours subtracts before scaling.
-    check_torch_matches_builtin(zero_variance_case(rng, ZERO_VARIANCE[name], np.float64), torch.float64)
+    assert_parity(LAYERNORM, zero_variance_case(rng, ZERO_VARIANCE[name], np.float64), DTYPE_PAIRS[0])
 
 
 @pytest.mark.parametrize("name", sorted(ZERO_VARIANCE))
 def test_zero_variance_backward_matches_central_differences_and_gradcheck(rng, name):
     case = zero_variance_case(rng, ZERO_VARIANCE[name], np.float64)
-    x, gamma, beta, dout = case["x"], case["gamma"], case["beta"], case["dout"]
-    dx, _, _ = layernorm_backward(dout, layernorm_forward(x, gamma, beta)[1])
-    numeric = numerical_gradient_array(lambda v: layernorm_forward(v, gamma, beta)[0], x, dout)
-    assert rel_error(dx, numeric) <= TOLERANCE
-    x_t = to_torch(x, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda v: layer_norm(v, to_torch(gamma), to_torch(beta)), (x_t,))
+    assert_central_differences(LAYERNORM, case, bound=TOLERANCE)
+    assert_gradcheck(LAYER_NORM_FUNCTION, case)
 
 
 def test_golden_layernorm_of_1_2_3():
-    x, gamma, beta = np.array([1.0, 2.0, 3.0]), np.ones(3), np.zeros(3)
+    case = Case({"x": np.array([1.0, 2.0, 3.0]), "weight": np.ones(3), "bias": np.zeros(3)})
     scale = 1 / math.sqrt(2 / 3 + 1e-5)  # mean 2, biased variance 2/3, eps inside the sqrt
     exact = np.array([-scale, 0.0, scale])
-    out, _ = layernorm_forward(x, gamma, beta)
-    torch_out = LayerNorm(3).to(torch.float64)(to_torch(x))
+    out, torch_out = run_numpy(LAYERNORM, case).outputs["out"], run_torch(LAYERNORM, case).outputs["out"]
     np.testing.assert_array_equal(np.round(out, 4), [-1.2247, 0.0, 1.2247])
-    np.testing.assert_allclose(out, exact, rtol=1e-15, atol=1e-15)
-    np.testing.assert_allclose(to_numpy(torch_out), exact, rtol=1e-15, atol=1e-15)
+    assert_same(out, exact, "numpy", rtol=1e-15, atol=1e-15)
+    assert_same(torch_out, exact, "torch", rtol=1e-15, atol=1e-15)
 
 
 # ---------------------------------------------------------------- bad input -> ValueError on both sides
@@ -219,15 +183,16 @@ BAD_INPUT = [
 
 @pytest.mark.parametrize("x, gamma, beta, kwargs, message", BAD_INPUT)
 def test_bad_input_raises_on_both_sides(x, gamma, beta, kwargs, message):
-    with pytest.raises(ValueError, match=message.format(gamma="gamma", beta="beta")):
-        layernorm_forward(x, gamma, beta, **kwargs)
-    with pytest.raises(ValueError, match=message.format(gamma="weight", beta="bias")):
-        layer_norm(*(torch.from_numpy(np.asarray(a)) for a in (x, gamma, beta)), **kwargs)
+    case = Case({"x": x, "weight": gamma, "bias": beta}, fixed=kwargs)
+    numpy_message = message.format(gamma="gamma", beta="beta")
+    torch_message = message.format(gamma="weight", beta="bias")
+    assert_refused_alike(LAYER_NORM_FUNCTION, case, numpy_message, torch_message)
 
 
 def test_module_rejects_input_of_the_wrong_width():
-    with pytest.raises(ValueError, match=r"weight has shape \(4,\) but x.shape\[-1:\] has shape \(3,\)"):
-        LayerNorm(4)(torch.zeros(2, 3))
+    case = Case({"x": np.zeros((2, 3)), "weight": np.ones(4), "bias": np.zeros(4)})
+    message = r"{} has shape \(4,\) but x.shape\[-1:\] has shape \(3,\)"
+    assert_refused_alike(LAYERNORM, case, message.format("gamma"), message.format("weight"))
 
 
 @pytest.mark.parametrize(

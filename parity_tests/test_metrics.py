@@ -1,6 +1,8 @@
 """Metrics: perplexity, bits per character, the token-weighted mean and RunningMean, numpy_ref
 against torch_lm, with golden values (a uniform model over V classes has perplexity V) and the
 errors for bad input.
+
+Metrics have no gradients, so each is a Component compared on its outputs alone.
 """
 
 from __future__ import annotations
@@ -15,9 +17,20 @@ from hypothesis import strategies as st
 
 from numpy_ref import metrics as ref
 from numpy_ref.cross_entropy import cross_entropy as ref_cross_entropy
-from parity_tests.conftest import assert_close, to_torch
 from torch_lm import metrics as tlm
 from torch_lm.cross_entropy import cross_entropy as torch_cross_entropy
+from torch_lm.parity import (
+    DTYPE_PAIRS,
+    Case,
+    Component,
+    Run,
+    assert_parity,
+    assert_refused_alike,
+    assert_same,
+    run_numpy,
+    run_torch,
+    tolerance,
+)
 
 # `dtypes` is an immutable (numpy dtype, torch dtype) pair, safe to share across examples.
 SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -31,39 +44,94 @@ def split_into_batches(token_losses: np.ndarray, sizes: list[int]) -> list[np.nd
     return np.split(token_losses, np.cumsum(sizes)[:-1])
 
 
+def engines(component: Component, case: Case, dtypes=DTYPE_PAIRS[0]) -> dict[str, Run]:
+    """The NumPy and the torch run of one case, by engine: a golden value must hold for each."""
+    np_dtype, torch_dtype = dtypes
+    return {"numpy": run_numpy(component, case, np_dtype), "torch": run_torch(component, case, torch_dtype)}
+
+
+# ---------------------------------------------------------------- the metrics as Components
+
+
+def _metrics(metrics, loss) -> dict:
+    """Both metrics of one loss, by ``metrics`` = numpy_ref.metrics or torch_lm.metrics."""
+    return {"perplexity": metrics.perplexity(loss), "bits_per_char": metrics.bits_per_char(loss)}
+
+
+def _loss(inputs, fixed):
+    """The mean loss: an array in ``inputs``, or a Python number in ``fixed`` (passed as it is)."""
+    return inputs["loss"] if "loss" in inputs else fixed["loss"]
+
+
+# loss (any shape) -> perplexity and bits per character, float64 whatever the loss dtype.
+LOSS_METRICS = Component(
+    "perplexity and bits per char",
+    lambda inputs, fixed: (_metrics(ref, _loss(inputs, fixed)), None),
+    lambda inputs, fixed: _metrics(tlm, _loss(inputs, fixed)),
+)
+
+# The same metrics of a model's mean cross-entropy: logits (N, V), fixed targets (N,).
+MODEL_METRICS = Component(
+    "metrics of the cross-entropy",
+    lambda inputs, fixed: (_metrics(ref, ref_cross_entropy(inputs["logits"], fixed["targets"])[0]), None),
+    lambda inputs, fixed: _metrics(tlm, torch_cross_entropy(inputs["logits"], fixed["targets"])),
+)
+
+# losses (K,) batch means, fixed counts (K,) tokens per batch -> the mean over every token.
+TOKEN_WEIGHTED_MEAN = Component(
+    "token_weighted_mean",
+    lambda inputs, fixed: ({"mean": ref.token_weighted_mean(inputs["losses"], fixed["counts"])}, None),
+    lambda inputs, fixed: {"mean": tlm.token_weighted_mean(inputs["losses"], fixed["counts"])},
+)
+
+
+def _running_numpy(inputs, fixed):
+    running = ref.RunningMean()
+    for batch in split_into_batches(inputs["token_losses"], fixed["sizes"]):
+        running.update(batch.astype(np.float64).sum(), batch.size)  # the reference sums in float64
+    return {"mean": running.mean, "perplexity": running.perplexity}, None
+
+
+def _running_torch(inputs, fixed):
+    running = tlm.RunningMean()
+    for batch in inputs["token_losses"].split(fixed["sizes"]):
+        running.update(batch.sum(), batch.numel())  # summed in the run's dtype
+    return {"mean": running.mean, "perplexity": running.perplexity}
+
+
+# token_losses (T,), fixed sizes (batch lengths summing to T) -> RunningMean fed batch by batch.
+RUNNING_MEAN = Component("RunningMean", _running_numpy, _running_torch)
+
+
 # ---------------------------------------------------------------- perplexity and bits per character
 
 
 @pytest.mark.parametrize("vocab", [2, 65, 10_000])
 def test_uniform_model_over_v_classes_has_perplexity_v(vocab, rng):
-    logits, targets = np.zeros((5, vocab)), rng.integers(0, vocab, 5)
-    loss, _ = ref_cross_entropy(logits, targets)
-    torch_loss = torch_cross_entropy(to_torch(logits), to_torch(targets))
-    assert float(ref.perplexity(loss)) == pytest.approx(vocab, rel=1e-12)
-    assert float(tlm.perplexity(torch_loss)) == pytest.approx(vocab, rel=1e-12)
-    assert float(ref.bits_per_char(loss)) == pytest.approx(math.log2(vocab), rel=1e-12)
-    assert float(tlm.bits_per_char(torch_loss)) == pytest.approx(math.log2(vocab), rel=1e-12)
+    case = Case({"logits": np.zeros((5, vocab))}, {"targets": rng.integers(0, vocab, 5)})
+    for engine, run in engines(MODEL_METRICS, case).items():
+        assert float(run.outputs["perplexity"]) == pytest.approx(vocab, rel=1e-12), engine
+        assert float(run.outputs["bits_per_char"]) == pytest.approx(math.log2(vocab), rel=1e-12), engine
 
 
 def test_golden_perplexity_and_bits():
-    assert float(ref.perplexity(0.0)) == 1.0  # certain of every token
-    assert float(ref.perplexity(1.539)) == pytest.approx(4.66, abs=5e-3)  # docs/DESIGN.md §5, Kneser-Ney
-    assert float(ref.bits_per_char(math.log(2))) == pytest.approx(1.0, rel=1e-15)
-    assert float(tlm.perplexity(0.0)) == 1.0
-    assert float(tlm.bits_per_char(math.log(2))) == pytest.approx(1.0, rel=1e-15)
+    # The losses as Python numbers, which both engines take as well as arrays.
+    runs = {loss: engines(LOSS_METRICS, Case({}, {"loss": loss})) for loss in (0.0, 1.539, math.log(2))}
+    for engine in ("numpy", "torch"):
+        assert float(runs[0.0][engine].outputs["perplexity"]) == 1.0, engine  # certain of every token
+        kneser_ney = float(runs[1.539][engine].outputs["perplexity"])
+        assert kneser_ney == pytest.approx(4.66, abs=5e-3), engine  # docs/DESIGN.md §5
+        assert float(runs[math.log(2)][engine].outputs["bits_per_char"]) == pytest.approx(1.0, rel=1e-15), engine
 
 
 def test_perplexity_and_bits_match_elementwise(dtypes, rng):
-    np_dtype, torch_dtype = dtypes
-    losses = rng.uniform(0.0, 5.0, (3, 4)).astype(np_dtype)
-    for ref_fn, torch_fn, exact in [
-        (ref.perplexity, tlm.perplexity, np.exp(losses.astype(np.float64))),
-        (ref.bits_per_char, tlm.bits_per_char, losses.astype(np.float64) / math.log(2)),
-    ]:
-        out, torch_out = ref_fn(losses), torch_fn(to_torch(losses, torch_dtype))
-        assert out.dtype == np.float64 and torch_out.dtype == torch.float64  # metrics are float64
-        assert_close(out, exact)
-        assert_close(torch_out, exact)
+    losses = rng.uniform(0.0, 5.0, (3, 4)).astype(dtypes[0])
+    exact = losses.astype(np.float64)
+    expected = {"perplexity": np.exp(exact), "bits_per_char": exact / math.log(2)}  # float64 from any dtype
+    case = Case({"loss": losses})
+    assert_parity(LOSS_METRICS, case, dtypes)
+    for engine, run in engines(LOSS_METRICS, case, dtypes).items():
+        assert_same(run.outputs, expected, f"{engine} output")
 
 
 # ---------------------------------------------------------------- token-weighted mean, RunningMean
@@ -72,38 +140,37 @@ def test_perplexity_and_bits_match_elementwise(dtypes, rng):
 @SETTINGS
 @given(sizes=batch_sizes, seed=seeds)
 def test_token_weighted_mean_over_batches_equals_mean_over_all_tokens(dtypes, sizes, seed):
-    np_dtype, torch_dtype = dtypes
-    token_losses = np.random.default_rng(seed).uniform(0.0, 6.0, sum(sizes)).astype(np_dtype)
-    batches = split_into_batches(token_losses, sizes)
-    batch_means = np.array([b.astype(np.float64).mean() for b in batches])
+    token_losses = np.random.default_rng(seed).uniform(0.0, 6.0, sum(sizes)).astype(dtypes[0])
+    batch_means = np.array([b.astype(np.float64).mean() for b in split_into_batches(token_losses, sizes)])
     expected = token_losses.astype(np.float64).mean()
 
-    assert_close(ref.token_weighted_mean(batch_means, sizes), expected)
-    assert_close(tlm.token_weighted_mean(to_torch(batch_means), torch.tensor(sizes)), expected)
-    running, torch_running = ref.RunningMean(), tlm.RunningMean()
-    for batch in batches:
-        running.update(batch.astype(np.float64).sum(), batch.size)
-        torch_running.update(to_torch(batch, torch_dtype).sum(), batch.size)
-    assert running.mean == pytest.approx(expected, rel=1e-12)
-    assert running.perplexity == pytest.approx(math.exp(expected), rel=1e-12)
+    # The batch means are float64 summaries, so the weighted mean runs in float64 whatever the dtype.
+    weighted = Case({"losses": batch_means}, {"counts": np.array(sizes)})
+    assert_parity(TOKEN_WEIGHTED_MEAN, weighted)
+    for engine, run in engines(TOKEN_WEIGHTED_MEAN, weighted).items():
+        assert_same(run.outputs["mean"], expected, f"{engine} mean")
+
+    running = Case({"token_losses": token_losses}, {"sizes": sizes})
+    numpy_run = run_numpy(RUNNING_MEAN, running, dtypes[0])
+    assert numpy_run.outputs["mean"] == pytest.approx(expected, rel=1e-12)
+    assert numpy_run.outputs["perplexity"] == pytest.approx(math.exp(expected), rel=1e-12)
     # Compared at the input dtype's tolerance: torch sums each batch in that dtype.
-    assert_close(
-        torch.tensor([torch_running.mean, torch_running.perplexity], dtype=torch_dtype),
-        torch.tensor([running.mean, running.perplexity], dtype=torch_dtype),
-    )
+    rtol, atol = tolerance(dtypes[1])
+    assert_parity(RUNNING_MEAN, running, dtypes, rtol, atol)
 
 
 def test_batches_weigh_by_their_tokens_not_equally():
     # One token of loss 5 and a batch of nine tokens of loss 1: the token mean is 14 / 10,
     # where an unweighted mean of the two batch means would report 3.
-    batch_means, sizes = [5.0, 1.0], [1, 9]
-    assert float(ref.token_weighted_mean(batch_means, sizes)) == pytest.approx(1.4, rel=1e-15)
-    assert float(tlm.token_weighted_mean(batch_means, sizes)) == pytest.approx(1.4, rel=1e-15)
+    case = Case({"losses": np.array([5.0, 1.0])}, {"counts": np.array([1, 9])})
+    for engine, run in engines(TOKEN_WEIGHTED_MEAN, case).items():
+        assert float(run.outputs["mean"]) == pytest.approx(1.4, rel=1e-15), engine
 
 
 def test_batches_of_zero_tokens_contribute_nothing():
-    assert float(ref.token_weighted_mean([2.0, 99.0], [3, 0])) == 2.0
-    assert float(tlm.token_weighted_mean([2.0, 99.0], [3, 0])) == 2.0
+    case = Case({"losses": np.array([2.0, 99.0])}, {"counts": np.array([3, 0])})
+    for engine, run in engines(TOKEN_WEIGHTED_MEAN, case).items():
+        assert float(run.outputs["mean"]) == 2.0, engine
 
 
 @pytest.mark.parametrize("running_mean", [ref.RunningMean, tlm.RunningMean], ids=["numpy", "torch"])
@@ -138,10 +205,8 @@ BAD_WEIGHTED_MEAN_INPUT = [
 
 @pytest.mark.parametrize("losses, counts, message", BAD_WEIGHTED_MEAN_INPUT)
 def test_bad_weighted_mean_input_raises_on_both_sides(losses, counts, message):
-    with pytest.raises(ValueError, match=message):
-        ref.token_weighted_mean(losses, counts)
-    with pytest.raises(ValueError, match=message):
-        tlm.token_weighted_mean(torch.tensor(losses, dtype=torch.float64), torch.from_numpy(np.asarray(counts)))
+    case = Case({"losses": np.asarray(losses, dtype=np.float64)}, {"counts": np.asarray(counts)})
+    assert_refused_alike(TOKEN_WEIGHTED_MEAN, case, message)
 
 
 @pytest.mark.parametrize("running_mean", [ref.RunningMean, tlm.RunningMean], ids=["numpy", "torch"])

@@ -5,21 +5,28 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import assert_close, grads_to_numpy, state_dict_to_numpy, to_torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from torch.func import functional_call
 
-from numpy_ref.gradcheck import numerical_gradient_array, rel_error
-from numpy_ref.mlp import init_mlp_params, mlp_backward, mlp_forward
+from numpy_ref.mlp import init_mlp_params, mlp_forward
 from torch_lm.mlp import TwoLayerMLP
+from torch_lm.parity import (
+    Case,
+    assert_central_differences,
+    assert_gradcheck,
+    assert_parity,
+    assert_refused_alike,
+    state_of,
+)
+from torch_lm.parity.components import MLP
 
 # `dtypes` is a constant pair per test, so reusing it across hypothesis examples is safe.
 FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-def make_case(seed: int, lead: tuple[int, ...], d_in: int, d_hidden: int, d_out: int, bias: bool):
-    """Float64 params (random biases, so they matter), x (*lead, d_in), dy (*lead, d_out)."""
+def make_case(seed: int, lead: tuple[int, ...], d_in: int, d_hidden: int, d_out: int, bias: bool) -> Case:
+    """Params keyed like ``state_dict()`` (random biases, so they matter), x (*lead, d_in), and
+    the upstream gradient dy (*lead, d_out)."""
     rng = np.random.default_rng(seed)
     params = init_mlp_params(d_in, d_hidden, d_out, rng, bias=bias)
     if bias:
@@ -27,15 +34,8 @@ def make_case(seed: int, lead: tuple[int, ...], d_in: int, d_hidden: int, d_out:
             params[key] = rng.standard_normal(params[key].shape)
     x = rng.standard_normal(lead + (d_in,))
     dy = rng.standard_normal(lead + (d_out,))
-    return params, x, dy
-
-
-def torch_model(params: dict[str, np.ndarray], torch_dtype) -> TwoLayerMLP:
-    """A TwoLayerMLP of the params' sizes and dtype, holding exactly ``params``."""
-    d_hidden, d_in = params["fc1.weight"].shape
-    model = TwoLayerMLP(d_in, d_hidden, params["fc2.weight"].shape[0], bias="fc1.bias" in params)
-    model.to(torch_dtype).load_state_dict({k: to_torch(v) for k, v in params.items()})
-    return model
+    label = f"lead {lead}, {d_in} -> {d_hidden} -> {d_out}, bias {bias}"
+    return Case({"x": x, **params}, upstream={"y": dy}, label=label)
 
 
 # --- golden numbers ---------------------------------------------------------------------------
@@ -47,22 +47,17 @@ def test_golden_two_layer_net_on_x_1_minus_1():
         "fc2.weight": np.array([[0.5, 1.0, 3.0]]),
     }  # (D_out=1, H=3)
     x = np.array([1.0, -1.0])
+    # torch's TwoLayerMLP agrees with the reference on y and on every gradient
+    run = assert_parity(MLP, Case({"x": x, **params}, upstream={"y": np.ones(1)}))
     # W1 x = [2 - 1, 1 + 1, 0.5 - 1] = [1, 2, -0.5];  h = ReLU(.) = [1, 2, 0]
     # y = W2 h = 0.5*1 + 1*2 + 3*0 = 2.5
-    y, cache = mlp_forward(params, x)
-    np.testing.assert_array_equal(y, [2.5])
+    np.testing.assert_array_equal(run.outputs["y"], [2.5])
     # Backward with dy = 1: dW2 = outer(1, h) = [[1, 2, 0]];  dh = W2^T = [0.5, 1, 3];
     # dh_pre = dh * 1[W1 x > 0] = [0.5, 1, 0];  dW1 = outer(dh_pre, x) = [[0.5, -0.5], [1, -1], [0, 0]];
     # dx = W1^T dh_pre = [2*0.5 + 1*1, 1*0.5 - 1*1] = [2, -0.5]
-    dx, grads = mlp_backward(np.ones(1), cache)
-    np.testing.assert_array_equal(grads["fc2.weight"], [[1.0, 2.0, 0.0]])
-    np.testing.assert_array_equal(grads["fc1.weight"], [[0.5, -0.5], [1.0, -1.0], [0.0, 0.0]])
-    np.testing.assert_array_equal(dx, [2.0, -0.5])
-    model = torch_model(params, torch.float64)
-    yt = model(to_torch(x))
-    assert_close(yt, y)
-    yt.sum().backward()
-    assert_close(grads_to_numpy(model), grads)
+    np.testing.assert_array_equal(run.grads["fc2.weight"], [[1.0, 2.0, 0.0]])
+    np.testing.assert_array_equal(run.grads["fc1.weight"], [[0.5, -0.5], [1.0, -1.0], [0.0, 0.0]])
+    np.testing.assert_array_equal(run.grads["x"], [2.0, -0.5])
 
 
 # --- parity --------------------------------------------------------------------------------------
@@ -78,28 +73,13 @@ def test_golden_two_layer_net_on_x_1_minus_1():
     seed=st.integers(0, 2**32 - 1),
 )
 def test_numpy_matches_torch(dtypes, lead, d_in, d_hidden, d_out, bias, seed):
-    np_dtype, torch_dtype = dtypes
-    params, x, dy = make_case(seed, lead, d_in, d_hidden, d_out, bias)
-    params = {k: v.astype(np_dtype) for k, v in params.items()}
-    x, dy = x.astype(np_dtype), dy.astype(np_dtype)
-
-    y, cache = mlp_forward(params, x)
-    dx, grads = mlp_backward(dy, cache)
-    model = torch_model(params, torch_dtype)
-    xt = to_torch(x, requires_grad=True)
-    yt = model(xt)
-    yt.backward(to_torch(dy))
-
-    assert_close(yt, y)
-    assert_close(xt.grad, dx)
-    assert_close(grads_to_numpy(model), grads)  # same keys as state_dict, so a missing grad fails
+    # every parameter is an input, so a gradient missing on either side is a mismatch
+    assert_parity(MLP, make_case(seed, lead, d_in, d_hidden, d_out, bias), dtypes)
 
 
 def test_state_dict_keys_match_numpy_params(rng):
     for bias in (True, False):
-        assert sorted(state_dict_to_numpy(TwoLayerMLP(3, 4, 2, bias=bias))) == sorted(
-            init_mlp_params(3, 4, 2, rng, bias=bias)
-        )
+        assert sorted(state_of(TwoLayerMLP(3, 4, 2, bias=bias))) == sorted(init_mlp_params(3, 4, 2, rng, bias=bias))
 
 
 # --- gradients against central differences and torch.autograd.gradcheck -------------------------
@@ -110,29 +90,16 @@ CASES = [((), 2, 3, 1), ((1,), 3, 4, 2), ((5,), 4, 6, 3), ((2, 3), 3, 5, 2)]  # 
 @pytest.mark.parametrize("lead, d_in, d_hidden, d_out", CASES)
 @pytest.mark.parametrize("bias", [True, False])
 def test_backward_matches_central_differences(lead, d_in, d_hidden, d_out, bias):
-    params, x, dy = make_case(11, lead, d_in, d_hidden, d_out, bias)
-    h_pre = x @ params["fc1.weight"].T + params.get("fc1.bias", 0)
+    case = make_case(11, lead, d_in, d_hidden, d_out, bias)
+    h_pre = case.inputs["x"] @ case.inputs["fc1.weight"].T + case.inputs.get("fc1.bias", 0)
     assert np.abs(h_pre).min() > 1e-3, "test data sits on a ReLU kink; central differences would be invalid"
-    dx, grads = mlp_backward(dy, mlp_forward(params, x)[1])
-
-    assert rel_error(dx, numerical_gradient_array(lambda x: mlp_forward(params, x)[0], x, dy)) <= 1e-7
-    for key in params:
-        numeric = numerical_gradient_array(lambda _: mlp_forward(params, x)[0], params[key], dy)
-        assert rel_error(grads[key], numeric) <= 1e-7, key
+    assert_central_differences(MLP, case)
 
 
 @pytest.mark.parametrize("lead, d_in, d_hidden, d_out", CASES)
 @pytest.mark.parametrize("bias", [True, False])
 def test_module_passes_autograd_gradcheck(lead, d_in, d_hidden, d_out, bias):
-    params, x, _ = make_case(11, lead, d_in, d_hidden, d_out, bias)  # kink-free, as checked above
-    model = torch_model(params, torch.float64)
-    names = list(params)
-    inputs = [to_torch(v, requires_grad=True) for v in (x, *params.values())]
-
-    def call(x, *values):
-        return functional_call(model, dict(zip(names, values)), (x,))
-
-    assert torch.autograd.gradcheck(call, inputs)
+    assert_gradcheck(MLP, make_case(11, lead, d_in, d_hidden, d_out, bias))  # kink-free, as checked above
 
 
 # --- bad input -------------------------------------------------------------------------------------
@@ -140,11 +107,12 @@ def test_module_passes_autograd_gradcheck(lead, d_in, d_hidden, d_out, bias):
 
 class TestBadInput:
     def test_x_does_not_fit_fc1(self, rng):
-        params = init_mlp_params(3, 4, 2, rng)
-        with pytest.raises(ValueError, match=r"mlp_forward: x has shape \(5, 2\) and fc1.weight has shape \(4, 3\)"):
-            mlp_forward(params, np.ones((5, 2)))
-        with pytest.raises(ValueError, match=r"Linear: x has shape \(5, 2\) and weight has shape \(4, 3\)"):
-            TwoLayerMLP(3, 4, 2)(torch.ones(5, 2))
+        assert_refused_alike(
+            MLP,
+            Case({"x": np.ones((5, 2)), **init_mlp_params(3, 4, 2, rng)}),
+            r"mlp_forward: x has shape \(5, 2\) and fc1.weight has shape \(4, 3\)",
+            r"Linear: x has shape \(5, 2\) and weight has shape \(4, 3\)",
+        )
 
     def test_fc2_does_not_fit_fc1(self, rng):
         params = init_mlp_params(3, 4, 2, rng)
@@ -165,6 +133,8 @@ class TestBadInput:
             mlp_forward(params, np.ones((1, 3)))
 
     def test_integer_x(self, rng):
+        # Each engine on its own: MLP's torch side builds its module in x's dtype, and an integer
+        # dtype stops nn.Module.to with a TypeError before the check under test is reached.
         with pytest.raises(ValueError, match="x must be a floating-point array, got dtype int64"):
             mlp_forward(init_mlp_params(3, 4, 2, rng), np.ones((1, 3), dtype=np.int64))
         with pytest.raises(ValueError, match="x must be a floating-point array, got dtype torch.int64"):

@@ -3,8 +3,8 @@
 Logits, loss and every parameter gradient agree over the architecture family (flat, fusion,
 residual blocks, LayerNorm, tanh/ReLU, dropout with shared masks), in float64 and float32; the
 NumPy backward matches central differences and the torch module passes ``gradcheck``; the
-initialisation gives a loss of ~ln V;
-both engines reject the same bad inputs.
+sequence forward's row j is the window forward at position j; the initialisation gives a loss of
+~ln V; both engines reject the same bad inputs.
 """
 
 from __future__ import annotations
@@ -15,11 +15,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch.func import functional_call
 
 from numpy_ref.config import ModelConfig
 from numpy_ref.dropout import make_keep_mask
-from numpy_ref.gradcheck import numerical_gradient, rel_error
 from numpy_ref.init import he_std, xavier_std
 from numpy_ref.neural_lm import (
     OUTPUT_INIT_SCALE,
@@ -28,11 +26,27 @@ from numpy_ref.neural_lm import (
     layer_shapes,
     neural_lm_backward,
     neural_lm_forward,
-    neural_lm_sequence_backward,
-    neural_lm_sequence_forward,
 )
-from parity_tests.conftest import assert_close, grads_to_numpy, state_dict_to_numpy, to_torch
 from torch_lm.neural_lm import NeuralLM
+from torch_lm.parity import (
+    Case,
+    assert_central_differences,
+    assert_gradcheck,
+    assert_parity,
+    assert_refused_alike,
+    assert_same,
+    mismatches,
+    run_numpy,
+    run_torch,
+    state_of,
+    to_torch,
+)
+from torch_lm.parity.components import NEURAL_LM, NEURAL_LM_SEQUENCE
+
+# The same models, forward only (logits, and the loss when there are targets): nothing is
+# differentiated, so a case needs no targets.
+WINDOW_FORWARD = dataclasses.replace(NEURAL_LM, numpy_backward=None)
+SEQUENCE_FORWARD = dataclasses.replace(NEURAL_LM_SEQUENCE, numpy_backward=None)
 
 
 def tiny(**overrides) -> ModelConfig:
@@ -50,19 +64,9 @@ CONFIGS = {
 }
 
 
-def random_params(config: ModelConfig, rng: np.random.Generator, dtype=np.float64) -> dict[str, np.ndarray]:
+def random_params(config: ModelConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """``init_params`` plus noise, so biases and LayerNorm gains are not at their special 0 / 1."""
-    return {
-        name: (p + 0.3 * rng.standard_normal(p.shape)).astype(dtype)
-        for name, p in init_params(config, rng, dtype).items()
-    }
-
-
-def torch_twin(params: dict[str, np.ndarray], config: ModelConfig, dtype: torch.dtype) -> NeuralLM:
-    """A NeuralLM holding exactly ``params`` (strict load: the keys must match state_dict)."""
-    model = NeuralLM(config).to(dtype)
-    model.load_state_dict({name: to_torch(p) for name, p in params.items()})
-    return model
+    return {name: p + 0.3 * rng.standard_normal(p.shape) for name, p in init_params(config, rng).items()}
 
 
 def random_batch(config: ModelConfig, rng: np.random.Generator, batch: int):
@@ -71,9 +75,16 @@ def random_batch(config: ModelConfig, rng: np.random.Generator, batch: int):
     return idx, rng.integers(0, config.vocab_size, batch)
 
 
-def keep_masks(config: ModelConfig, params, idx, rng) -> dict[str, np.ndarray]:
-    """A dropout keep-mask for every hidden layer, shaped like that layer's output."""
-    *_, cache = neural_lm_forward(params, idx, config)
+def random_sequence(config: ModelConfig, rng: np.random.Generator, batch: int = 3, extra: int = 6):
+    """idx (B, context + extra), targets (B, extra + 1): one target per position with a full context."""
+    idx = rng.integers(0, config.vocab_size, (batch, config.context + extra))
+    return idx, rng.integers(0, config.vocab_size, (batch, extra + 1))
+
+
+def keep_masks(component, config: ModelConfig, params, idx, rng) -> dict[str, np.ndarray]:
+    """A dropout keep-mask for every hidden layer, shaped like that layer's output in the
+    component's forward (window or sequence)."""
+    _, cache = component.numpy_forward(params, {"config": config, "idx": idx})
     return {
         name: make_keep_mask(shape, config.dropout, rng)
         for name, shape in layer_shapes(cache)
@@ -81,60 +92,43 @@ def keep_masks(config: ModelConfig, params, idx, rng) -> dict[str, np.ndarray]:
     }
 
 
-def both_engines(config, params, idx, targets, dtype, masks=None):
-    """Run numpy forward+backward and torch forward+backward; return both (logits, loss, grads)."""
-    train = masks is not None
-    logits, loss, cache = neural_lm_forward(params, idx, config, targets, train=train, masks=masks)
-    grads = neural_lm_backward(cache)
-    model = torch_twin(params, config, dtype).train(train)
-    t_masks = None if masks is None else {name: to_torch(m) for name, m in masks.items()}
-    t_logits, t_loss = model(to_torch(idx), to_torch(targets), masks=t_masks)
-    t_loss.backward()
-    return (logits, loss, grads), (t_logits, t_loss, grads_to_numpy(model))
+def case(config: ModelConfig, params, idx, targets=None, masks=None, label: str = "") -> Case:
+    """params differentiated; config, ids and masks fixed (masks given: training mode)."""
+    fixed = {"config": config, "idx": idx, "targets": targets, "masks": masks}
+    return Case(params, {k: v for k, v in fixed.items() if v is not None}, label=label)
 
 
-def assert_parity(numpy_out, torch_out, np_dtype) -> None:
-    (logits, loss, grads), (t_logits, t_loss, t_grads) = numpy_out, torch_out
-    assert logits.dtype == np_dtype and loss.dtype == np_dtype  # no silent upcast
-    assert all(g.dtype == np_dtype for g in grads.values())
-    assert_close(logits, t_logits)
-    assert_close(loss, t_loss)
-    assert_close(grads, t_grads)  # every parameter
+def assert_gradcheck_of_logits_and_loss(component, checked: Case) -> None:
+    """``gradcheck`` of the logits as well as the loss (the component differentiates the loss)."""
+    assert_gradcheck(dataclasses.replace(component, differentiated=None), checked)
 
 
 # ----------------------------------------------------------------------------- parity
 @pytest.mark.parametrize("batch", [1, 5])
 @pytest.mark.parametrize("name", CONFIGS)
 def test_forward_and_every_gradient_match(name, batch, dtypes, rng):
-    np_dtype, torch_dtype = dtypes
     config = CONFIGS[name]
-    params = random_params(config, rng, np_dtype)
-    idx, targets = random_batch(config, rng, batch)
-    assert_parity(*both_engines(config, params, idx, targets, torch_dtype), np_dtype)
+    params = random_params(config, rng)
+    assert_parity(NEURAL_LM, case(config, params, *random_batch(config, rng, batch), label=name), dtypes)
 
 
 def test_one_repeated_id_accumulates_every_gradient(dtypes, rng):
     """All B*T positions hold the same id: its embedding row gets the sum of all of them."""
-    np_dtype, torch_dtype = dtypes
     config = CONFIGS["fusion22-relu-1block"]
-    params = random_params(config, rng, np_dtype)
-    idx, targets = np.full((3, config.context), 4), np.full(3, 4)
-    numpy_out, torch_out = both_engines(config, params, idx, targets, torch_dtype)
-    assert np.count_nonzero(numpy_out[2]["embedding.weight"].any(axis=1)) == 1
-    assert_parity(numpy_out, torch_out, np_dtype)
+    params = random_params(config, rng)
+    run = assert_parity(NEURAL_LM, case(config, params, np.full((3, config.context), 4), np.full(3, 4)), dtypes)
+    assert np.count_nonzero(run.grads["embedding.weight"].any(axis=1)) == 1
 
 
 @pytest.mark.parametrize("name", ["flat-relu-norm-2blocks", "fusion222-tanh-norm-2blocks"])
 def test_dropout_with_shared_masks_matches_in_train_mode(name, dtypes, rng):
-    np_dtype, torch_dtype = dtypes
     config = dataclasses.replace(CONFIGS[name], dropout=0.4)
-    params = random_params(config, rng, np_dtype)
+    params = random_params(config, rng)
     idx, targets = random_batch(config, rng, 3)
-    masks = keep_masks(config, params, idx, rng)
-    numpy_out, torch_out = both_engines(config, params, idx, targets, torch_dtype, masks)
-    assert_parity(numpy_out, torch_out, np_dtype)
-    eval_logits, _, _ = neural_lm_forward(params, idx, config)
-    assert not np.allclose(numpy_out[0], eval_logits)  # the masks were applied
+    masks = keep_masks(NEURAL_LM, config, params, idx, rng)
+    run = assert_parity(NEURAL_LM, case(config, params, idx, targets, masks, label=name), dtypes)
+    eval_logits = run_numpy(WINDOW_FORWARD, case(config, params, idx), dtypes[0]).outputs["logits"]
+    assert mismatches(run.outputs["logits"], eval_logits, rtol=1e-5, atol=1e-8)  # the masks were applied
 
 
 def test_torch_dropout_draws_from_the_generator(rng):
@@ -142,8 +136,8 @@ def test_torch_dropout_draws_from_the_generator(rng):
     model = NeuralLM(config).double().train()
     idx = to_torch(random_batch(config, rng, 4)[0])
     first, second = (model(idx, generator=torch.Generator().manual_seed(7))[0] for _ in range(2))
-    torch.testing.assert_close(first, second)
-    assert not torch.allclose(first, model.eval()(idx)[0])
+    assert_same(first, second)
+    assert mismatches(first, model.eval()(idx)[0], rtol=1e-5, atol=1e-8)
 
 
 # ----------------------------------------------------------------------------- gradient checks
@@ -154,15 +148,11 @@ GRADCHECK_CONFIGS = {
     "flat-relu-2blocks": tiny(vocab_size=5, hidden_dim=4, activation="relu", n_blocks=2),
 }
 
-
-def richardson_gradient(f, x, h=1e-3):
-    """(4 D(h) - D(2h)) / 3 from two central differences: error O(h^4) instead of O(h^2).
-
-    With plain central differences the rounding noise eps*|f|/h and the truncation h^2 cannot
-    both be pushed below ~1e-10, too much for rel_error <= 1e-7 on gradient entries ~1e-3;
-    here h = 1e-3 keeps the rounding at ~1e-13 and the truncation below it.
-    """
-    return (4 * numerical_gradient(f, x, h) - numerical_gradient(f, x, 2 * h)) / 3
+# Richardson's (4 D(h) - D(2h)) / 3 from two central differences: error O(h^4) instead of O(h^2).
+# With plain central differences the rounding noise eps*|f|/h and the truncation h^2 cannot both
+# be pushed below ~1e-10, too much for rel_error <= 1e-7 on gradient entries ~1e-3; h = 1e-3
+# keeps the rounding at ~1e-13 and the truncation below it.
+CENTRAL_DIFFERENCES = {"bound": 1e-7, "h": 1e-3, "richardson": True}
 
 
 @pytest.mark.parametrize("name", GRADCHECK_CONFIGS)
@@ -171,62 +161,23 @@ def test_numpy_backward_matches_central_differences(name):
     rng = np.random.default_rng(0)
     params = random_params(config, rng)
     idx, targets = random_batch(config, rng, 3)
-    masks = keep_masks(config, params, idx, rng) if config.dropout else None
-    train = masks is not None
-    _, _, cache = neural_lm_forward(params, idx, config, targets, train=train, masks=masks)
+    masks = keep_masks(NEURAL_LM, config, params, idx, rng) if config.dropout else None
+    checked = case(config, params, idx, targets, masks, label=name)
+    _, cache = NEURAL_LM.numpy_forward(checked.inputs, checked.fixed)
     # A step of 2h = 2e-3 on a weight moves a pre-activation by < 1e-2 here: stay off ReLU's kink.
     assert min(np.abs(z).min() for z in hidden_preactivations(cache).values()) > 1e-2
-    grads = neural_lm_backward(cache)
-
-    def loss(_):
-        return neural_lm_forward(params, idx, config, targets, train=train, masks=masks)[1]
-
-    errors = {key: rel_error(richardson_gradient(loss, params[key]), grads[key]) for key in params}
-    assert max(errors.values()) <= 1e-7, errors
+    assert_central_differences(NEURAL_LM, checked, **CENTRAL_DIFFERENCES)
 
 
 def test_torch_gradcheck_with_parameters_as_inputs(rng):
     config = GRADCHECK_CONFIGS["fusion22-tanh-norm-1block-dropout"]
-    model = NeuralLM(config).double().train()
-    idx, targets = (to_torch(a) for a in random_batch(config, rng, 3))
-    masks = {k: to_torch(m) for k, m in keep_masks(config, init_params(config, rng), idx.numpy(), rng).items()}
-    names = [name for name, _ in model.named_parameters()]
-    values = tuple(p.detach().clone().requires_grad_(True) for p in model.parameters())
-
-    def logits_and_loss(*params):
-        return functional_call(model, dict(zip(names, params)), (idx, targets), {"masks": masks})
-
-    assert torch.autograd.gradcheck(logits_and_loss, values)
+    params = random_params(config, rng)
+    idx, targets = random_batch(config, rng, 3)
+    masks = keep_masks(NEURAL_LM, config, params, idx, rng)
+    assert_gradcheck_of_logits_and_loss(NEURAL_LM, case(config, params, idx, targets, masks))
 
 
 # ----------------------------------------------------------------------------- every position at once
-def random_sequence(config: ModelConfig, rng: np.random.Generator, batch: int = 3, extra: int = 6):
-    """idx (B, context + extra), targets (B, extra + 1): one target per position with a full context."""
-    idx = rng.integers(0, config.vocab_size, (batch, config.context + extra))
-    return idx, rng.integers(0, config.vocab_size, (batch, extra + 1))
-
-
-def sequence_masks(config: ModelConfig, params, idx, rng) -> dict[str, np.ndarray]:
-    """A dropout keep-mask for every hidden layer, shaped like its output in the sequence forward."""
-    *_, cache = neural_lm_sequence_forward(params, idx, config)
-    return {
-        name: make_keep_mask(shape, config.dropout, rng)
-        for name, shape in layer_shapes(cache)
-        if name not in ("embedding", "output")
-    }
-
-
-class Sequence(torch.nn.Module):
-    """``forward`` is the NeuralLM's ``forward_sequence``, for ``functional_call``."""
-
-    def __init__(self, lm: NeuralLM):
-        super().__init__()
-        self.lm = lm
-
-    def forward(self, *args, **kwargs):
-        return self.lm.forward_sequence(*args, **kwargs)
-
-
 @pytest.mark.parametrize("name", CONFIGS)
 def test_sequence_logits_are_the_window_logits_at_every_position(name, rng):
     """Row j of the sequence forward is the window forward of idx[:, j:j + C], in both engines:
@@ -234,31 +185,21 @@ def test_sequence_logits_are_the_window_logits_at_every_position(name, rng):
     config = CONFIGS[name]
     params = random_params(config, rng)
     idx, _ = random_sequence(config, rng)
-    logits, _, _ = neural_lm_sequence_forward(params, idx, config)
-    model = torch_twin(params, config, torch.float64).eval()
-    t_logits, _ = model.forward_sequence(to_torch(idx))
-    assert logits.shape == (3, 7, config.vocab_size) and tuple(t_logits.shape) == logits.shape
-    for j in range(logits.shape[1]):
-        window = idx[:, j : j + config.context]
-        np.testing.assert_allclose(logits[:, j], neural_lm_forward(params, window, config)[0], rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(t_logits[:, j], model(to_torch(window))[0], rtol=1e-12, atol=1e-12)
+    for run in (run_numpy, run_torch):
+        logits = run(SEQUENCE_FORWARD, case(config, params, idx)).outputs["logits"]
+        assert logits.shape == (3, 7, config.vocab_size), run.__name__
+        for j in range(logits.shape[1]):
+            window = run(WINDOW_FORWARD, case(config, params, idx[:, j : j + config.context])).outputs["logits"]
+            assert_same(logits[:, j], window, f"{run.__name__} logits at position {j}", rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_sequence_forward_and_every_gradient_match_with_shared_masks(name, dtypes, rng):
-    np_dtype, torch_dtype = dtypes
     config = dataclasses.replace(CONFIGS[name], dropout=0.3)
-    params = random_params(config, rng, np_dtype)
+    params = random_params(config, rng)
     idx, targets = random_sequence(config, rng)
-    masks = sequence_masks(config, params, idx, rng)
-    logits, loss, cache = neural_lm_sequence_forward(params, idx, config, targets, train=True, masks=masks)
-    grads = neural_lm_sequence_backward(cache)
-    model = torch_twin(params, config, torch_dtype).train()
-    t_logits, t_loss = model.forward_sequence(
-        to_torch(idx), to_torch(targets), masks={k: to_torch(m) for k, m in masks.items()}
-    )
-    t_loss.backward()
-    assert_parity((logits, loss, grads), (t_logits, t_loss, grads_to_numpy(model)), np_dtype)
+    masks = keep_masks(NEURAL_LM_SEQUENCE, config, params, idx, rng)
+    assert_parity(NEURAL_LM_SEQUENCE, case(config, params, idx, targets, masks, label=name), dtypes)
 
 
 def test_sequence_backward_matches_central_differences():
@@ -270,30 +211,17 @@ def test_sequence_backward_matches_central_differences():
     rng = np.random.default_rng(0)
     params = random_params(config, rng)
     idx, targets = random_sequence(config, rng, batch=2)
-    masks = sequence_masks(config, params, idx, rng)
-    _, _, cache = neural_lm_sequence_forward(params, idx, config, targets, train=True, masks=masks)
-    grads = neural_lm_sequence_backward(cache)
-
-    def loss(_):
-        return neural_lm_sequence_forward(params, idx, config, targets, train=True, masks=masks)[1]
-
-    errors = {key: rel_error(richardson_gradient(loss, params[key]), grads[key]) for key in params}
-    assert max(errors.values()) <= 1e-7, errors
+    masks = keep_masks(NEURAL_LM_SEQUENCE, config, params, idx, rng)
+    checked = case(config, params, idx, targets, masks, label="fusion22-tanh-norm-1block-dropout")
+    assert_central_differences(NEURAL_LM_SEQUENCE, checked, **CENTRAL_DIFFERENCES)
 
 
 def test_sequence_torch_gradcheck_with_parameters_as_inputs(rng):
     config = GRADCHECK_CONFIGS["fusion22-tanh-norm-1block-dropout"]
-    model = Sequence(NeuralLM(config).double().train())
-    idx, targets = (to_torch(a) for a in random_sequence(config, rng, batch=2))
-    params = {k.removeprefix("lm."): v.detach().numpy() for k, v in model.state_dict().items()}
-    masks = {k: to_torch(m) for k, m in sequence_masks(config, params, idx.numpy(), rng).items()}
-    names = [name for name, _ in model.named_parameters()]
-    values = tuple(p.detach().clone().requires_grad_(True) for p in model.parameters())
-
-    def logits_and_loss(*params):
-        return functional_call(model, dict(zip(names, params)), (idx, targets), {"masks": masks})
-
-    assert torch.autograd.gradcheck(logits_and_loss, values)
+    params = random_params(config, rng)
+    idx, targets = random_sequence(config, rng, batch=2)
+    masks = keep_masks(NEURAL_LM_SEQUENCE, config, params, idx, rng)
+    assert_gradcheck_of_logits_and_loss(NEURAL_LM_SEQUENCE, case(config, params, idx, targets, masks))
 
 
 @pytest.mark.parametrize(
@@ -309,13 +237,7 @@ def test_sequence_torch_gradcheck_with_parameters_as_inputs(rng):
 )
 def test_sequence_bad_inputs_are_refused_alike(idx, targets, message, rng):
     config = CONFIGS["fusion22-tanh-norm"]
-    params = random_params(config, rng)
-    with pytest.raises(ValueError, match=message):
-        neural_lm_sequence_forward(params, idx, config, targets)
-    with pytest.raises(ValueError, match=message):
-        torch_twin(params, config, torch.float64).forward_sequence(
-            to_torch(idx), None if targets is None else to_torch(targets)
-        )
+    assert_refused_alike(NEURAL_LM_SEQUENCE, case(config, random_params(config, rng), idx, targets), message)
 
 
 # ----------------------------------------------------------------------------- structure and init
@@ -359,7 +281,7 @@ def test_initialisation_statistics_and_initial_loss_near_ln_v(config):
     idx, targets = random_batch(config, rng, 512)
     model = NeuralLM(config).double()
     model.reset_parameters(torch.Generator().manual_seed(0))
-    for engine, params in {"numpy": init_params(config, rng), "torch": state_dict_to_numpy(model)}.items():
+    for engine, params in {"numpy": init_params(config, rng), "torch": state_of(model)}.items():
         for key, p in params.items():
             if key.endswith("weight") and p.ndim == 2:
                 fan_in = p.shape[1]
@@ -367,12 +289,17 @@ def test_initialisation_statistics_and_initial_loss_near_ln_v(config):
                 assert abs(p.mean()) < 0.1 * expected_std(key, config, fan_in), (engine, key)
             else:  # biases 0, LayerNorm gains 1
                 assert np.all(p == (1.0 if key.endswith("norm.weight") else 0.0)), (engine, key)
-        _, loss, _ = neural_lm_forward(params, idx, config, targets)
+        loss = run_numpy(WINDOW_FORWARD, case(config, params, idx, targets)).outputs["loss"]
         assert abs(float(loss) - math.log(config.vocab_size)) < 0.05, engine
 
 
 # ----------------------------------------------------------------------------- bad input
-BAD_INPUTS = {  # label: (idx, targets, masks, message); config: V 7, context 4, hidden layers hidden.0, hidden.1
+# Config V 7, context 4, dropout 0.5, hidden layers hidden.0 (B, 2, 6) and hidden.1 (B, 1, 6).
+# Both engines run in training mode, as in a training step: every hidden layer without a mask of
+# the case's own keeps every unit (B = 2), so the checks after dropout (mask shape, the targets'
+# range) are reached.
+KEEP_ALL = {"hidden.0": np.ones((2, 2, 6), bool), "hidden.1": np.ones((2, 1, 6), bool)}
+BAD_INPUTS = {  # label: (idx, targets, masks, message)
     "T != context": (np.zeros((2, 5), np.int64), None, None, r"idx must have shape \(B, 4\)"),
     "1-D idx": (np.zeros(4, np.int64), None, None, "idx must be 2-D"),
     "empty batch": (np.zeros((0, 4), np.int64), None, None, r"idx must have shape \(B, 4\) with B >= 1"),
@@ -393,12 +320,8 @@ def test_both_engines_reject_bad_input(label):
     config = tiny(fusion=(2, 2), dropout=0.5)
     idx, targets, masks, message = BAD_INPUTS[label]
     params = init_params(config, np.random.default_rng(0))
-    with pytest.raises(ValueError, match=message):
-        neural_lm_forward(params, idx, config, targets, train=True, rng=np.random.default_rng(0), masks=masks)
-    t_targets = None if targets is None else to_torch(targets)
-    t_masks = None if masks is None else {k: to_torch(m) for k, m in masks.items()}
-    with pytest.raises(ValueError, match=message):
-        NeuralLM(config).double().train()(to_torch(idx), t_targets, masks=t_masks)
+    refused = case(config, params, idx, targets, KEEP_ALL | (masks or {}), label=label)
+    assert_refused_alike(NEURAL_LM, refused, message)
 
 
 def test_numpy_backward_needs_a_loss():

@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_SHAKESPEARE, assert_close, needs_tiny_shakespeare, to_torch
+from conftest import TINY_SHAKESPEARE, needs_tiny_shakespeare
 
 from numpy_ref import ngram as ref
 from torch_lm import ngram as tlm
+from torch_lm.parity import Case, Component, assert_parity, assert_same, to_torch
 
 REPO = Path(__file__).resolve().parents[1]
 # (label, smoothing, k, discount) covering every smoothing, and add-k both unsmoothed and smoothed
@@ -54,6 +55,42 @@ def contexts_for(ids: np.ndarray, width: int, rng: np.random.Generator, vocab_si
 
 def fractions(values) -> list[float]:
     return [float(v) for v in values]
+
+
+# ------------------------------------------------------------------ the two engines as components
+
+
+def count_model(name: str, quantities) -> Component:
+    """An outputs-only Component (counts have no gradient): each engine fits its ``NGramLM`` on
+    ``fixed["train"]`` with the settings ``fixed["fit"]`` and returns ``quantities(model, fixed)``."""
+
+    def fitted(engine, fixed):
+        return engine.fit(fixed["train"], **fixed["fit"])
+
+    return Component(
+        name,
+        lambda inputs, fixed: (quantities(fitted(ref.NGramLM, fixed), fixed), None),
+        lambda inputs, fixed: quantities(fitted(tlm.NGramLM, fixed), fixed),
+    )
+
+
+def probabilities_and_score(model, fixed) -> dict:
+    """The next-token table for every ``fixed["contexts"]`` (keyed by history width), the
+    held-out probability of every token of ``fixed["ids"]`` from ``fixed["start"]`` on, and the
+    score: a Python float in both engines, made a float64 scalar so that it is held to float64's
+    tolerance (two plain floats are compared exactly)."""
+    outputs = {f"prob_table[width {w}]": model.prob_table(c) for w, c in fixed["contexts"].items()}
+    outputs["token_probs"] = model.token_probs(fixed["ids"], fixed["start"])
+    outputs["score"] = np.float64(model.score(fixed["ids"], fixed["start"]))
+    return outputs
+
+
+NGRAM = count_model("ngram", probabilities_and_score)
+# (D1, D2, D3+) of every level: both engines estimate them with numpy_ref's level_discounts from
+# count-of-counts tallied in integers, so they agree bit for bit.
+DISCOUNTS = count_model(
+    "ngram discounts", lambda model, fixed: {"discounts": np.array([lv.discounts for lv in model.levels])}
+)
 
 
 # ------------------------------------------------------------------ naive witness (dicts, loops)
@@ -99,14 +136,14 @@ def test_addk_by_hand():
     # (c + k) / (total + kV), kV = 1.5:  a -> (1.5, 2.5, 0.5) / 4.5;  b -> (1.5, 0.5, 0.5) / 2.5
     # c unseen: (0 + .5) / (0 + 1.5) = 1/3 each
     expected = [[1 / 3, 5 / 9, 1 / 9], [0.6, 0.2, 0.2], [1 / 3, 1 / 3, 1 / 3]]
-    assert_close(model.prob_table(np.array([[0], [1], [2]])), np.array(expected))
+    assert_same(model.prob_table(np.array([[0], [1], [2]])), np.array(expected))
     # k = 0, unsmoothed: a -> (1, 2, 0) / 3, b -> (1, 0, 0); unseen context c -> uniform 1/V
     mle = ref.NGramLM.fit(train, 2, 3, "addk", k=0.0)
     expected = [[1 / 3, 2 / 3, 0.0], [1.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3]]
-    assert_close(mle.prob_table(np.array([[0], [1], [2]])), np.array(expected))
+    assert_same(mle.prob_table(np.array([[0], [1], [2]])), np.array(expected))
     # unigram, k = 1: counts (3, 2, 0) + 1 over 5 + 3
     unigram = ref.NGramLM.fit(train, 1, 3, "addk", k=1.0)
-    assert_close(unigram.prob_table(np.zeros((1, 0), dtype=np.int64)), np.array([[4 / 8, 3 / 8, 1 / 8]]))
+    assert_same(unigram.prob_table(np.zeros((1, 0), dtype=np.int64)), np.array([[4 / 8, 3 / 8, 1 / 8]]))
 
 
 # 'aabab', V=3, D=0.75. Continuation unigram from the bigram types {aa, ab, ba}: a is preceded by
@@ -121,9 +158,9 @@ def test_kneser_ney_bigram_by_hand():
     # P(.|a) = (.25/3 + .5*7/12, 1.25/3 + .5*1/4, .5*1/6) = (3/8, 13/24, 1/12)
     # P(.|b) = (.25 + .75*7/12, .75*1/4, .75*1/6) = (11/16, 3/16, 1/8);  P(.|c) unseen = P1
     expected = [[F(3, 8), F(13, 24), F(1, 12)], [F(11, 16), F(3, 16), F(1, 8)], KN_P1]
-    assert_close(model.prob_table(np.array([[0], [1], [2]])), np.array([fractions(r) for r in expected]))
+    assert_same(model.prob_table(np.array([[0], [1], [2]])), np.array([fractions(r) for r in expected]))
     # an empty history is the unigram level the recursion backs off to
-    assert_close(model.prob_table(np.zeros((1, 0), dtype=np.int64)), np.array([fractions(KN_P1)]))
+    assert_same(model.prob_table(np.zeros((1, 0), dtype=np.int64)), np.array([fractions(KN_P1)]))
     assert all(level.discounts == (0.75, 0.75, 0.75) for level in model.levels)
 
 
@@ -142,7 +179,7 @@ def test_kneser_ney_trigram_by_hand():
     # bb is an unseen context -> P2(.|b); ca unseen -> P2(.|a)
     expected = [[F(21, 128), F(101, 128), F(6, 128)], [F(49, 64), F(9, 64), F(6, 64)], p2_b, p2_a]
     contexts = np.array([[0, 0], [0, 1], [1, 1], [2, 0]])
-    assert_close(model.prob_table(contexts), np.array([fractions(r) for r in expected]))
+    assert_same(model.prob_table(contexts), np.array([fractions(r) for r in expected]))
 
 
 def test_modified_kneser_ney_by_hand():
@@ -150,7 +187,7 @@ def test_modified_kneser_ney_by_hand():
     model = ref.NGramLM.fit(ids_of("aaaaabababc"), 2, 4, "mkn", discount=0.5)
     # raw bigrams aa:4 ab:3 ba:2 bc:1 -> n1=n2=n3=n4=1, Y = 1/(1+2) = 1/3,
     #   D1 = 1 - 2/3 = 1/3, D2 = 2 - 3(1/3)(1/1) = 1, D3+ = 3 - 4(1/3)(1/1) = 5/3
-    assert_close(np.array(model.levels[1].discounts), np.array([1 / 3, 1.0, 5 / 3]))
+    assert_same(np.array(model.levels[1].discounts), np.array([1 / 3, 1.0, 5 / 3]))
     # continuation unigrams: a <- {a, b}: 2, b <- {a}: 1, c <- {b}: 1 -> n3 = 0, closed form
     # undefined -> fallback D = .5 for all. Total 4 types, gamma = .5 * 3 types / 4 = 3/8:
     #   P1 = (1.5/4 + 3/32, .5/4 + 3/32, .5/4 + 3/32, 3/32) = (15, 7, 7, 3) / 32
@@ -163,13 +200,13 @@ def test_modified_kneser_ney_by_hand():
     #   P(.|b) = (1/3 + 4/9*15/32, 4/9*7/32, 2/9 + 4/9*7/32, 4/9*3/32) = (39, 7, 23, 3)/72
     # contexts c and d are unseen -> P1
     expected = [[F(n, 336) for n in (187, 99, 35, 15)], [F(n, 72) for n in (39, 7, 23, 3)], p1, p1]
-    assert_close(model.prob_table(np.array([[0], [1], [2], [3]])), np.array([fractions(r) for r in expected]))
+    assert_same(model.prob_table(np.array([[0], [1], [2], [3]])), np.array([fractions(r) for r in expected]))
 
 
 def test_modified_kn_discount_formula():
     # (n1..n4) = (10, 4, 2, 1): Y = 10/18 = 5/9; D1 = 1 - 2(5/9)(4/10) = 5/9,
     # D2 = 2 - 3(5/9)(2/4) = 7/6, D3+ = 3 - 4(5/9)(1/2) = 17/9
-    assert_close(np.array(ref.modified_kn_discounts((10, 4, 2, 1), 0.75)), np.array([5 / 9, 7 / 6, 17 / 9]))
+    assert_same(np.array(ref.modified_kn_discounts((10, 4, 2, 1), 0.75)), np.array([5 / 9, 7 / 6, 17 / 9]))
     assert ref.modified_kn_discounts((5, 3, 0, 0), 0.75) == (0.75, 0.75, 0.75)  # n3 = 0: undefined
     # (1, 1, 10, 0): Y = 1/3, D2 = 2 - 3(1/3)(10/1) = -8 < 0 -> fallback
     assert ref.modified_kn_discounts((1, 1, 10, 0), 0.4) == (0.4, 0.4, 0.4)
@@ -196,7 +233,7 @@ def test_score_agrees_with_prob_table(label, smoothing, k, discount, rng):
     model = ref.NGramLM.fit(ids[:500], 3, 5, smoothing, k=k, discount=discount)
     contexts = np.stack([ids[498:598], ids[499:599]], axis=1)  # (100, 2) history of positions 500..599
     table = model.prob_table(contexts)
-    assert_close(model.token_probs(ids, 500), table[np.arange(100), ids[500:600]])
+    assert_same(model.token_probs(ids, 500), table[np.arange(100), ids[500:600]])
     with np.errstate(divide="ignore"):
         expected = -np.log(model.token_probs(ids, 500)).mean()
     assert model.score(ids, 500) == expected
@@ -210,14 +247,16 @@ def test_score_agrees_with_prob_table(label, smoothing, k, discount, rng):
 def test_numpy_torch_parity(order, label, smoothing, k, discount, rng):
     ids = markov_text(rng, 6, 1500)
     train = ids[:1200]
-    mine = ref.NGramLM.fit(train, order, 6, smoothing, k=k, discount=discount)
-    theirs = tlm.NGramLM.fit(to_torch(train), order, 6, smoothing, k=k, discount=discount)
-    assert [lv.discounts for lv in mine.levels] == [lv.discounts for lv in theirs.levels]
-    for width in range(order):  # full histories and every shorter one
-        contexts = contexts_for(train, width, rng, 6)
-        assert_close(theirs.prob_table(to_torch(contexts)), mine.prob_table(contexts))
-    assert_close(theirs.token_probs(to_torch(ids), 1200), mine.token_probs(ids, 1200))
-    assert_close(theirs.score(to_torch(ids), 1200), mine.score(ids, 1200))
+    fixed = {
+        "train": train,
+        "fit": dict(order=order, vocab_size=6, smoothing=smoothing, k=k, discount=discount),
+        "contexts": {width: contexts_for(train, width, rng, 6) for width in range(order)},  # every history width
+        "ids": ids,
+        "start": 1200,
+    }
+    case = Case({}, fixed, label=f"order {order}, {label}")
+    assert_parity(DISCOUNTS, case, rtol=0.0, atol=0.0)
+    assert_parity(NGRAM, case)
 
 
 @pytest.mark.parametrize("engine,convert", ENGINES, ids=ENGINE_IDS)
@@ -238,7 +277,7 @@ def test_longer_contexts_use_their_last_order_minus_one_tokens(rng):
     ids = markov_text(rng, 5, 400)
     model = ref.NGramLM.fit(ids, 3, 5, "mkn")
     contexts = rng.integers(0, 5, size=(50, 6))
-    assert_close(model.prob_table(contexts), model.prob_table(contexts[:, -2:]))
+    assert_same(model.prob_table(contexts), model.prob_table(contexts[:, -2:]))
 
 
 @pytest.mark.parametrize("order", [1, 2, 3, 4])
@@ -250,7 +289,7 @@ def test_matches_naive_dictionary_counts(order, label, smoothing, k, discount, r
     histories = list(itertools.product(range(4), repeat=order - 1))  # all of them, seen or not
     table = model.prob_table(np.array(histories, dtype=np.int64).reshape(len(histories), order - 1))
     expected = [[naive_prob(ids, order, 4, smoothing, k, discount, h, w) for w in range(4)] for h in histories]
-    assert_close(table, np.array(expected))
+    assert_same(table, np.array(expected))
 
 
 # ------------------------------------------------------------------ sampling
