@@ -13,6 +13,7 @@ from pathlib import Path
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 FAST_VARIABLE = "TORCH_LM_NOTEBOOK_FAST"
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 
 def notebook_paths() -> list[Path]:
@@ -24,20 +25,36 @@ def run_notebook(path: Path, fast: bool = False, write: bool = False, cell_timeo
     """Execute the notebook at ``path`` (a ``nbformat`` node is returned); a failing cell raises
     ``nbclient.exceptions.CellExecutionError`` naming the cell and the error."""
     import nbformat
+
+    notebook = execute(nbformat.read(path, as_version=4), path.parent, fast, cell_timeout)
+    if write:
+        nbformat.write(without_widgets(notebook), path)
+    return notebook
+
+
+def without_widgets(notebook):
+    """The notebook without widget outputs (the training progress bars): a widget lives only in a
+    running kernel, and written out it would show its first frame, 0 %."""
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if WIDGET_MIME not in o.get("data", {})]
+    notebook.metadata.pop("widgets", None)
+    return notebook
+
+
+def execute(notebook, directory: Path, fast: bool = False, cell_timeout: int = 1800):
+    """Run a ``nbformat`` node top to bottom in a fresh kernel started in ``directory``."""
     from nbclient import NotebookClient
 
-    notebook = nbformat.read(path, as_version=4)
     previous = os.environ.get(FAST_VARIABLE)
     os.environ[FAST_VARIABLE] = "1" if fast else "0"
     try:
         NotebookClient(
-            notebook, timeout=cell_timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+            notebook, timeout=cell_timeout, kernel_name="python3", resources={"metadata": {"path": str(directory)}}
         ).execute()
     finally:
         if previous is None:
             del os.environ[FAST_VARIABLE]
         else:
             os.environ[FAST_VARIABLE] = previous
-    if write:
-        nbformat.write(notebook, path)
     return notebook
