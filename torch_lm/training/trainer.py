@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
+from tqdm.auto import tqdm  # in a notebook, one widget bar updated in place
 
 from numpy_ref.config import ModelConfig
 from numpy_ref.validation import fail
