@@ -1,8 +1,7 @@
-"""Shared helpers for the suite: moving arrays between the two engines and comparing them, and
-running the commands on a small text with a tiny model and no network.
+"""Shared fixtures for the suite: one torch thread, the dtype pairs every parity test runs in, a
+seeded generator, and running the commands on a small text with a tiny model and no network.
 
-Tolerances follow docs/DESIGN.md §2: ``torch.testing.assert_close`` defaults for the dtype compared
-(float64: rtol 1e-7, atol 1e-7; float32: rtol 1.3e-6, atol 1e-5).
+Moving arrays between the engines and comparing them is the harness's (``torch_lm.parity``).
 """
 
 from __future__ import annotations
@@ -12,13 +11,13 @@ import random
 import re
 import subprocess
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from torch_lm.parity import DTYPE_IDS, DTYPE_PAIRS
 from torch_lm.training.data import DEFAULT_DATA_PATH
 
 # The tests that need Tiny Shakespeare find it where the project does (data/), and say how to put
@@ -28,10 +27,6 @@ needs_tiny_shakespeare = pytest.mark.skipif(
     not TINY_SHAKESPEARE.is_file(),
     reason="needs Tiny Shakespeare in data/: python scripts/download_data.py (offline: --from FILE)",
 )
-
-# (numpy dtype, torch dtype) pairs every parity test runs in.
-DTYPE_PAIRS = [(np.float64, torch.float64), (np.float32, torch.float32)]
-DTYPE_IDS = ["float64", "float32"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -55,57 +50,6 @@ def dtypes(request):
 def rng() -> np.random.Generator:
     """A seeded NumPy generator, fresh for every test."""
     return np.random.default_rng(1234)
-
-
-def to_torch(array, dtype: torch.dtype | None = None, requires_grad: bool = False) -> torch.Tensor:
-    """A torch copy of a NumPy array (integer arrays become int64), optionally a grad leaf."""
-    tensor = torch.from_numpy(np.array(array, copy=True))
-    if dtype is not None:
-        tensor = tensor.to(dtype)
-    return tensor.requires_grad_(requires_grad)
-
-
-def to_numpy(tensor: torch.Tensor) -> np.ndarray:
-    """A NumPy copy of a tensor (detached, on CPU)."""
-    return tensor.detach().cpu().numpy().copy()
-
-
-def state_dict_to_numpy(module: torch.nn.Module) -> dict[str, np.ndarray]:
-    """``module.state_dict()`` as a dict of NumPy arrays, keys unchanged."""
-    return {name: to_numpy(value) for name, value in module.state_dict().items()}
-
-
-def grads_to_numpy(module: torch.nn.Module) -> dict[str, np.ndarray]:
-    """The ``.grad`` of every parameter, keyed like ``state_dict()``."""
-    return {name: to_numpy(p.grad) for name, p in module.named_parameters()}
-
-
-def assert_close(actual, expected, **kwargs) -> None:
-    """``torch.testing.assert_close`` over tensors, arrays, scalars or dicts of them.
-
-    NumPy values are converted to tensors so that the dtype-dependent default tolerances
-    apply; dict keys must match exactly (so a missing gradient is a failure, not a skip).
-    """
-    if isinstance(expected, Mapping):
-        assert isinstance(actual, Mapping), f"expected a dict, got {type(actual).__name__}"
-        assert sorted(actual) == sorted(expected), f"keys differ: {sorted(actual)} vs {sorted(expected)}"
-        for key in expected:
-            try:
-                assert_close(actual[key], expected[key], **kwargs)
-            except AssertionError as error:
-                raise AssertionError(f"[{key}] {error}") from None
-        return
-    torch.testing.assert_close(_as_tensor(actual), _as_tensor(expected), **kwargs)
-
-
-def _as_tensor(value) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu()
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(value.copy())
-    if isinstance(value, np.generic):
-        return torch.from_numpy(np.asarray(value).copy())
-    return torch.as_tensor(value)
 
 
 # ---------------------------------------------------------------------------------------------
