@@ -223,6 +223,19 @@ def clip_grad_norm(grads: Params, max_norm: float) -> float:
     return float(total_norm)
 
 
+WARMUP_SHARE = 10  # a warm-up lasts at most 1/WARMUP_SHARE of the run
+
+
+def warmup_length(warmup_steps: int, total_steps: int) -> int:
+    """The warm-up a run of ``total_steps`` gets: ``warmup_steps``, but at most a tenth of the run.
+
+    A short run (60 steps with the default 200 warm-up steps) would otherwise spend its whole
+    length climbing and end having averaged half its learning rate: barely trained. Both engines'
+    runs schedule with it (the trainer's ``warmup_cosine`` and ``TrajectoryConfig.lr_at``).
+    """
+    return min(warmup_steps, total_steps // WARMUP_SHARE)
+
+
 def warmup_cosine_lr(step: int, max_lr: float, warmup_steps: int, total_steps: int, min_lr: float = 0.0) -> float:
     """Learning rate of step ``step`` (0-based): linear warmup, then cosine decay to ``min_lr``.
 

@@ -1,18 +1,19 @@
-"""A NumPy training loop for the NeuralLM, and the deterministic inputs of a trajectory-parity run.
+"""The NumPy training step of the NeuralLM, the loop of a trajectory-parity run, and the inputs
+both engines share.
 
-Trajectory parity asks more than per-component parity: that a whole training run — forward,
-hand-written backward, gradient clipping, optimiser, learning-rate schedule, repeated N times —
-follows the same path as the torch run started from the same parameters on the same batches.
-This module holds the NumPy loop and everything both sides must share so that the runs are
-comparable: the run's hyperparameters (``TrajectoryConfig``), the batches and the dropout
-keep-masks (drawn here, up front, from a seed), the optimiser choice and the lr schedule.
+Trajectory parity asks more than per-component parity: that a whole training run (forward,
+hand-written backward, gradient clipping, optimiser, learning-rate schedule, repeated N times)
+follows the same path as the trainer's run started from the same parameters on the same batches.
+``train_step`` is the one NumPy step (the benchmark's NumPy engine takes it too): window rows
+(``y`` (B,)) or sequence rows (``y`` (B, P), every position of a row scored at once), dropout from
+the given keep-masks, the global gradient norm clipped, one optimiser step.
 
-The batches are a synthetic bigram task rather than real text, so the run depends on nothing
-but a seed (no data files): contexts are uniform random ids and each target is drawn from a fixed
-random distribution over the next id given the context's last id. The model can learn it, so the
-loss falls and the parameters really move, as in training.
+What both sides must share is drawn here, from a seed: the text (``synthetic_ids``, a random
+first-order chain over the vocabulary, so a run needs no data file and the loss really falls),
+the dropout keep-masks of every step, and the run's hyperparameters (``TrajectoryConfig``). The
+batches are drawn from the text by the trainer's own sampler on the torch side and handed to both.
 
-Twin: ``torch_lm/training/trajectory.py`` (the same loop through the trainer's own step, and the
+Twin: ``torch_lm/training/trajectory.py`` (the trainer's step on the same inputs, and the
 comparison); proof: ``parity_tests/test_trajectory.py``.
 """
 
@@ -24,8 +25,14 @@ import numpy as np
 
 from numpy_ref.config import ModelConfig
 from numpy_ref.dropout import make_keep_mask
-from numpy_ref.neural_lm import hidden_layer_names, neural_lm_backward, neural_lm_forward
-from numpy_ref.optim import SGD, AdamW, clip_grad_norm, no_decay_keys, warmup_cosine_lr
+from numpy_ref.neural_lm import (
+    hidden_layer_names,
+    neural_lm_backward,
+    neural_lm_forward,
+    neural_lm_sequence_backward,
+    neural_lm_sequence_forward,
+)
+from numpy_ref.optim import SGD, AdamW, clip_grad_norm, no_decay_keys, warmup_cosine_lr, warmup_length
 from numpy_ref.validation import (
     check_nonnegative_float,
     check_positive_float,
@@ -35,7 +42,8 @@ from numpy_ref.validation import (
 )
 
 OPTIMIZERS = ("adamw", "sgd")
-Batch = tuple[np.ndarray, np.ndarray]  # x (B, T) int64 ids, y (B,) int64 next ids
+# Window rows x (B, T), y (B,); or sequence rows x (B, T + P - 1), y (B, P): int64 ids.
+Batch = tuple[np.ndarray, np.ndarray]
 Masks = dict[str, np.ndarray]  # hidden layer name -> bool keep-mask of its output shape
 
 
@@ -43,13 +51,17 @@ Masks = dict[str, np.ndarray]  # hidden layer name -> bool keep-mask of its outp
 class TrajectoryConfig:
     """Hyperparameters of one parity run (the optimiser's and the schedule's, not the model's).
 
-    ``lr`` is the peak of the warmup + cosine schedule, which ends at ``min_lr`` after ``steps``.
+    ``lr`` is the peak of the warmup + cosine schedule, which ends at ``min_lr`` after ``steps``;
+    the warm-up lasts ``warmup_length(warmup_steps, steps)`` steps, as in the trainer.
     ``momentum`` is used by SGD only, ``betas`` by AdamW only. ``grad_clip`` 0 means no clipping.
+    ``targets_per_row`` 1 gives window rows, more gives sequence rows. The defaults are a short,
+    fast run for the tests; the command's default run takes the trainer's recipe instead.
     """
 
     optimizer: str = "adamw"
     steps: int = 200
     batch_size: int = 32
+    targets_per_row: int = 1
     lr: float = 1e-2
     min_lr: float = 1e-3
     warmup_steps: int = 10
@@ -65,6 +77,7 @@ class TrajectoryConfig:
             fail(where, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         check_positive_int(where, "steps", self.steps)
         check_positive_int(where, "batch_size", self.batch_size)
+        check_positive_int(where, "targets_per_row", self.targets_per_row)
         check_positive_float(where, "lr", self.lr)
         check_nonnegative_float(where, "min_lr", self.min_lr)
         if (
@@ -84,7 +97,7 @@ class TrajectoryConfig:
 
     def lr_at(self, step: int) -> float:
         """The learning rate of step ``step`` (0-based): warmup to ``lr``, cosine to ``min_lr``."""
-        return warmup_cosine_lr(step, self.lr, self.warmup_steps, self.steps, self.min_lr)
+        return warmup_cosine_lr(step, self.lr, warmup_length(self.warmup_steps, self.steps), self.steps, self.min_lr)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -93,35 +106,44 @@ class TrajectoryConfig:
 
 
 # ----------------------------------------------------------------------------- shared inputs
-def make_batches(model_config: ModelConfig, run: TrajectoryConfig) -> list[Batch]:
-    """``run.steps`` batches of the synthetic bigram task, from ``run.seed`` alone.
+def synthetic_ids(vocab_size: int, length: int, seed: int) -> np.ndarray:
+    """``length`` ids (int64) of a random first-order chain over ``vocab_size`` ids, from ``seed``.
 
-    Returns a list of (x (B, T) int64, y (B,) int64) with B = run.batch_size, T = context.
+    Every id has a peaked distribution of successors (Dirichlet 0.1: a few likely ones), so there
+    is something to learn well below the uniform loss ln V, as in a text.
     """
-    V, T, B = model_config.vocab_size, model_config.context, run.batch_size
-    task_rng, batch_rng = np.random.default_rng(run.seed).spawn(2)
-    # A peaked next-id distribution per previous id (Dirichlet 0.1: a few likely successors),
-    # so there is something to learn well below the uniform loss ln V.
-    next_id_cdf = np.cumsum(task_rng.dirichlet(np.full(V, 0.1), size=V), axis=1)  # (V, V)
-    batches = []
-    for _ in range(run.steps):
-        x = batch_rng.integers(0, V, size=(B, T))  # (B, T)
-        u = batch_rng.random(B)  # (B,)
-        # Inverse-CDF sampling; the clip guards against the cdf's last entry rounding below 1.
-        y = np.minimum((u[:, None] >= next_id_cdf[x[:, -1]]).sum(axis=1), V - 1)  # (B,)
-        batches.append((x.astype(np.int64), y.astype(np.int64)))
-    return batches
+    check_positive_int("synthetic_ids", "vocab_size", vocab_size)
+    check_positive_int("synthetic_ids", "length", length)
+    task_rng, walk_rng = np.random.default_rng(seed).spawn(2)
+    next_id_cdf = np.cumsum(task_rng.dirichlet(np.full(vocab_size, 0.1), size=vocab_size), axis=1)  # (V, V)
+    uniforms = walk_rng.random(length)
+    ids = np.empty(length, dtype=np.int64)
+    ids[0] = walk_rng.integers(vocab_size)
+    for i in range(1, length):
+        # Inverse-CDF draw; the clip guards against the cdf's last entry rounding below 1.
+        ids[i] = min(int(np.searchsorted(next_id_cdf[ids[i - 1]], uniforms[i], side="right")), vocab_size - 1)
+    return ids
 
 
-def dropout_mask_shapes(model_config: ModelConfig, batch_size: int) -> dict[str, tuple[int, ...]]:
-    """Output shape of every hidden layer: (B, n/g, H) for fusion levels, (B, H) for blocks."""
-    shapes, n = {}, model_config.context
-    for name, g in zip(hidden_layer_names(model_config), model_config.groups):
-        n //= g
-        shapes[name] = (batch_size, n, model_config.hidden_dim)
-    for name in hidden_layer_names(model_config)[len(model_config.groups) :]:
-        shapes[name] = (batch_size, model_config.hidden_dim)
-    return shapes
+def dropout_mask_shapes(model_config: ModelConfig, batch_size: int, targets_per_row: int = 1) -> dict[str, tuple]:
+    """Output shape of every hidden layer, the shape of its keep-mask.
+
+    Window rows: (B, n/g, H) for fusion level i (n the vectors left), (B, H) for a block. Sequence
+    rows of P targets: (B, L_i, H) for level i, whose input of length L is shortened by
+    (g - 1) x its dilation (a causal dilated convolution), and (B, P, H) for a block.
+    """
+    H, names = model_config.hidden_dim, hidden_layer_names(model_config)
+    levels, blocks = names[: len(model_config.groups)], names[len(model_config.groups) :]
+    shapes, n, dilation = {}, model_config.context + targets_per_row - 1, 1
+    for name, g in zip(levels, model_config.groups):
+        if targets_per_row == 1:
+            n //= g
+        else:
+            n -= (g - 1) * dilation
+            dilation *= g
+        shapes[name] = (batch_size, n, H)
+    row = (batch_size,) if targets_per_row == 1 else (batch_size, targets_per_row)
+    return shapes | {name: (*row, H) for name in blocks}
 
 
 def make_dropout_masks(model_config: ModelConfig, run: TrajectoryConfig) -> list[Masks]:
@@ -131,8 +153,8 @@ def make_dropout_masks(model_config: ModelConfig, run: TrajectoryConfig) -> list
     """
     if model_config.dropout == 0:
         return [{} for _ in range(run.steps)]
-    rng = np.random.default_rng([run.seed, 1])  # a stream independent of the batches'
-    shapes = dropout_mask_shapes(model_config, run.batch_size)
+    rng = np.random.default_rng([run.seed, 1])  # a stream independent of the text's
+    shapes = dropout_mask_shapes(model_config, run.batch_size, run.targets_per_row)
     return [
         {name: make_keep_mask(shape, model_config.dropout, rng) for name, shape in shapes.items()}
         for _ in range(run.steps)
@@ -147,7 +169,37 @@ def make_optimizer(run: TrajectoryConfig, keys) -> SGD | AdamW:
     return AdamW(lr=run.lr, betas=run.betas, weight_decay=run.weight_decay, no_decay=no_decay)
 
 
-# ----------------------------------------------------------------------------- the loop
+# ----------------------------------------------------------------------------- the step and the loop
+def train_step(
+    params: dict[str, np.ndarray],
+    optimizer: SGD | AdamW,
+    model_config: ModelConfig,
+    x: np.ndarray,
+    y: np.ndarray,
+    lr: float,
+    grad_clip: float,
+    masks: Masks | None = None,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """One training step of the NumPy NeuralLM on a batch, updating ``params`` in place.
+
+    x, y: window rows (B, T), (B,) or sequence rows (B, T + P - 1), (B, P). In training mode with
+    dropout from ``masks`` (by layer name) where given, else from ``rng``; the gradient's global
+    norm clipped to ``grad_clip`` (when > 0); then ``optimizer.step`` at learning rate ``lr``.
+    Returns the batch's mean loss before the update (0-d, the parameters' dtype).
+    """
+    sequence = np.ndim(y) == 2
+    forward = neural_lm_sequence_forward if sequence else neural_lm_forward
+    backward = neural_lm_sequence_backward if sequence else neural_lm_backward
+    _, loss, cache = forward(params, x, model_config, targets=y, train=True, rng=rng, masks=masks)
+    grads = backward(cache)
+    if grad_clip > 0:
+        clip_grad_norm(grads, grad_clip)
+    optimizer.lr = lr
+    optimizer.step(params, grads)
+    return loss
+
+
 def train(
     params: dict[str, np.ndarray],
     model_config: ModelConfig,
@@ -155,10 +207,9 @@ def train(
     batches: list[Batch],
     masks: list[Masks],
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """``len(batches)`` optimiser steps of the NumPy NeuralLM from ``params`` (left unchanged).
+    """``len(batches)`` steps of ``train_step`` from ``params`` (left unchanged), with the run's
+    optimiser, schedule and clipping and the given keep-masks.
 
-    Each step: lr from the schedule, forward in training mode with that step's masks, backward,
-    clip the gradient norm to ``run.grad_clip`` (when > 0), optimiser step.
     Returns the final parameters (a new dict) and the loss of every step before its update,
     shape (steps,), in the parameters' dtype.
     """
@@ -169,11 +220,5 @@ def train(
     dtype = next(iter(params.values())).dtype
     losses = np.empty(len(batches), dtype=dtype)
     for step, ((x, y), step_masks) in enumerate(zip(batches, masks)):
-        optimizer.lr = run.lr_at(step)
-        _, loss, cache = neural_lm_forward(params, x, model_config, targets=y, train=True, masks=step_masks)
-        grads = neural_lm_backward(cache)
-        if run.grad_clip > 0:
-            clip_grad_norm(grads, run.grad_clip)
-        optimizer.step(params, grads)
-        losses[step] = loss
+        losses[step] = train_step(params, optimizer, model_config, x, y, run.lr_at(step), run.grad_clip, step_masks)
     return params, losses

@@ -36,7 +36,10 @@ def test_every_prediction_uses_only_the_characters_before_it(rule):
     model, ids = model_and_text()
     settings = DynamicSettings(segment=10, lr=0.05 if rule == "sgd" else 1e-3, decay=0.1, rule=rule)
     before = dynamic_log_probs(model, ids[:600], ids[600:], settings)
-    for j in (0, 37, 45, 299):  # a segment's first, inside one, another's start, the last
+    # With segments of 10: a segment's first (0, 10, 40) and last (9, 39) targets, one inside (37),
+    # and the text's last (299). A step taken before its segment is scored fails at the starts; a
+    # segment scored with a step that saw its own last target fails at the ends.
+    for j in (0, 9, 10, 37, 39, 40, 299):
         changed = ids.clone()
         changed[600 + j] = (changed[600 + j] + 1) % CONFIG.vocab_size
         after = dynamic_log_probs(model, changed[:600], changed[600:], settings)

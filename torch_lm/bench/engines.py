@@ -3,6 +3,7 @@ as the model grows, the count models' fit and held-out score, and the parity sui
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import time
@@ -13,24 +14,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from numpy_ref import trajectory as numpy_trajectory
 from numpy_ref.config import ModelConfig
-from numpy_ref.neural_lm import (
-    init_params,
-    neural_lm_backward,
-    neural_lm_forward,
-    neural_lm_sequence_backward,
-    neural_lm_sequence_forward,
-)
+from numpy_ref.neural_lm import init_params
 from numpy_ref.ngram import NGramLM
-from numpy_ref.optim import AdamW as NumpyAdamW
-from numpy_ref.optim import no_decay_keys
 from torch_lm.bench.plan import BenchPlan
 from torch_lm.bench.timing import best_and_median, matmul_flops, time_calls
 from torch_lm.neural_lm import NeuralLM
+from torch_lm.training.batches import split_ids
 from torch_lm.training.config import DTYPES, TrainConfig
-from torch_lm.training.data import CharVocab, split_ids
 from torch_lm.training.heldout import ngram_heldout
-from torch_lm.training.step import TrainingStep, make_optimizer, training_forward
+from torch_lm.training.step import build_training_step
+from torch_lm.training.trajectory import run_of
+from torch_lm.training.vocab import CharVocab
 
 REPO = Path(__file__).resolve().parents[2]
 COMPARE_BLOCK = 5  # numpy vs torch: timed steps per turn of an engine
@@ -50,18 +46,17 @@ def random_batch(
 def numpy_step(
     config: ModelConfig, train: TrainConfig, params: dict, x: np.ndarray, y: np.ndarray
 ) -> Callable[[], None]:
-    """One ``numpy_ref`` training step on (x, y), updating ``params`` in place."""
-    optimizer = NumpyAdamW(
-        lr=train.lr, betas=train.betas, weight_decay=train.weight_decay, no_decay=no_decay_keys(params)
-    )
+    """One ``numpy_ref`` training step per call on (x, y), updating ``params`` in place: the
+    trajectory parity's step (``numpy_ref.trajectory.train_step``) with the recipe's optimiser,
+    schedule and clipping, dropout drawn from a seeded generator."""
+    run = run_of(train, train.max_steps)
+    optimizer = numpy_trajectory.make_optimizer(run, params)
     rng = np.random.default_rng(train.seed)
-    sequence = train.targets_per_row > 1
-    forward = neural_lm_sequence_forward if sequence else neural_lm_forward
-    backward = neural_lm_sequence_backward if sequence else neural_lm_backward
+    count = itertools.count()
 
     def step() -> None:
-        _, _, cache = forward(params, x, config, y, train=True, rng=rng)
-        optimizer.step(params, backward(cache))
+        s = next(count)
+        numpy_trajectory.train_step(params, optimizer, config, x, y, run.lr_at(s), run.grad_clip, rng=rng)
 
     return step
 
@@ -74,22 +69,15 @@ def torch_step(
     dtype: torch.dtype,
     params: dict | None = None,
 ) -> Callable[[], None]:
-    """One ``torch_lm`` training step on (x, y): the trainer's ``TrainingStep`` and optimiser at
-    a constant learning rate and without clipping, as the NumPy step (``params``: numpy weights
-    to start from, else a fresh initialisation)."""
+    """One ``torch_lm`` training step per call on (x, y): the trainer's step as the trainer builds
+    it (``build_training_step``), from ``params`` (numpy weights) or a fresh initialisation."""
     model = NeuralLM(config).to(dtype).train()
     if params is not None:
         model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in params.items()})
-    step = TrainingStep(
-        model,
-        make_optimizer(model, train.optimizer_settings()),
-        lambda _: train.lr,
-        grad_clip=0.0,
-        forward=training_forward(model, train.targets_per_row),
-    )
+    step = build_training_step(model, train)
     generator = torch.Generator().manual_seed(train.seed)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    count = iter(range(1 << 62))
+    count = itertools.count()
     return lambda: step(next(count), xt, yt, generator=generator)
 
 

@@ -15,31 +15,23 @@ from numpy_ref.config import ModelConfig
 from torch_lm.bench.plan import PIECES, BenchPlan
 from torch_lm.bench.timing import GemmPeak, Laps, matmul_flops, minor_page_faults
 from torch_lm.neural_lm import NeuralLM
+from torch_lm.training.batches import BatchSampler
 from torch_lm.training.config import DTYPES, TrainConfig
-from torch_lm.training.data import BatchSampler
-from torch_lm.training.step import TrainingStep, make_optimizer, training_forward
+from torch_lm.training.step import build_training_step
 from torch_lm.training.tensorboard_log import TensorBoardLogger
 
 
 class TrainLoop:
     """The trainer's loop on the CPU, timed piece by piece: ``BatchSampler``, then the trainer's
-    own ``TrainingStep`` (its ``laps`` hook charges the forward, backward, diagnostics, optimiser
-    and bookkeeping), then the trainer's log step (``TensorBoardLogger``). ``run_interval`` is
+    own step (``build_training_step``; its ``laps`` hook charges the forward, backward,
+    diagnostics, optimiser and bookkeeping), then the trainer's log step (``close_interval``). ``run_interval`` is
     ``log_interval`` steps whose last captures the diagnostics and is followed by the log step.
     """
 
     def __init__(self, model_config: ModelConfig, config: TrainConfig, ids: torch.Tensor, log_dir: Path):
         self.config = config
         model = NeuralLM(model_config).to(DTYPES[config.dtype]).train()
-        forward = training_forward(model, config.targets_per_row)
-        self.train_step = TrainingStep(
-            model,
-            make_optimizer(model, config.optimizer_settings()),
-            config.lr_at,
-            config.grad_clip,
-            forward=torch.compile(forward) if config.compile else forward,
-            capture_forward=forward,
-        )
+        self.train_step = build_training_step(model, config)
         self.sampler = BatchSampler(
             ids, model_config.context, config.batch_size, config.seed, targets_per_row=config.targets_per_row
         )
@@ -70,10 +62,9 @@ class TrainLoop:
         """The trainer's log step after ``elapsed`` seconds of steps; returns its wall seconds."""
         start = time.perf_counter()
         int(self.train_step.first_bad_step)  # the trainer's finiteness check: one host sync
-        loss = self.train_step.running.mean
-        self.train_step.running.reset()
-        tokens_per_sec = self.config.log_interval * self.config.targets_per_step / elapsed
-        self.train_step.log(self.logger, self.step, loss, tokens_per_sec)
+        self.train_step.close_interval(
+            self.logger, self.step, self.config.log_interval, elapsed, self.config.targets_per_step
+        )
         return time.perf_counter() - start
 
     def close(self) -> None:

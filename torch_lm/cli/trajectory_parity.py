@@ -4,7 +4,6 @@ step from the same start on the same batches, and compare (``scripts/trajectory_
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 from torch_lm.cli.parsing import (
@@ -14,7 +13,9 @@ from torch_lm.cli.parsing import (
     POSITIVE_INT,
     PROBABILITY,
     OneLineParser,
+    command_line_values,
     parser_for,
+    run_command,
     set_thread_variables,
 )
 
@@ -22,56 +23,67 @@ from torch_lm.cli.parsing import (
 
 
 def build_parser() -> OneLineParser:
+    from numpy_ref.config import ModelConfig
     from numpy_ref.trajectory import OPTIMIZERS
-    from torch_lm.training.config import DTYPES
+    from torch_lm.training.config import DTYPES, TrainConfig
     from torch_lm.training.trajectory import MODEL_CONFIGS
 
+    recipe, model = TrainConfig(), ModelConfig()
     parser = parser_for(
         "trajectory_parity",
-        description="Train the NeuralLM for N steps in numpy_ref and with the trainer's step from the "
-        "same start on the same batches, and report the largest relative differences of the "
-        "loss (all steps) and the parameters (at the end). Exit 0 within tolerance, 1 beyond "
-        "it, 2 on bad arguments.",
+        description="Train the NeuralLM for N steps in numpy_ref and with the trainer's own step (built "
+        "as train.py builds it) from the same start on the same batches and dropout masks, and report "
+        "the largest relative differences of the loss (all steps) and the parameters (at the end). "
+        "With no flags: the default recipe's path (sequence rows, fused AdamW, dropout, warm-up and "
+        "cosine, clipping, weight decay) in float64. Exit 0 within tolerance, 1 beyond it, 2 on bad "
+        "arguments.",
     )
     add = parser.add_argument
-    add(
-        "--steps",
-        type=POSITIVE_INT,
-        default=200,
-        help="optimiser steps (default 200; the tolerances are calibrated up to ~400 steps)",
-    )
+    add("--steps", type=POSITIVE_INT, default=200, help="optimiser steps (default 200)")
     add("--dtype", choices=sorted(DTYPES), default="float64", help="both engines' dtype (default float64)")
-    add("--optimizer", choices=OPTIMIZERS, default="adamw", help="default adamw")
+    add("--optimizer", choices=OPTIMIZERS, default="adamw", help="default adamw, the trainer's")
     add(
         "--config",
         choices=sorted(MODEL_CONFIGS),
         default="default",
         help="model: 'default' = ModelConfig(), 'small' = tiny model with fusion, LayerNorm and a block",
     )
+    add("--hidden-dim", type=POSITIVE_INT, help="a smaller (or larger) hidden size than the model's")
     add(
-        "--seed",
-        type=NONNEGATIVE_INT,
-        default=0,
-        help="seeds the initial parameters, batches and dropout masks (default 0)",
+        "--targets-per-row",
+        type=POSITIVE_INT,
+        default=recipe.targets_per_row,
+        help=f"targets per row; 1 = window rows (default {recipe.targets_per_row}, the recipe's sequence rows)",
     )
-    add("--batch-size", type=POSITIVE_INT, default=32, help="default 32")
     add(
-        "--lr",
-        type=POSITIVE_FLOAT,
-        default=1e-2,
-        help="peak learning rate of the warmup + cosine schedule (default 1e-2)",
+        "--batch-size",
+        type=POSITIVE_INT,
+        default=recipe.batch_size,
+        help=f"rows per step (default {recipe.batch_size})",
     )
+    add("--lr", type=POSITIVE_FLOAT, default=recipe.lr, help=f"peak learning rate (default {recipe.lr:g})")
     add(
         "--dropout",
         type=PROBABILITY,
-        default=0.0,
-        help="dropout probability; both engines get the same keep-masks (default 0)",
+        default=model.dropout,
+        help=f"dropout probability; both engines get the same keep-masks (default {model.dropout:g})",
     )
     add(
         "--grad-clip",
         type=NONNEGATIVE_FLOAT,
-        default=1.0,
-        help="clip the gradient norm to this value, 0 = no clipping (default 1.0)",
+        default=recipe.grad_clip,
+        help=f"clip the gradient norm to this value, 0 = no clipping (default {recipe.grad_clip:g})",
+    )
+    add(
+        "--seed",
+        type=NONNEGATIVE_INT,
+        default=recipe.seed,
+        help=f"seeds the initial parameters, the text, the batches and the masks (default {recipe.seed})",
+    )
+    add(
+        "--no-fused-optimizer",
+        action="store_true",
+        help="AdamW's op-by-op path on the torch side instead of the fused kernel train.py takes",
     )
     add(
         "--tolerance",
@@ -87,31 +99,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the comparison from the command line; returns the exit code (0 pass, 1 fail, 2 bad input).
 
     One BLAS / OpenMP thread unless the environment says otherwise, set before NumPy and torch
-    start their pools: the matrices are tiny, and on shared cores two threads spin-wait on each
-    other (measured 20x slower for NumPy's matmuls and 40x for torch's).
+    start their pools (``docs/trajectory_parity.md``).
     """
     set_thread_variables(1, keep_given=True)
-    args = build_parser().parse_args(argv)
-    from numpy_ref.trajectory import TrajectoryConfig
-    from torch_lm.training.trajectory import model_config_named, run_parity
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return run_command(parser, lambda: compare_trajectories(args))
 
-    model_config = model_config_named(args.config, args.dropout)
-    run = TrajectoryConfig(
-        optimizer=args.optimizer,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        min_lr=args.lr / 10,
-        warmup_steps=min(10, args.steps),
-        grad_clip=args.grad_clip,
-        seed=args.seed,
-    )
-    report = run_parity(model_config, args.dtype, run, tol=args.tolerance)
+
+def compare_trajectories(args) -> int:
+    """Both runs of the arguments' recipe, compared and printed; 0 within tolerance, 1 beyond it."""
+    from dataclasses import replace
+
+    from torch_lm.strict_json import dumps
+    from torch_lm.training.config import TrainConfig
+    from torch_lm.training.trajectory import model_config_named, run_of, run_parity
+
+    with command_line_values():
+        model_config = model_config_named(args.config, args.dropout, args.hidden_dim)
+        recipe = replace(
+            TrainConfig(),
+            batch_size=args.batch_size,
+            targets_per_row=args.targets_per_row,
+            lr=args.lr,
+            min_lr=min(TrainConfig().min_lr, args.lr),
+            grad_clip=args.grad_clip,
+            seed=args.seed,
+        )
+        run = run_of(recipe, args.steps, args.optimizer)
+    report = run_parity(model_config, args.dtype, run, tol=args.tolerance, fused=not args.no_fused_optimizer)
     if args.json:
-        print(json.dumps({"config": args.config, **report.to_dict()}))
+        print(dumps({"config": args.config, **report.to_dict()}))
     else:
+        rows = "window rows" if report.targets_per_row == 1 else f"rows of {report.targets_per_row} targets"
+        adamw = "fused AdamW" if report.fused else run.optimizer if run.optimizer == "sgd" else "op-by-op AdamW"
         print(
-            f"{args.config} config, {report.dtype}, {run.optimizer}, {report.steps} steps "
+            f"{args.config} config, {report.dtype}, {rows}, {adamw}, dropout {report.dropout:g}, {report.steps} steps "
             f"({report.seconds:.1f} s): loss {report.first_loss:.4f} -> {report.final_loss_torch:.4f}, "
             f"parameters moved {report.param_rel_change:.1%}"
         )

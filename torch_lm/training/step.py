@@ -1,8 +1,8 @@
 """The one training step of the NeuralLM, and the optimiser and schedule it runs with.
 
-``TrainingStep`` is what real runs take (``Trainer``), what the benchmark times (``torch_lm.bench``,
-through its ``laps`` hook) and what the trajectory parity compares with the NumPy loop
-(``torch_lm.training.trajectory``)::
+``TrainingStep``, built by ``build_training_step``, is what real runs take (``Trainer``), what the
+benchmark times (``torch_lm.bench``, through its ``laps`` hook) and what the trajectory parity
+compares with the NumPy step (``numpy_ref.trajectory.train_step``)::
 
     lr = schedule(step)                   # pure function of the step: warm-up, then cosine
     logits, loss = forward(x, y)          # dropout from ``generator``, or injected ``masks``
@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from numpy_ref.optim import no_decay_keys, warmup_cosine_lr
+from numpy_ref.optim import no_decay_keys, warmup_cosine_lr, warmup_length
 from torch_lm.diagnostics import grad_norms, summarize_activations
 from torch_lm.metrics import RunningMean
 
@@ -94,18 +94,6 @@ def warmup_cosine(lr: float, min_lr: float, warmup_steps: int, max_steps: int) -
     needs no scheduler state. The warm-up takes at most a tenth of the run (``warmup_length``)."""
     warmup = warmup_length(warmup_steps, max_steps)
     return lambda step: warmup_cosine_lr(step, lr, warmup, max_steps, min_lr)
-
-
-WARMUP_SHARE = 10  # a warm-up lasts at most 1/WARMUP_SHARE of the run
-
-
-def warmup_length(warmup_steps: int, max_steps: int) -> int:
-    """The warm-up a run of ``max_steps`` gets: ``warmup_steps``, but at most a tenth of the run.
-
-    A short run (``--max-steps 60`` with the default 200 warm-up steps) would otherwise spend its
-    whole length climbing and end having averaged half its learning rate: barely trained.
-    """
-    return min(warmup_steps, max_steps // WARMUP_SHARE)
 
 
 class SequenceForward(torch.nn.Module):
@@ -212,3 +200,42 @@ class TrainingStep:
         """A log step's scalars after ``step`` steps: the interval's mean ``loss``, the learning
         rate of the last step, the throughput and the last capture step's diagnostics."""
         logger.log_train(step, loss, self.schedule(step - 1), tokens_per_sec, self.grad_norms, self.activation_stats)
+
+    def running_totals(self, reduce=None) -> tuple[float, int]:
+        """(sum of token losses, tokens) since the running loss last started over, summed over the
+        ranks by ``reduce`` (an all-reduce) when given."""
+        device = self.first_bad_step.device
+        totals = torch.tensor([self.running.total, self.running.count], dtype=torch.float64, device=device)
+        loss_sum, tokens = (totals if reduce is None else reduce(totals)).tolist()
+        return loss_sum, int(tokens)
+
+    def close_interval(
+        self, logger, step: int, steps: int, seconds: float, targets_per_step: int, reduce=None
+    ) -> tuple[float, float]:
+        """The log step that ends an interval of ``steps`` steps taking ``seconds``, after step
+        ``step``: the interval's token-weighted mean loss (summed over the ranks by ``reduce``, an
+        all-reduce, when given) and its targets per second, logged with ``log``; the running loss
+        starts over. Returns ``(loss, tokens_per_sec)``. One host sync: the totals' read-back."""
+        loss_sum, tokens = self.running_totals(reduce)
+        self.running.reset()
+        loss, tokens_per_sec = loss_sum / tokens, steps * targets_per_step / max(seconds, 1e-9)
+        self.log(logger, step, loss, tokens_per_sec)
+        return loss, tokens_per_sec
+
+
+def build_training_step(model: torch.nn.Module, config, optimizer: OptimizerSettings | None = None, wrap=None):
+    """The training step of a run of ``config`` (a ``TrainConfig``), built once for the trainer, the
+    benchmark and the trajectory parity: the forward for its rows (``training_forward``: window or
+    sequence), wrapped by ``wrap`` (``DistributedDataParallel``) and compiled when ``config.compile``
+    asks; the optimiser of ``config.optimizer_settings()`` (or ``optimizer``); its schedule and
+    gradient clipping. Log steps run the eager forward (``capture_forward``)."""
+    forward = training_forward(model, config.targets_per_row)
+    forward = forward if wrap is None else wrap(forward)
+    return TrainingStep(
+        model,
+        make_optimizer(model, optimizer or config.optimizer_settings()),
+        config.lr_at,
+        config.grad_clip,
+        forward=torch.compile(forward) if config.compile else forward,
+        capture_forward=forward,
+    )

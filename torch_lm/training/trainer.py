@@ -34,6 +34,7 @@ from numpy_ref.config import ModelConfig
 from numpy_ref.validation import fail
 from torch_lm.metrics import perplexity
 from torch_lm.neural_lm import NeuralLM
+from torch_lm.training.batches import BatchSampler, check_split_fits, split_ids, step_seed
 from torch_lm.training.checkpoint import (
     BEST,
     LAST,
@@ -43,13 +44,13 @@ from torch_lm.training.checkpoint import (
     save_checkpoint,
 )
 from torch_lm.training.config import DTYPES, TrainConfig, resolve_device
-from torch_lm.training.data import BatchSampler, CharVocab, check_split_fits, split_ids, step_seed
 from torch_lm.training.distributed import Distributed, StopVote, shard_bounds
 from torch_lm.training.heldout import HeldoutResult, sharded_heldout
 from torch_lm.training.sampling import generate, sample_prompt
 from torch_lm.training.signals import NonFiniteLossError, TrainingInterrupted, stop_on_signals
-from torch_lm.training.step import TrainingStep, make_optimizer, training_forward
+from torch_lm.training.step import build_training_step
 from torch_lm.training.tensorboard_log import TensorBoardLogger
+from torch_lm.training.vocab import CharVocab
 
 
 def dropout_stream(rank: int) -> str:
@@ -118,7 +119,6 @@ class Trainer:
         )
 
         self.model = build_model(model_config, config, self.device)
-        optimizer = make_optimizer(self.model, config.optimizer_settings())
         self.dropout_generator = torch.Generator(self.device).manual_seed(
             step_seed(config.seed, 0, dropout_stream(self.dist.rank))
         )
@@ -128,15 +128,7 @@ class Trainer:
         )
         # DDP wraps after the restore: it broadcasts rank 0's weights (equal anyway) and hooks the
         # averaging. Log steps run the eager module, ordinary steps the compiled one if asked for.
-        parallel = self.dist.wrap(training_forward(self.model, config.targets_per_row))
-        self.train_step = TrainingStep(
-            self.model,
-            optimizer,
-            config.lr_at,
-            config.grad_clip,
-            forward=torch.compile(parallel) if config.compile else parallel,
-            capture_forward=parallel,
-        )
+        self.train_step = build_training_step(self.model, config, wrap=self.dist.wrap)
         if checkpoint is not None:
             self.step, self.best_val_loss = checkpoint["step"], checkpoint["best_val_loss"]
             restore_training_state(
@@ -238,27 +230,18 @@ class Trainer:
     def _log(self, bar: tqdm) -> None:
         """A log step: the only per-interval host sync (loss, diagnostics, throughput)."""
         self._check_finite()
-        loss_sum, tokens = self._running_totals()
-        loss = loss_sum / tokens
-        self.train_step.running.reset()
         elapsed = time.monotonic() - self._interval_start
-        tokens_per_sec = self._interval_steps * self.config.targets_per_step / max(elapsed, 1e-9)
+        loss, tokens_per_sec = self.train_step.close_interval(
+            self.logger, self.step, self._interval_steps, elapsed, self.config.targets_per_step, self.dist.all_reduce
+        )
         self.train_seconds += elapsed
         self.trained_steps += self._interval_steps
-        self.train_step.log(self.logger, self.step, loss, tokens_per_sec)
         self.train_history.append((self.step, loss))
         bar.set_postfix(
             {"loss": f"{loss:.4f}", "ppl": f"{float(perplexity(loss)):.2f}", "tok/s": f"{tokens_per_sec:,.0f}"},
             refresh=False,
         )
         self._mark_throughput()
-
-    def _running_totals(self) -> tuple[float, int]:
-        """(sum of token losses, tokens) of the current log interval over all ranks."""
-        running = self.train_step.running
-        totals = torch.tensor([running.total, running.count], dtype=torch.float64, device=self.device)
-        loss_sum, tokens = self.dist.all_reduce(totals).tolist()
-        return loss_sum, int(tokens)
 
     def _evaluate_and_save(self, bar: tqdm) -> None:
         """Held-out loss, a sample, histograms; then ``last.pt`` (and ``best.pt`` if improved)."""
@@ -307,7 +290,7 @@ class Trainer:
         """
         if not torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all():
             raise self._diverged(f"weights became non-finite at step {self.step}")
-        loss_sum, tokens = self._running_totals()
+        loss_sum, tokens = self.train_step.running_totals(self.dist.all_reduce)
         states = self.dist.all_gather(self.dropout_generator.get_state())
         if self.dist.is_main:
             self.logger.flush()

@@ -1,13 +1,14 @@
-"""Trajectory parity, torch side: the twin of ``numpy_ref/trajectory.py``'s training loop, and the
+"""Trajectory parity, torch side: the twin of ``numpy_ref/trajectory.py``'s loop, and the
 comparison of the two runs.
 
-The torch run takes the trainer's own step (``TrainingStep`` with ``make_optimizer``, AdamW on its
-op-by-op path, the one ``numpy_ref.optim.AdamW`` mirrors), so the parity proves the step real runs
-take. Both runs start from the same parameters (drawn by ``NeuralLM.reset_parameters`` and copied
-to NumPy), see the same batches and dropout masks, and use the same optimiser settings, schedule
-and clipping. The report gives the largest relative difference of the loss over all steps and of
-the final parameters (per tensor, in the L2 norm). The tolerances, and the measurements behind
-them, are in ``docs/trajectory_parity.md``.
+The torch run takes the trainer's own step, built as the trainer builds it
+(``build_training_step`` from a ``TrainConfig``: the forward for its rows, window or sequence,
+torch's fused AdamW unless ``fused`` is off, the schedule and clipping), on batches drawn by the
+trainer's own ``BatchSampler``. Both runs start from the same parameters (drawn by
+``NeuralLM.reset_parameters`` and copied to NumPy), take the same batches and dropout masks, and
+use the same optimiser settings, schedule and clipping. The report gives the largest relative
+difference of the loss over all steps and of the final parameters (per tensor, in the L2 norm). The
+tolerances, and the measurements behind them, are in ``docs/trajectory_parity.md``.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from numpy_ref import trajectory as numpy_trajectory
 from numpy_ref.config import ModelConfig
 from numpy_ref.trajectory import Batch, Masks, TrajectoryConfig
 from torch_lm.neural_lm import NeuralLM
-from torch_lm.training.config import DTYPES
-from torch_lm.training.step import OptimizerSettings, TrainingStep, make_optimizer
+from torch_lm.training.batches import BatchSampler
+from torch_lm.training.config import DTYPES, TrainConfig
+from torch_lm.training.step import OptimizerSettings, build_training_step
 
 # "small" exercises every part of the architecture (fusion levels, LayerNorm, a residual block)
 # in a second; "default" is ``ModelConfig()``, the project's default architecture.
@@ -32,15 +34,57 @@ MODEL_CONFIGS = {
     "small": ModelConfig(vocab_size=27, context=8, embed_dim=6, hidden_dim=16, fusion=(2, 2, 2), n_blocks=1, norm=True),
     "default": ModelConfig(),
 }
+TEXT_LENGTH = 20_000  # ids of the synthetic text the batches are drawn from
 FLOAT64_TOLERANCE = 1e-10
 EPS32 = float(np.finfo(np.float32).eps)
 FLOAT32_WALK_PER_SQRT_STEP = 32  # in units of EPS32; see docs/trajectory_parity.md
 FLOAT32_ADAM_EPS_TERM = 2**14  # in units of EPS32; see docs/trajectory_parity.md
 
 
-def model_config_named(name: str, dropout: float = 0.0) -> ModelConfig:
-    """``MODEL_CONFIGS[name]`` with the given dropout probability."""
-    return ModelConfig.from_dict({**MODEL_CONFIGS[name].to_dict(), "dropout": dropout})
+def model_config_named(name: str, dropout: float | None = None, hidden_dim: int | None = None) -> ModelConfig:
+    """``MODEL_CONFIGS[name]``, with the given dropout probability and hidden size where given."""
+    overrides = {k: v for k, v in (("dropout", dropout), ("hidden_dim", hidden_dim)) if v is not None}
+    return ModelConfig.from_dict({**MODEL_CONFIGS[name].to_dict(), **overrides})
+
+
+def run_of(
+    train_config: TrainConfig, steps: int, optimizer: str = "adamw", seed: int | None = None
+) -> TrajectoryConfig:
+    """The parity run of ``steps`` steps of a training recipe: its rows, batch, optimiser settings,
+    schedule (the trainer's warm-up and cosine over ``steps``) and clipping."""
+    t = train_config
+    return TrajectoryConfig(
+        optimizer=optimizer,
+        steps=steps,
+        batch_size=t.batch_size,
+        targets_per_row=t.targets_per_row,
+        lr=t.lr,
+        min_lr=t.min_lr,
+        warmup_steps=min(t.warmup_steps, steps),
+        weight_decay=t.weight_decay,
+        betas=t.betas,
+        grad_clip=t.grad_clip,
+        seed=t.seed if seed is None else seed,
+    )
+
+
+def train_config_of(run: TrajectoryConfig, dtype: str, fused: bool) -> TrainConfig:
+    """The ``TrainConfig`` whose step ``build_training_step`` builds for ``run``, on the CPU."""
+    return TrainConfig(
+        batch_size=run.batch_size,
+        targets_per_row=run.targets_per_row,
+        lr=run.lr,
+        min_lr=run.min_lr,
+        warmup_steps=run.warmup_steps,
+        weight_decay=run.weight_decay,
+        betas=run.betas,
+        grad_clip=run.grad_clip,
+        max_steps=run.steps,
+        seed=run.seed,
+        dtype=dtype,
+        device="cpu",
+        fused_optimizer=fused,
+    )
 
 
 def tolerance(dtype: str, steps: int, optimizer: str) -> float:
@@ -52,7 +96,7 @@ def tolerance(dtype: str, steps: int, optimizer: str) -> float:
     return EPS32 * (FLOAT32_WALK_PER_SQRT_STEP * steps**0.5 + adam_term)
 
 
-# ----------------------------------------------------------------------------- the torch run
+# ----------------------------------------------------------------------------- the shared inputs
 def initial_params(model_config: ModelConfig, seed: int, dtype: str) -> dict[str, np.ndarray]:
     """A freshly initialised ``NeuralLM``'s state_dict as NumPy arrays of ``dtype``."""
     model = NeuralLM(model_config).to(DTYPES[dtype])
@@ -60,10 +104,19 @@ def initial_params(model_config: ModelConfig, seed: int, dtype: str) -> dict[str
     return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
 
 
-def optimizer_settings(run: TrajectoryConfig) -> OptimizerSettings:
-    """The run's optimiser for ``make_optimizer``: AdamW on its op-by-op path, or SGD."""
+def trainer_batches(model_config: ModelConfig, run: TrajectoryConfig) -> list[Batch]:
+    """The run's batches: the trainer's ``BatchSampler`` (window or sequence rows) on the synthetic
+    text of ``run.seed``, step by step, as NumPy arrays for both engines."""
+    ids = torch.from_numpy(numpy_trajectory.synthetic_ids(model_config.vocab_size, TEXT_LENGTH, run.seed))
+    sampler = BatchSampler(ids, model_config.context, run.batch_size, run.seed, targets_per_row=run.targets_per_row)
+    return [tuple(t.numpy() for t in sampler.batch(step)) for step in range(run.steps)]
+
+
+# ----------------------------------------------------------------------------- the torch run
+def optimizer_settings(run: TrajectoryConfig, fused: bool) -> OptimizerSettings:
+    """The run's optimiser: AdamW (fused, or the op-by-op path ``numpy_ref.optim`` mirrors) or SGD."""
     return OptimizerSettings(
-        run.optimizer, lr=run.lr, weight_decay=run.weight_decay, betas=run.betas, momentum=run.momentum, fused=False
+        run.optimizer, lr=run.lr, weight_decay=run.weight_decay, betas=run.betas, momentum=run.momentum, fused=fused
     )
 
 
@@ -73,9 +126,10 @@ def train(
     run: TrajectoryConfig,
     batches: list[Batch],
     masks: list[Masks],
+    fused: bool = True,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The twin of ``numpy_ref.trajectory.train``: same arguments, same returns, every step a
-    ``TrainingStep``.
+    """The twin of ``numpy_ref.trajectory.train``: same arguments, same returns, every step the
+    trainer's (``build_training_step``).
 
     params: NumPy arrays keyed like the state_dict (their dtype is the run's dtype).
     Returns the final parameters as NumPy arrays and the loss of every step, shape (steps,).
@@ -84,27 +138,21 @@ def train(
     model = NeuralLM(model_config).to(DTYPES[dtype.name])
     model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in params.items()})
     model.train()
-    step = TrainingStep(model, make_optimizer(model, optimizer_settings(run)), run.lr_at, run.grad_clip)
+    config = train_config_of(run, dtype.name, fused)
+    step = build_training_step(model, config, optimizer=optimizer_settings(run, fused))
     losses = np.empty(len(batches), dtype=dtype)
     with _single_threaded():
         for i, ((x, y), step_masks) in enumerate(zip(batches, masks)):
-            loss = step(
-                i,
-                torch.from_numpy(x),
-                torch.from_numpy(y),
-                masks={name: torch.from_numpy(m) for name, m in step_masks.items()},
-            )
-            losses[i] = loss.item()
+            masks_t = {name: torch.from_numpy(m) for name, m in step_masks.items()}
+            losses[i] = step(i, torch.from_numpy(x), torch.from_numpy(y), masks=masks_t).item()
     return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}, losses
 
 
 @contextlib.contextmanager
 def _single_threaded():
-    """Run torch on one thread inside the block, then restore the thread count.
-
-    The tensors here are tiny; with two OpenMP threads on cores shared with other processes the
-    threads spin-wait on each other, measured 40x slower than one thread (12.8 s vs 0.3 s).
-    """
+    """Run torch on one thread inside the block, then restore the thread count: the tensors are
+    small, and on cores shared with other processes two OpenMP threads spin-wait on each other
+    (``docs/trajectory_parity.md``)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -120,6 +168,9 @@ class TrajectoryReport:
 
     dtype: str
     steps: int
+    targets_per_row: int
+    fused: bool
+    dropout: float
     loss_max_rel_diff: float  # over all steps
     param_max_rel_diff: float  # over all tensors, at the end
     worst_param: str
@@ -166,15 +217,15 @@ def global_rel_change(final: dict[str, np.ndarray], initial: dict[str, np.ndarra
 
 
 def run_parity(
-    model_config: ModelConfig, dtype: str, run: TrajectoryConfig, tol: float | None = None
+    model_config: ModelConfig, dtype: str, run: TrajectoryConfig, tol: float | None = None, fused: bool = True
 ) -> TrajectoryReport:
     """Train both engines ``run.steps`` steps from the same start and compare them."""
     start = time.perf_counter()
     params = initial_params(model_config, run.seed, dtype)
-    batches = numpy_trajectory.make_batches(model_config, run)
+    batches = trainer_batches(model_config, run)
     masks = numpy_trajectory.make_dropout_masks(model_config, run)
     np_params, np_losses = numpy_trajectory.train(params, model_config, run, batches, masks)
-    torch_params, torch_losses = train(params, model_config, run, batches, masks)
+    torch_params, torch_losses = train(params, model_config, run, batches, masks, fused)
     loss_diff = loss_max_rel_diff(np_losses, torch_losses)
     diffs = param_rel_diffs(np_params, torch_params)
     worst = max(diffs, key=diffs.get)
@@ -182,6 +233,9 @@ def run_parity(
     return TrajectoryReport(
         dtype=dtype,
         steps=run.steps,
+        targets_per_row=run.targets_per_row,
+        fused=fused and run.optimizer == "adamw",
+        dropout=model_config.dropout,
         loss_max_rel_diff=loss_diff,
         param_max_rel_diff=diffs[worst],
         worst_param=worst,
