@@ -45,8 +45,8 @@ def tanh_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
     out = cache
     _check_upstream("tanh_backward", dout, out)
     # dout * (1 - out * out) in one buffer: every temporary of a hidden layer's size is a fresh
-    # allocation, and a large fresh array costs page faults (measured for a (512, 512) float64
-    # batch: 2.5 ms with the two extra temporaries, 0.13 ms without). Same operations, same numbers.
+    # allocation, and a large fresh array costs page faults, many times the arithmetic (timed in
+    # reports/BENCH.md, "Implementation choices, measured"). Same operations, same numbers.
     dx = np.asarray(out * out)  # a new array, 0-d included
     np.subtract(1, dx, out=dx)
     return np.multiply(dx, dout, out=dx) if dx.dtype == dout.dtype else dx * dout

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from numpy_ref.validation import check_positive_int, check_probability, fail
+from numpy_ref.validation import check_nonnegative_int, check_positive_int, check_probability, fail
 
 ACTIVATIONS = ("tanh", "relu")
 
@@ -66,8 +66,7 @@ class ModelConfig:
         where = "ModelConfig"
         for name in ("vocab_size", "context", "embed_dim", "hidden_dim"):
             check_positive_int(where, name, getattr(self, name))
-        if isinstance(self.n_blocks, bool) or not isinstance(self.n_blocks, int) or self.n_blocks < 0:
-            fail(where, f"n_blocks must be an integer >= 0, got {self.n_blocks!r}")
+        check_nonnegative_int(where, "n_blocks", self.n_blocks)
         if self.activation not in ACTIVATIONS:
             fail(where, f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         check_probability(where, "dropout", self.dropout)

@@ -45,11 +45,10 @@ def embedding_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
 
     Implementation: one ``np.bincount`` over the flattened (row, column) cells of dweight,
     cell ``v * E + e`` collecting ``dout[p, e]`` for every p with ``idx[p] == v``. It is exact
-    (every contribution is added, in position order, like ``np.add.at``) and was the fastest
-    exact option measured on this project's machines (NumPy 2.4): for 4,096 ids, V = 65, E = 24
-    it takes 0.23 ms against 0.89 ms for ``np.add.at``, 0.26 ms for one bincount per column and
-    0.36 ms for a sort + ``np.add.reduceat`` segment sum; for V = 10,000, E = 64 it takes 0.57 ms
-    against 2.5, 2.4 and 3.8 ms. (A one-hot matrix product is exact too but costs V x N memory.)
+    (every contribution is added, in position order, like ``np.add.at``) and is the fastest of
+    the exact options, ahead of ``np.add.at``, one bincount per column and a sort +
+    ``np.add.reduceat`` segment sum (reports/BENCH.md, "Implementation choices, measured", times
+    them). A one-hot matrix product is exact too but costs V x N memory.
     bincount accumulates in float64: bit-identical to ``np.add.at`` for float64, and for float32
     it rounds once at the end instead of after every addition (more accurate); the result is
     cast back, so the output dtype is preserved.

@@ -16,11 +16,10 @@ Twin: ``torch_lm/metrics.py``; proof: ``parity_tests/test_metrics.py``.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
-from numpy_ref.validation import check_integer_dtype, check_ndim, check_same_shape, fail
+from numpy_ref.validation import check_integer_dtype, check_ndim, check_nonnegative_int, check_same_shape, fail
 
 
 def perplexity(mean_loss):
@@ -52,13 +51,6 @@ def token_weighted_mean(losses, counts) -> np.float64:
     return np.dot(losses, counts) / total
 
 
-def _check_n_tokens(where: str, n_tokens: object) -> int:
-    """Return ``n_tokens`` if it is an integer >= 0 (bools rejected), else raise ValueError."""
-    if isinstance(n_tokens, bool) or not isinstance(n_tokens, numbers.Integral) or n_tokens < 0:
-        fail(where, f"n_tokens must be an integer >= 0, got {n_tokens!r}")
-    return int(n_tokens)
-
-
 class RunningMean:
     """Token-weighted running mean of a per-token loss, fed one batch at a time.
 
@@ -78,7 +70,7 @@ class RunningMean:
         """Add a batch: the sum of its token losses (a scalar) and its number of tokens."""
         where = "RunningMean.update"
         check_ndim(where, "loss_sum", np.shape(loss_sum), [0])
-        n_tokens = _check_n_tokens(where, n_tokens)
+        n_tokens = check_nonnegative_int(where, "n_tokens", n_tokens)
         self.total += float(loss_sum)
         self.count += n_tokens
 

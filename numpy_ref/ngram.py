@@ -241,6 +241,14 @@ def _lookup(keys: np.ndarray, values: np.ndarray, queries: np.ndarray, default: 
     return np.where(keys[index] == queries, values[index], default)
 
 
+def _contains(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Whether each query is one of ``keys``: keys (K,) sorted; queries any shape -> bool, same shape."""
+    if len(keys) == 0:
+        return np.zeros(np.shape(queries), dtype=bool)
+    index = np.minimum(np.searchsorted(keys, queries), len(keys) - 1)
+    return keys[index] == queries
+
+
 def _encode(columns: Sequence[np.ndarray], vocab_size: int, shape: tuple[int, ...]) -> np.ndarray:
     """Code of token sequences given column by column (oldest first); no columns -> code 0."""
     code = np.zeros(shape, dtype=np.int64)
@@ -320,18 +328,41 @@ class NGramLM:
         short prompt) uses the model's own order-(C+1) distribution: for Kneser-Ney the level its
         recursion backs off to, for add-k the add-k estimate of that order.
         """
-        where = "NGramLM.prob_table"
-        contexts = np.asarray(contexts)
-        check_ndim(where, "contexts", contexts.shape, (2,))
-        check_integer_dtype(where, "contexts", np.issubdtype(contexts.dtype, np.integer), contexts.dtype)
-        if contexts.size:
-            check_index_range(where, "contexts", int(contexts.min()), int(contexts.max()), self.vocab_size)
+        contexts = self._check_contexts("NGramLM.prob_table", contexts)
         n_rows, n_columns = contexts.shape
         length = min(n_columns, self.order - 1)
         columns = [contexts[:, n_columns - length + j].astype(np.int64) for j in range(length)]
         history = _encode(columns, self.vocab_size, (n_rows,))
         tokens = np.arange(self.vocab_size, dtype=np.int64)
         return interpolate(self.chain(length), history[:, None], tokens[None, :], self.vocab_size)  # (N, V)
+
+    def seen_context_length(self, contexts) -> np.ndarray:
+        """How many of the last tokens of each context the model has counted as a context.
+
+        contexts (N, C) int -> (N,) int64 in [0, min(C, order - 1)]: the largest m such that the
+        row's last m tokens are a context of the order-(m + 1) level, 0 if there is none. With
+        raw counts (the highest order, and every order of add-k) a context counts when it occurred
+        followed by a token; with Kneser-Ney's continuation counts (its lower orders), when it
+        occurred with a token before it and one after. A suffix counted implies every shorter one
+        was, so the levels above m know nothing of the context and hand over to the ones below.
+        """
+        contexts = self._check_contexts("NGramLM.seen_context_length", contexts)
+        n_rows, n_columns = contexts.shape
+        seen = np.zeros(n_rows, dtype=np.int64)
+        for m in range(1, min(n_columns, self.order - 1) + 1):
+            columns = [contexts[:, n_columns - m + j].astype(np.int64) for j in range(m)]
+            code = _encode(columns, self.vocab_size, (n_rows,))
+            seen[_contains(self.levels[m].context_keys, code)] = m
+        return seen
+
+    def _check_contexts(self, where: str, contexts) -> np.ndarray:
+        """``contexts`` as an array, refused unless 2-D integers in [0, vocab_size)."""
+        contexts = np.asarray(contexts)
+        check_ndim(where, "contexts", contexts.shape, (2,))
+        check_integer_dtype(where, "contexts", np.issubdtype(contexts.dtype, np.integer), contexts.dtype)
+        if contexts.size:
+            check_index_range(where, "contexts", int(contexts.min()), int(contexts.max()), self.vocab_size)
+        return contexts
 
     def token_probs(self, ids, start: int) -> np.ndarray:
         """p(ids[i] | ids[i-n+1:i]) for i = start..T-1: ids (T,) -> (T - start,) float64."""

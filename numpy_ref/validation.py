@@ -25,6 +25,13 @@ def check_positive_int(where: str, name: str, value: object) -> int:
     return int(value)
 
 
+def check_nonnegative_int(where: str, name: str, value: object) -> int:
+    """Return ``value`` if it is an int >= 0 (bools rejected), else raise ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        fail(where, f"{name} must be an integer >= 0, got {value!r}")
+    return int(value)
+
+
 def check_probability(where: str, name: str, p: object) -> float:
     """Return ``p`` if it is a real number in [0, 1), else raise ValueError."""
     if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= float(p) < 1.0:

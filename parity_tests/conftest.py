@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from torch_lm.parity import DTYPE_IDS, DTYPE_PAIRS
-from torch_lm.training.data import DEFAULT_DATA_PATH
+from torch_lm.training.text import DEFAULT_DATA_PATH
 
 # The tests that need Tiny Shakespeare find it where the project does (data/), and say how to put
 # it there when it is absent; the rest of the suite runs without it.

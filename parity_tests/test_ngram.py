@@ -86,6 +86,13 @@ def probabilities_and_score(model, fixed) -> dict:
 
 
 NGRAM = count_model("ngram", probabilities_and_score)
+# How much of each context the model has counted: integers, equal on both engines.
+SEEN_CONTEXTS = count_model(
+    "ngram seen context lengths",
+    lambda model, fixed: {
+        f"seen_context_length[width {w}]": model.seen_context_length(c) for w, c in fixed["contexts"].items()
+    },
+)
 # (D1, D2, D3+) of every level: both engines estimate them with numpy_ref's level_discounts from
 # count-of-counts tallied in integers, so they agree bit for bit.
 DISCOUNTS = count_model(
@@ -203,6 +210,27 @@ def test_modified_kneser_ney_by_hand():
     assert_same(model.prob_table(np.array([[0], [1], [2], [3]])), np.array([fractions(r) for r in expected]))
 
 
+@pytest.mark.parametrize(
+    "smoothing, expected",
+    [
+        # order 2 of Kneser-Ney counts continuations: d starts the text, no token comes before it
+        ("kn", [2, 0, 1, 2, 0, 1]),
+        ("addk", [2, 1, 1, 2, 1, 1]),  # raw counts at every order: d was followed by a
+    ],
+)
+@pytest.mark.parametrize("engine,convert", ENGINES, ids=ENGINE_IDS)
+def test_seen_context_length_by_hand(engine, convert, smoothing, expected):
+    """'dabcab', order 3: the trigram contexts are da, ab, bc, ca; order 2's are a, b, c (and d
+    with raw counts). Rows da and ab are trigram contexts; of cd and dd only d is left; bb and cc
+    end in a counted b and c."""
+    model = engine.fit(convert(ids_of("dabcab")), 3, 4, smoothing)
+    contexts = ids_of("dacdbbabddcc").reshape(6, 2)
+    expected = np.array(expected, dtype=np.int64)
+    assert_same(np.asarray(model.seen_context_length(convert(contexts))), expected)
+    assert_same(np.asarray(model.seen_context_length(convert(contexts[:, 1:]))), np.minimum(expected, 1))
+    assert_same(np.asarray(model.seen_context_length(convert(contexts[:, :0]))), np.zeros(6, dtype=np.int64))
+
+
 def test_modified_kn_discount_formula():
     # (n1..n4) = (10, 4, 2, 1): Y = 10/18 = 5/9; D1 = 1 - 2(5/9)(4/10) = 5/9,
     # D2 = 2 - 3(5/9)(2/4) = 7/6, D3+ = 3 - 4(5/9)(1/2) = 17/9
@@ -257,6 +285,7 @@ def test_numpy_torch_parity(order, label, smoothing, k, discount, rng):
     case = Case({}, fixed, label=f"order {order}, {label}")
     assert_parity(DISCOUNTS, case, rtol=0.0, atol=0.0)
     assert_parity(NGRAM, case)
+    assert_parity(SEEN_CONTEXTS, case, rtol=0.0, atol=0.0)
 
 
 @pytest.mark.parametrize("engine,convert", ENGINES, ids=ENGINE_IDS)
@@ -368,6 +397,10 @@ def test_bad_ids_arrays(engine, convert):
         model.prob_table(convert(np.array([[0, 4]])))
     with pytest.raises(ValueError, match="contexts"):
         model.prob_table(convert(np.array([0, 1])))
+    with pytest.raises(ValueError, match=r"seen_context_length: contexts must lie in \[0, 4\)"):
+        model.seen_context_length(convert(np.array([[0, 4]])))
+    with pytest.raises(ValueError, match="seen_context_length: contexts must be 2-D"):
+        model.seen_context_length(convert(np.array([0, 1])))
     with pytest.raises(ValueError, match="start"):
         model.score(convert(ids_of("abcab")), 1)  # position 1 lacks a 2-token history
     with pytest.raises(ValueError, match="start"):

@@ -2,19 +2,19 @@
 
 Both call library kernels, as the reference calls ``np.maximum`` and ``np.tanh``: an elementwise
 function has nothing to derive by hand, and the kernels keep it cheap. They run once per hidden
-layer per step, where a hand-written composition costs several passes over the activations each
-way. Measured on this project's machines (one thread, a (512, 512) float32 activation, forward +
-backward): ``torch.where(x <= 0, 0.0, x)`` took about 40x as long as ``torch.relu``, and the
-overflow-free ``sign(x) * -expm1(-2|x|) / (2 + expm1(-2|x|))`` about 2x as long as ``torch.tanh``.
+layer per step, where a hand-written composition (``torch.where(x <= 0, 0.0, x)``, or the
+overflow-free ``sign(x) * -expm1(-2|x|) / (2 + expm1(-2|x|))``) costs several passes over the
+activations each way.
 
 ReLU is ``torch.relu``. tanh is ``torch.tanh``, except for float32 tensors on the CPU, where the
-forward is NumPy's ``np.tanh`` (``_NumPyTanh``): torch's CPU float32 tanh is accurate to
-0.5 units in the last place (ulp) but slow, 0.66 ms for the default model's (1024, 512) first
-hidden activation on 2 threads, where NumPy's SIMD tanh takes 0.19 ms on one and stays within
-1.4 ulp (``parity_tests/test_activations.py`` bounds it by 2 over twelve decades of inputs).
-That is ~0.7 ms of a ~21 ms training step, and the forward is then the reference's own
-``np.tanh``, bit for bit. In float64 NumPy's tanh is the slower one (2.9 ms against 1.3), so
-torch's is kept there, and on GPUs.
+forward is NumPy's ``np.tanh`` (``_NumPyTanh``): torch's CPU float32 tanh is the more accurate of
+the two but several times slower than NumPy's SIMD tanh, which stays within 2 units in the last
+place (``parity_tests/test_activations.py`` bounds it over twelve decades of inputs), and the
+forward is then the reference's own ``np.tanh``, bit for bit. float64 and GPUs keep
+``torch.tanh``.
+
+The timings behind both choices, and the accuracy of both tanh kernels, are in reports/BENCH.md,
+"Implementation choices, measured", with the snippet that measures them.
 
 The kernels have the semantics the parity tests pin down: ReLU's derivative at exactly 0 is 0
 and a NaN propagates; tanh saturates to +-1 without overflow, with slope ``1 - tanh(x)^2``

@@ -3,7 +3,7 @@
 Written out rather than calling ``F.dropout`` (the tests' statistical witness) so that a mask
 can be passed in: given the same mask, this module and ``numpy_ref.dropout`` agree exactly.
 Masks drawn here come from ``generator``: on the CPU through NumPy's SFC64, seeded by one draw
-from the generator (``_cpu_keep_mask`` says how, and why: 5x faster than ``torch.rand``), on a
+from the generator (``_cpu_keep_mask`` says how, and why: it is faster than ``torch.rand``), on a
 GPU from ``torch.rand``.
 """
 
@@ -62,9 +62,9 @@ def _cpu_keep_mask(
     of the random bits.
 
     Why not ``torch.rand``: on the CPU torch's Mersenne Twister makes one float per element,
-    serially, ~2.8 ns each (1.5 ms for the default model's first hidden layer, 2.3 ms of a
-    ~22 ms training step). Here NumPy's SFC64 makes 8 top bytes per 64-bit output: ~0.3 ms for
-    that layer. Its seed is one 63-bit draw from ``generator``, so the masks stay a pure function
+    serially, for every entry of every hidden layer at every step; NumPy's SFC64 makes 8 top
+    bytes per 64-bit output, several times faster (reports/BENCH.md, "Implementation choices,
+    measured"). Its seed is one 63-bit draw from ``generator``, so the masks stay a pure function
     of that generator: ``torch.manual_seed``, the trainer's checkpointed dropout generator and
     exact resume work as before; each call advances the generator by one draw.
     """
@@ -89,9 +89,9 @@ def _keep_factors(x: torch.Tensor, p: float, generator: torch.Generator | None) 
     """``make_keep_mask(x.shape, p, generator, x.device)`` as 1.0 (kept) / 0.0 in x's dtype.
 
     The same draws and the same comparison, so the same mask; but a float x times a bool mask
-    runs torch's slow mixed-dtype path, measured ~5x a float product on this project's machines,
-    and it happens twice per layer and step (forward, backward). Making the factors in the
-    comparison itself costs nothing extra.
+    runs torch's slow mixed-dtype path, several times slower than a float product
+    (reports/BENCH.md, "Implementation choices, measured"), and it happens twice per layer and
+    step (forward, backward). Making the factors in the comparison itself costs nothing extra.
     """
     if x.device.type != "cpu":
         return torch.rand(x.shape, generator=generator, device=x.device).ge_(p).to(x.dtype)

@@ -7,10 +7,9 @@ Parameters are named ``weight`` (ones) and ``bias`` (zeros), like ``nn.LayerNorm
 
 The backward is the closed form derived in the twin, ``numpy_ref/layernorm.py``
 (``dx = (g - mean(g) - x_hat * mean(g * x_hat)) / sigma`` with ``g = dout * weight``), written
-as an ``autograd.Function`` rather than left to autograd: differentiating the nine forward ops
-one by one takes about twice as long (measured on this project's machines: 1.1 ms against
-0.53 ms for a (512, 512) float32 forward + backward on one thread), and LayerNorm runs after
-every hidden Linear of the default model. ``torch.autograd.gradcheck`` and ``F.layer_norm`` (the
+as an ``autograd.Function`` rather than left to autograd: differentiating the forward ops one by
+one makes more passes over the activations and is slower (reports/BENCH.md, "Implementation
+choices, measured"), and LayerNorm runs after every hidden Linear of the default model. ``torch.autograd.gradcheck`` and ``F.layer_norm`` (the
 third witness) check it in the parity tests. The closed form subtracts before scaling by
 1 / sigma, so a zero-variance row keeps an accurate gradient in float32 (``F.layer_norm``'s
 float32 backward does not, see the tests). First derivatives only: a double backward raises.

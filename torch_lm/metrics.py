@@ -11,11 +11,10 @@ Twin: ``numpy_ref/metrics.py``; proof: ``parity_tests/test_metrics.py``.
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 
-from numpy_ref.validation import check_integer_dtype, check_ndim, check_same_shape, fail
+from numpy_ref.validation import check_integer_dtype, check_ndim, check_nonnegative_int, check_same_shape, fail
 from torch_lm._checks import is_integer_dtype
 
 
@@ -49,13 +48,6 @@ def token_weighted_mean(losses: torch.Tensor, counts: torch.Tensor) -> torch.Ten
     return (losses * counts.to(torch.float64)).sum() / total  # (K,) -> ()
 
 
-def _check_n_tokens(where: str, n_tokens: object) -> int:
-    """Return ``n_tokens`` if it is an integer >= 0 (bools rejected), else raise ValueError."""
-    if isinstance(n_tokens, bool) or not isinstance(n_tokens, numbers.Integral) or n_tokens < 0:
-        fail(where, f"n_tokens must be an integer >= 0, got {n_tokens!r}")
-    return int(n_tokens)
-
-
 class RunningMean:
     """Token-weighted running mean of a per-token loss, fed one batch at a time.
 
@@ -77,7 +69,7 @@ class RunningMean:
         where = "RunningMean.update"
         loss_sum = torch.as_tensor(loss_sum, dtype=torch.float64).detach()
         check_ndim(where, "loss_sum", loss_sum.shape, [0])
-        n_tokens = _check_n_tokens(where, n_tokens)
+        n_tokens = check_nonnegative_int(where, "n_tokens", n_tokens)
         self._total = self._total + loss_sum
         self.count += n_tokens
 

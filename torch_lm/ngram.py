@@ -133,6 +133,14 @@ def _lookup(keys: torch.Tensor, values: torch.Tensor, queries: torch.Tensor, def
     return torch.where(keys[index] == queries, values[index], default)
 
 
+def _contains(keys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """Whether each query is one of ``keys``: keys (K,) sorted; queries any shape -> bool, same shape."""
+    if len(keys) == 0:
+        return torch.zeros(queries.shape, dtype=torch.bool, device=queries.device)
+    index = torch.searchsorted(keys, queries).clamp(max=len(keys) - 1)
+    return keys[index] == queries
+
+
 def _encode(
     columns: Sequence[torch.Tensor], vocab_size: int, shape: tuple[int, ...], device: torch.device
 ) -> torch.Tensor:
@@ -218,18 +226,37 @@ class NGramLM:
         Only the last n-1 columns are used; a shorter history uses the order-(C+1) distribution
         (as in ``numpy_ref.ngram.NGramLM.prob_table``).
         """
-        where = "NGramLM.prob_table"
-        check_ndim(where, "contexts", tuple(contexts.shape), (2,))
-        check_integer_dtype(where, "contexts", contexts.dtype in _INTEGER_DTYPES, contexts.dtype)
-        if contexts.numel():
-            check_index_range(where, "contexts", int(contexts.min()), int(contexts.max()), self.vocab_size)
-        contexts = contexts.to(self.device, torch.int64)
+        contexts = self._check_contexts("NGramLM.prob_table", contexts)
         n_rows, n_columns = contexts.shape
         length = min(n_columns, self.order - 1)
         columns = [contexts[:, n_columns - length + j] for j in range(length)]
         history = _encode(columns, self.vocab_size, (n_rows,), self.device)
         tokens = torch.arange(self.vocab_size, device=self.device)
         return interpolate(self.chain(length), history[:, None], tokens[None, :], self.vocab_size)  # (N, V)
+
+    def seen_context_length(self, contexts: torch.Tensor) -> torch.Tensor:
+        """How many of the last tokens of each context the model has counted as a context.
+
+        contexts (N, C) int -> (N,) int64 on the model's device, in [0, min(C, order - 1)]: the
+        largest m such that the row's last m tokens are a context of level m + 1 (as in
+        ``numpy_ref.ngram.NGramLM.seen_context_length``, which says which counts that means).
+        """
+        contexts = self._check_contexts("NGramLM.seen_context_length", contexts)
+        n_rows, n_columns = contexts.shape
+        seen = torch.zeros(n_rows, dtype=torch.int64, device=self.device)
+        for m in range(1, min(n_columns, self.order - 1) + 1):
+            columns = [contexts[:, n_columns - m + j] for j in range(m)]
+            code = _encode(columns, self.vocab_size, (n_rows,), self.device)
+            seen = torch.where(_contains(self.levels[m].context_keys, code), m, seen)
+        return seen
+
+    def _check_contexts(self, where: str, contexts: torch.Tensor) -> torch.Tensor:
+        """``contexts`` as int64 on the model's device, refused unless 2-D integers in [0, vocab_size)."""
+        check_ndim(where, "contexts", tuple(contexts.shape), (2,))
+        check_integer_dtype(where, "contexts", contexts.dtype in _INTEGER_DTYPES, contexts.dtype)
+        if contexts.numel():
+            check_index_range(where, "contexts", int(contexts.min()), int(contexts.max()), self.vocab_size)
+        return contexts.to(self.device, torch.int64)
 
     def token_probs(self, ids: torch.Tensor, start: int) -> torch.Tensor:
         """p(ids[i] | ids[i-n+1:i]) for i = start..T-1: ids (T,) -> (T - start,) float64."""

@@ -247,6 +247,31 @@ def test_evaluate_dynamic_is_its_own_mode_with_its_settings(trained, workdir):
     assert_one_line_error(bad, 2, "decay must lie in")
 
 
+def test_a_diverging_dynamic_evaluation_says_so_and_writes_strict_json(trained, workdir):
+    """A new user's step size: the adapted model diverges. The figures are still printed, as JSON
+    that every parser reads (a non-finite one null, with its reason), one line on stderr says what
+    happened and what to do, and the exit code is 1."""
+    args = ["--checkpoint", str(trained[0] / "best.pt"), "--data", "text.txt", "--dynamic", "--dynamic-lr", "1000"]
+    result = script("evaluate", *args, "--json", cwd=workdir)
+    assert_one_line_error(
+        result, 1, r"^evaluate\.py: error: dynamic evaluation diverged \(val loss .*\); try a smaller --dynamic-lr"
+    )
+    assert "Infinity" not in result.stdout and "NaN" not in result.stdout
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} in the JSON")
+
+    figures = json.loads(result.stdout, parse_constant=refuse)
+    assert figures["mode"] == "dynamic" and figures["positions"] == 300 and figures["dynamic"]["lr"] == 1000.0
+    assert figures["val_ppl"] is None
+    assert re.fullmatch(r"not finite \((inf|nan)\): dynamic evaluation diverged", figures["val_ppl_reason"])
+    for key in ("val_loss", "bpc"):  # finite, or null with its reason
+        assert isinstance(figures[key], float) or figures[f"{key}_reason"].endswith("dynamic evaluation diverged")
+    plain = script("evaluate", *args, cwd=workdir)
+    assert_one_line_error(plain, 1, r"dynamic evaluation diverged")
+    assert plain.stdout.startswith("val loss ")
+
+
 def test_generate_continues_the_prompt_reproducibly(trained, workdir, capsys):
     args = [
         "--checkpoint",

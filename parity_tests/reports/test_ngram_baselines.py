@@ -1,5 +1,5 @@
 """torch_lm/reports/ngram_baselines.py through its command: the table agrees with the library,
-bad values exit 2 with one line, and the script runs as a process."""
+bad values exit 2 with one line, a missing text 1, and the script runs as a process."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_in_process_error, call
 
 from numpy_ref import ngram as ref
 from torch_lm.cli.ngram_baselines import main
@@ -55,10 +56,7 @@ def test_script_table_matches_library(tiny_text, capsys):
     ],
 )  # 16: V**16 overflows int64
 def test_script_rejects_bad_values(argv, tiny_text, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--data", str(tiny_text), *argv])
-    assert exit_info.value.code == 2
-    assert ": error: " in capsys.readouterr().err.strip().splitlines()[-1]
+    assert_in_process_error(call(capsys, main, "--data", str(tiny_text), *argv), 2, ": error: ")
 
 
 def test_script_exit_codes_as_a_process(tmp_path):
@@ -66,6 +64,6 @@ def test_script_exit_codes_as_a_process(tmp_path):
     missing = subprocess.run(
         [sys.executable, str(SCRIPT), "--data", str(tmp_path / "none.txt")], capture_output=True, text=True, env=env
     )
-    assert missing.returncode == 2 and "--data" in missing.stderr.splitlines()[-1]
+    assert missing.returncode == 1 and "--data: no file at" in missing.stderr.splitlines()[-1]
     helped = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, env=env)
     assert helped.returncode == 0 and "--smoothing" in helped.stdout

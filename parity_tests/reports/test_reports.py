@@ -28,12 +28,13 @@ from torch_lm.ngram import NGramLM
 from torch_lm.reports import embeddings, sweep
 from torch_lm.reports.mixture_rows import DYNAMIC_GRID
 from torch_lm.reports.tuning import slice_split
+from torch_lm.training.batches import split_ids
 from torch_lm.training.checkpoint import model_from_checkpoint
 from torch_lm.training.config import TrainConfig
-from torch_lm.training.data import CharVocab, split_ids
 from torch_lm.training.dynamic import DynamicSettings, dynamic_heldout
 from torch_lm.training.heldout import heldout_loss
 from torch_lm.training.trainer import Trainer, train
+from torch_lm.training.vocab import CharVocab
 
 REPO = Path(__file__).resolve().parents[2]
 SPEAKERS = ("KING", "QUEEN", "HAMLET", "LORD")
@@ -174,7 +175,7 @@ def test_sweep_refuses_to_overwrite_runs_without_the_flag(workdir, swept):
             workdir / "other.png",
         ],
     )
-    assert_one_line_error(code, err, 1, "already holds a run; pass --overwrite")
+    assert_one_line_error(code, err, 2, "already holds a run; pass --overwrite")  # refused before any work
 
 
 def test_fusion_and_ngram_order_limits():

@@ -24,8 +24,8 @@ from torch_lm.training.checkpoint import (
     save_checkpoint,
 )
 from torch_lm.training.config import TrainConfig
-from torch_lm.training.data import CharVocab
 from torch_lm.training.step import parameter_groups
+from torch_lm.training.vocab import CharVocab
 
 VOCAB = CharVocab.from_text("abc de\nf")
 CONFIG = ModelConfig(vocab_size=len(VOCAB), context=4, embed_dim=3, hidden_dim=7, fusion=(2, 2), norm=True)

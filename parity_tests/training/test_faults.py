@@ -36,7 +36,7 @@ from test_train import read_events, scalar_values
 from numpy_ref.config import ModelConfig
 from torch_lm.cli.train import main as train_main
 from torch_lm.neural_lm import NeuralLM
-from torch_lm.training import data as data_module
+from torch_lm.training import text as text_module
 from torch_lm.training.checkpoint import (
     CheckpointError,
     build_checkpoint,
@@ -45,9 +45,9 @@ from torch_lm.training.checkpoint import (
     save_checkpoint,
 )
 from torch_lm.training.config import TrainConfig
-from torch_lm.training.data import CharVocab
 from torch_lm.training.step import parameter_groups
 from torch_lm.training.tensorboard_log import METRICS_FILE, MetricsFile, TensorBoardLogger, read_metrics
+from torch_lm.training.vocab import CharVocab
 
 
 @pytest.fixture(scope="module")
@@ -332,7 +332,7 @@ def fdopen_half_write_then_die(fd, *args, **kwargs):
         (torch, "save", die, 1),  # still serialising in memory: no file touched yet
         (os, "fdopen", fdopen_half_write_then_die, 1),  # half the bytes in the temporary file
         (os, "replace", die, 1),  # the temporary file is complete and fsynced, not yet renamed
-        (data_module, "fsync_directory", die, 2),  # renamed: the new checkpoint is in place
+        (text_module, "fsync_directory", die, 2),  # renamed: the new checkpoint is in place
     ],
     ids=["inside torch.save", "mid-write", "before the rename", "after the rename"],
 )

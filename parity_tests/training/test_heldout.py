@@ -13,8 +13,9 @@ import torch
 from numpy_ref.config import ModelConfig
 from numpy_ref.ngram import NGramLM
 from torch_lm.neural_lm import NeuralLM
-from torch_lm.training.data import CharVocab, split_ids
+from torch_lm.training.batches import split_ids
 from torch_lm.training.heldout import HeldoutResult, heldout_loss, ngram_heldout, sequence_rows
+from torch_lm.training.vocab import CharVocab
 
 
 def tiny_model(vocab_size: int, context: int) -> NeuralLM:

@@ -13,8 +13,8 @@ import torch
 from numpy_ref.config import ModelConfig
 from numpy_ref.neural_lm import OUTPUT_INIT_SCALE
 from torch_lm.neural_lm import PAD_ID, NeuralLM
-from torch_lm.training.data import CharVocab
 from torch_lm.training.sampling import generate, sample_prompt
+from torch_lm.training.vocab import CharVocab
 
 
 @pytest.fixture

@@ -18,14 +18,15 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from numpy_ref.config import ModelConfig
 from torch_lm.neural_lm import NeuralLM
 from torch_lm.training import trainer as trainer_module
+from torch_lm.training.batches import split_ids
 from torch_lm.training.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from torch_lm.training.config import TrainConfig, resolve_device
-from torch_lm.training.data import CharVocab, split_ids
 from torch_lm.training.heldout import heldout_loss
 from torch_lm.training.signals import NonFiniteLossError, TrainingInterrupted
 from torch_lm.training.step import SequenceForward, TrainingStep, make_optimizer, parameter_groups
 from torch_lm.training.tensorboard_log import markdown_code_block
 from torch_lm.training.trainer import train
+from torch_lm.training.vocab import CharVocab
 
 TEXT = synthetic_text(4000)
 VOCAB = CharVocab.from_text(TEXT)

@@ -1,16 +1,18 @@
 """Speed benchmarks against the machine's own limits: ``run(BenchPlan(...), text)``, which
 ``python scripts/bench.py [--json] [--quick]`` calls and ``write_reports`` writes up.
 
-Machines are shared and noisy (docs/DESIGN.md §5: contention can slow 2-thread ops 10x), so every
-verdict is a *ratio of figures measured in the same run*, never an absolute time, and every
-figure is the best of several measurements (the least disturbed one) with its median beside it.
+Machines are shared and noisy (docs/DESIGN.md §5: contention can slow 2-thread ops many times
+over), so every verdict is a *ratio of figures measured in the same run*, never an absolute time,
+and every figure is the best of several measurements (the least disturbed one) with its median
+beside it.
 The sections, in the order they run:
 
 * **GEMM peak** — fp32 ``torch.mm`` of square matrices (``gemm_sizes``), best of several, in
   GFLOP/s, at the thread count in force. Its repetitions are interleaved with the training
   windows below, so both see the same contention. Two sizes: 2048 is the classic "large"
-  product, 1024 takes ~10-20 ms, about as long as a few training steps, so a best-of over it is
-  as lucky as the best-of over steps on a busy machine; the peak is the faster of the two.
+  product, 1024 takes about as long as a few training steps (the tables of reports/BENCH.md), so a
+  best-of over it is as lucky as the best-of over steps on a busy machine; the peak is the faster
+  of the two.
 * **Training throughput** of ``ModelConfig()`` / ``TrainConfig()`` as they are at run time: the
   trainer's own loop (``BatchSampler``, then ``TrainingStep``: forward, ``loss.backward``,
   gradient clipping and the AdamW step, and the log work: activation capture, gradient norms,
@@ -58,8 +60,10 @@ from torch_lm.bench.engines import ngram_timings, numpy_vs_torch, parity_suite, 
 from torch_lm.bench.plan import PIECES, TARGETS, BenchPlan
 from torch_lm.bench.throughput import training_throughput
 from torch_lm.bench.timing import GemmPeak, machine_info
+from torch_lm.training.batches import split_ids
 from torch_lm.training.config import TrainConfig
-from torch_lm.training.data import DEFAULT_DATA_PATH, CharVocab, split_ids
+from torch_lm.training.text import DEFAULT_DATA_PATH
+from torch_lm.training.vocab import CharVocab
 
 
 def find_text(data: str | os.PathLike | None = None) -> Path | None:

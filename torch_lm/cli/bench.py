@@ -4,12 +4,11 @@ scaling, n-gram and parity-suite timings; writes ``reports/bench.json`` and ``re
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from torch_lm.cli.parsing import POSITIVE_INT, OneLineParser, parser_for, set_thread_variables
+from torch_lm.cli.parsing import POSITIVE_INT, OneLineParser, parser_for, run_command, set_thread_variables
 
 # NumPy and torch are imported by ``main`` after ``--threads`` has reached the thread variables.
 REPORTS_DIR = Path(__file__).resolve().parents[2] / "reports"
@@ -45,22 +44,25 @@ def main(argv: Sequence[str] | None = None, plan=None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         set_thread_variables(args.threads)  # NumPy's BLAS reads them once, when it loads
+    return run_command(parser, lambda: bench(args, argv, plan))
+
+
+def bench(args, argv: Sequence[str] | None, plan) -> None:
+    """The work of ``bench``: find the text, measure, write ``bench.json`` and ``BENCH.md``, print."""
     import torch
 
     from torch_lm.bench.markdown import to_markdown, write_reports
     from torch_lm.bench.plan import default_plan
     from torch_lm.bench.run import find_text, run
+    from torch_lm.strict_json import dumps
     from torch_lm.training.allocator import keep_freed_memory
-    from torch_lm.training.data import read_text
+    from torch_lm.training.text import read_text
 
     keep_freed_memory()  # as training does: the trainer's step is measured as it runs
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        path = find_text(args.data)
-        text = read_text(path) if path else None
-    except (FileNotFoundError, ValueError) as error:
-        parser.error(str(error))
+    path = find_text(args.data)
+    text = read_text(path) if path else None
     if plan is None:
         plan = default_plan(args.quick, run_suite=not args.skip_suite, compile=args.compile)
     results = run(plan, text, progress=lambda what: print(f"bench: {what}", file=sys.stderr))
@@ -68,5 +70,4 @@ def main(argv: Sequence[str] | None = None, plan=None) -> int:
     command = "python scripts/bench.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     json_path, md_path = write_reports(results, args.out_dir, command)
     print(f"bench: wrote {json_path} and {md_path}", file=sys.stderr)
-    print(json.dumps(results["summary"]) if args.json else to_markdown(results, command))
-    return 0
+    print(dumps(results["summary"]) if args.json else to_markdown(results, command))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from torch_lm.cli.parsing import EXIT_FAILURE, EXIT_USAGE, OneLineParser, fail, parser_for
+from torch_lm.cli.parsing import EXIT_FAILURE, OneLineParser, UsageError, command_line_values, parser_for, run_command
 
 
 def build_parser() -> OneLineParser:
@@ -31,6 +31,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``check``: run the checks on FILE.py and print one verdict per exercise."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    return run_command(parser, lambda: check(args))
+
+
+def check(args) -> int:
+    """The work of ``check``: the list, or the verdicts on the file; 1 if an exercise fails. A file
+    that cannot be imported and an unknown exercise id are bad values on the command line."""
     from torch_lm.exercises.checker import EXERCISES, report_json, run_checks, select
     from torch_lm.exercises.learner import LoadError
 
@@ -39,12 +45,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{exercise.id:<5} {exercise.title:<26} {exercise.signature}")
         return 0
     if args.file is None:
-        return fail(parser, "give the file to check (FILE.py), or --list", EXIT_USAGE)
-    try:
+        raise UsageError("give the file to check (FILE.py), or --list")
+    with command_line_values():
         select(args.only)
+    try:
         results = run_checks(args.file, args.only)
-    except (ValueError, LoadError) as error:
-        return fail(parser, str(error), EXIT_USAGE)
+    except LoadError as error:
+        raise UsageError(str(error)) from None
     if args.json:
         print(report_json(results, args.file))
     else:

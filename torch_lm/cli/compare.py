@@ -10,20 +10,18 @@ from collections.abc import Sequence
 from dataclasses import fields
 
 from torch_lm.cli.parsing import (
-    EXIT_FAILURE,
-    EXIT_USAGE,
     POSITIVE_FLOAT,
     POSITIVE_INT,
     OneLineParser,
-    fail,
+    command_line_values,
     parser_for,
     positive_int_list,
+    run_command,
 )
 from torch_lm.reports.compare import DEFAULT_TUNING_CHECKPOINT, CompareSpec, run_compare
 from torch_lm.reports.sweep import DEFAULT_CONTEXTS, DEFAULT_STEPS
-from torch_lm.training.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
-from torch_lm.training.data import DataError
-from torch_lm.training.signals import NonFiniteLossError
+from torch_lm.training.checkpoint import DEFAULT_CHECKPOINT
+from torch_lm.training.config import resolve_device
 
 
 def kn_order(text: str) -> int:
@@ -119,17 +117,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     spec = CompareSpec(**{f.name: getattr(args, f.name) for f in fields(CompareSpec)})
+    return run_command(parser, lambda: write_report(spec))
+
+
+def write_report(spec: CompareSpec) -> None:
+    """The work of ``compare``: check the device, write the report, print its rows."""
+    with command_line_values():
+        resolve_device(spec.device)
     began = time.perf_counter()
-    try:
-        summary = run_compare(spec)
-    except (DataError, CheckpointError, FileExistsError, NonFiniteLossError, OSError) as error:
-        return fail(parser, str(error), EXIT_FAILURE)
-    except ValueError as error:
-        return fail(parser, str(error), EXIT_USAGE)
+    summary = run_compare(spec)
     for row in summary["rows"]:
         print(f"{row['label']:<58} {row['val_loss']:.4f} nats/char  ppl {row['val_ppl']:.3f}")
     print(
         f"compare: wrote {spec.out} (and its figures, compare.json) in {time.perf_counter() - began:.0f} s",
         file=sys.stderr,
     )
-    return 0

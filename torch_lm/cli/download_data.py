@@ -7,8 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from torch_lm.cli.parsing import EXIT_FAILURE, EXIT_INTERRUPTED, OneLineParser, fail, parser_for
-from torch_lm.training.data import (
+from torch_lm.cli.parsing import OneLineParser, parser_for, run_command
+from torch_lm.training.text import (
     DEFAULT_DATA_PATH,
     TINY_SHAKESPEARE_URL,
     DataError,
@@ -37,23 +37,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``download_data``: install (``--from``) or download the text, verified, atomically."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    return run_command(parser, lambda: put_text_in_place(args))
+
+
+def put_text_in_place(args) -> None:
+    """The work of ``download_data``: the local copy, or the copy already in place, or a download."""
     dest = Path(args.dest)
-    try:
-        if args.source is not None:
-            install_from(args.source, dest)
-            print(f"installed {args.source} as {dest} (sha256 verified)")
-            return 0
-        if dest.is_file():
-            try:
-                verify_checksum(dest.read_bytes(), str(dest))
-                print(f"{dest} is already present (sha256 verified)")
-                return 0
-            except DataError:
-                print(f"{dest} has the wrong checksum; downloading a fresh copy", file=sys.stderr)
-        download(dest, args.url)
-        print(f"downloaded {args.url} to {dest} (sha256 verified)")
-    except KeyboardInterrupt:
-        return fail(parser, "interrupted", EXIT_INTERRUPTED)
-    except (DataError, OSError) as error:
-        return fail(parser, str(error), EXIT_FAILURE)
-    return 0
+    if args.source is not None:
+        install_from(args.source, dest)
+        print(f"installed {args.source} as {dest} (sha256 verified)")
+        return
+    if dest.is_file():
+        try:
+            verify_checksum(dest.read_bytes(), str(dest))
+            print(f"{dest} is already present (sha256 verified)")
+            return
+        except DataError:
+            print(f"{dest} has the wrong checksum; downloading a fresh copy", file=sys.stderr)
+    download(dest, args.url)
+    print(f"downloaded {args.url} to {dest} (sha256 verified)")

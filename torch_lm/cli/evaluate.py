@@ -3,24 +3,25 @@
 
 from __future__ import annotations
 
-import json
+import math
 from collections.abc import Sequence
 
 from torch_lm.cli.parsing import (
-    EXIT_FAILURE,
-    EXIT_INTERRUPTED,
-    EXIT_USAGE,
     NONNEGATIVE_FLOAT,
     POSITIVE_INT,
     OneLineParser,
-    fail,
+    command_line_values,
     parser_for,
+    run_command,
 )
-from torch_lm.training.checkpoint import CheckpointError, model_from_checkpoint
+from torch_lm.strict_json import dumps
+from torch_lm.training.batches import split_ids
+from torch_lm.training.checkpoint import model_from_checkpoint
 from torch_lm.training.config import TrainConfig, resolve_device
-from torch_lm.training.data import DEFAULT_DATA_PATH, DataError, load_text, split_ids
 from torch_lm.training.dynamic import RULES, DynamicSettings, dynamic_heldout
-from torch_lm.training.heldout import heldout_loss
+from torch_lm.training.heldout import HeldoutResult, heldout_loss
+from torch_lm.training.signals import NonFiniteLossError
+from torch_lm.training.text import DEFAULT_DATA_PATH, DataError, load_text
 
 
 def build_parser() -> OneLineParser:
@@ -80,36 +81,53 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``evaluate``: print the held-out loss, perplexity, bpc and positions of a checkpoint."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
+    return run_command(parser, lambda: evaluate(args))
+
+
+def evaluate(args) -> None:
+    """The work of ``evaluate``: check the arguments, score, print; raise ``NonFiniteLossError``
+    (after printing) if the figures are not finite."""
+    with command_line_values():
         device = resolve_device(args.device)
         dynamic = settings_from_args(args)
-    except ValueError as error:
-        return fail(parser, str(error), EXIT_USAGE)
+    model, vocab = model_from_checkpoint(args.checkpoint, device)
+    text = load_text(args.data)
     try:
-        model, vocab = model_from_checkpoint(args.checkpoint, device)
-        text = load_text(args.data)
-        try:
-            ids = vocab.encode(text)
-        except ValueError as error:
-            raise DataError(
-                f"the data does not fit checkpoint {args.checkpoint}: {str(error).removeprefix('CharVocab.encode: ')}"
-            ) from None
-        train_ids, val_ids = split_ids(ids)
-        if dynamic is None:
-            result = heldout_loss(model, train_ids, val_ids, model.config.context, args.batch_size)
-        else:
-            result = dynamic_heldout(model, train_ids, val_ids, dynamic)
-    except KeyboardInterrupt:
-        return fail(parser, "interrupted", EXIT_INTERRUPTED)
-    except (DataError, CheckpointError, OSError, ValueError) as error:
-        return fail(parser, str(error), EXIT_FAILURE)
+        ids = vocab.encode(text)
+    except ValueError as error:
+        raise DataError(
+            f"the data does not fit checkpoint {args.checkpoint}: {str(error).removeprefix('CharVocab.encode: ')}"
+        ) from None
+    train_ids, val_ids = split_ids(ids)
+    if dynamic is None:
+        result = heldout_loss(model, train_ids, val_ids, model.config.context, args.batch_size)
+    else:
+        result = dynamic_heldout(model, train_ids, val_ids, dynamic)
     mode = "static" if dynamic is None else "dynamic"
+    problem = non_finite_problem(result, dynamic)
     if args.json:
         extra = {} if dynamic is None else {"dynamic": dynamic.to_dict()}
-        print(json.dumps({"mode": mode, **result.to_dict(), **extra}))
+        print(dumps({"mode": mode, **result.to_dict(), **extra}, reason=None if problem is None else problem[0]))
     else:
         print(
             f"val loss {result.loss:.4f} nats/char ({mode}), perplexity {result.perplexity:.3f}, "
             f"{result.bpc:.4f} bits/char over {result.positions:,} positions"
         )
-    return 0
+    if problem is not None:
+        raise NonFiniteLossError(problem[1])
+
+
+def non_finite_problem(result: HeldoutResult, dynamic: DynamicSettings | None) -> tuple[str, str] | None:
+    """None if every figure is finite; else why not, short (the JSON's reason), and in one line
+    that says what to do (the error line)."""
+    if all(math.isfinite(x) for x in (result.loss, result.perplexity, result.bpc)):
+        return None
+    beyond = ", perplexity beyond float64" if math.isfinite(result.loss) else ""
+    seen = f"val loss {result.loss:.4g} nats/char{beyond}"
+    if dynamic is None:
+        why = "the held-out figures are not finite"
+        return why, f"{why} ({seen}); the checkpoint's weights may hold NaN or infinity"
+    why = "dynamic evaluation diverged"
+    return why, (
+        f"{why} ({seen}); try a smaller --dynamic-lr (this run: {dynamic.lr:g}, default {DynamicSettings().lr:g})"
+    )

@@ -6,8 +6,16 @@ from collections.abc import Sequence
 
 import torch
 
-from torch_lm.cli.parsing import EXIT_FAILURE, EXIT_USAGE, POSITIVE_FLOAT, POSITIVE_INT, OneLineParser, fail, parser_for
-from torch_lm.training.checkpoint import CheckpointError, model_from_checkpoint
+from torch_lm.cli.parsing import (
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    OneLineParser,
+    UsageError,
+    command_line_values,
+    parser_for,
+    run_command,
+)
+from torch_lm.training.checkpoint import model_from_checkpoint
 from torch_lm.training.config import resolve_device
 from torch_lm.training.sampling import generate, sample_prompt
 
@@ -40,19 +48,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``generate``: print the prompt followed by ``--length`` sampled characters."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
+    return run_command(parser, lambda: generate_text(args))
+
+
+def generate_text(args) -> None:
+    """The work of ``generate``: check the device, load the checkpoint, check the prompt against
+    its vocabulary, sample and print."""
+    with command_line_values():
         device = resolve_device(args.device)
-    except ValueError as error:
-        return fail(parser, str(error), EXIT_USAGE)
-    try:
-        model, vocab = model_from_checkpoint(args.checkpoint, device)
-    except (CheckpointError, OSError) as error:
-        return fail(parser, str(error), EXIT_FAILURE)
+    model, vocab = model_from_checkpoint(args.checkpoint, device)
     prompt = sample_prompt(vocab) if args.prompt is None else args.prompt
     try:
         prompt_ids = vocab.encode(prompt).to(device)[None]  # (1, len(prompt))
     except ValueError as error:
-        return fail(parser, f"--prompt: {str(error).removeprefix('CharVocab.encode: ')}", EXIT_USAGE)
+        raise UsageError(f"--prompt: {str(error).removeprefix('CharVocab.encode: ')}") from None
     generator = torch.Generator(device)
     if args.seed is None:
         generator.seed()
@@ -60,4 +69,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         generator.manual_seed(args.seed)
     ids = generate(model, prompt_ids, args.length, temperature=args.temperature, top_k=args.top_k, generator=generator)
     print(vocab.decode(ids[0]))
-    return 0

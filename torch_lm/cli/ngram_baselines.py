@@ -17,12 +17,23 @@ from torch_lm.cli.parsing import (
     POSITIVE_INT,
     OneLineParser,
     choice_list,
+    command_line_values,
     open_interval,
     parser_for,
     positive_int_list,
+    run_command,
 )
-from torch_lm.reports.ngram_baselines import ENGINES, SMOOTHINGS, BaselineSpec, format_table, run_baselines, to_json
-from torch_lm.training.data import DEFAULT_DATA_PATH
+from torch_lm.reports.ngram_baselines import (
+    ENGINES,
+    SMOOTHINGS,
+    BaselineSpec,
+    check_settings,
+    format_table,
+    read_ids,
+    score_baselines,
+    to_json,
+)
+from torch_lm.training.text import DEFAULT_DATA_PATH, DataError
 
 
 def build_parser() -> OneLineParser:
@@ -61,8 +72,6 @@ def build_parser() -> OneLineParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not Path(args.data).is_file():
-        parser.error(f"--data: no file at {args.data}; run python scripts/download_data.py or pass --data PATH")
     spec = BaselineSpec(
         data=args.data,
         orders=args.orders,
@@ -73,9 +82,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         device=args.device,
         threads=args.threads,
     )
-    try:
-        rows = run_baselines(spec)
-    except ValueError as error:  # the library's argument checks, e.g. a text shorter than the order
-        parser.error(str(error))
-    print(to_json(rows) if args.json else format_table(rows))
-    return 0
+    return run_command(parser, lambda: baselines(spec, args.json))
+
+
+def baselines(spec: BaselineSpec, as_json: bool) -> None:
+    """The work of ``ngram_baselines``: read the text, check the settings against its vocabulary
+    (and the torch engine's device), fit and score, print."""
+    path = Path(spec.data)
+    if not path.is_file():
+        raise DataError(f"--data: no file at {path}; run python scripts/download_data.py or pass --data PATH")
+    ids, vocab_size = read_ids(path)
+    with command_line_values():
+        check_settings(spec, vocab_size)
+        if spec.engine == "torch":
+            from torch_lm.training.config import resolve_device  # torch only for the torch engine
+
+            resolve_device(spec.device)
+    rows = score_baselines(spec, ids, vocab_size)
+    print(to_json(rows) if as_json else format_table(rows))

@@ -1,13 +1,19 @@
 """What every command shares: the one-line-error parser, the exit codes, the value types.
 
 Every failure is one line on stderr, ``<prog>: error: <what went wrong and what to do>``, never
-a traceback. Exit codes:
+a traceback. One mapping (``exit_code``) gives the exit code of how a command ended:
 
-* 2 — the command line itself is wrong (argparse style): a malformed or out-of-range value,
-  an unknown or unavailable device, a prompt with characters outside the vocabulary;
-* 1 — running failed: the text is missing (offline) or corrupt, a checkpoint is unreadable or
-  does not fit the data, the loss diverged, a file could not be written;
-* 130 — interrupted by SIGINT (Ctrl-C), 143 by SIGTERM; training saved ``last.pt`` first.
+* 2 — a bad value given on the command line: argparse's own errors, a value that a config check
+  refuses before any work starts (``command_line_values``), an unknown or unavailable device, a
+  prompt with characters outside the vocabulary (``UsageError``);
+* 1 — a failure while running: the text is missing (offline) or corrupt, a checkpoint is
+  unreadable or does not fit the data, the loss diverged, a file could not be written, any other
+  ``ValueError``, ``OSError``, ``RuntimeError`` or ``ImportError`` raised by the work;
+* 130 — interrupted by SIGINT (Ctrl-C), 143 by SIGTERM (128 + the signal); training saved
+  ``last.pt`` first.
+
+``run_command`` runs a command's work under that mapping; ``check`` keeps its own meaning of 1 (an
+exercise failed). Anything else a command raises is a bug and keeps its traceback.
 
 A command is named once: ``scripts/<name>.py`` and the console script ``torch-lm-<name>`` (with
 dashes) run the same ``main``; ``--help`` and error lines name whichever was invoked.
@@ -19,13 +25,20 @@ load (``torch_lm.cli.bench``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from numpy_ref.validation import check_nonnegative_float, check_positive_float, check_positive_int, check_probability
+from numpy_ref.validation import (
+    check_nonnegative_float,
+    check_nonnegative_int,
+    check_positive_float,
+    check_positive_int,
+    check_probability,
+)
 
 EXIT_USAGE, EXIT_FAILURE, EXIT_INTERRUPTED = 2, 1, 130
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -67,6 +80,68 @@ def fail(parser: argparse.ArgumentParser, message: str, code: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# How a command ended -> its exit code
+# ---------------------------------------------------------------------------------------------
+
+# Failures while running: the text, a checkpoint, a file, a diverged loss, a missing package.
+RUN_FAILURES = (ValueError, OSError, RuntimeError, ImportError)
+
+
+class UsageError(ValueError):
+    """A value given on the command line that the command refuses: exit 2, like argparse's errors.
+
+    Raised by ``command_line_values`` for the checks it wraps, and by a command itself for a value
+    it can only judge once it has loaded something (a prompt against a checkpoint's vocabulary).
+    """
+
+
+@contextlib.contextmanager
+def command_line_values() -> Iterator[None]:
+    """Wrap the checks of what the command line gave, before any work starts: a ``ValueError``
+    raised inside (a config refusing a value, an unknown device) leaves as ``UsageError``.
+
+    Only checks of the arguments belong inside: a ``ValueError`` of the work itself (a corrupt
+    file, a checkpoint that does not fit) is a failure while running, exit 1.
+    """
+    try:
+        yield
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def exit_code(error: BaseException) -> int | None:
+    """The exit code of a command that ended by raising ``error``; None if it is not a command
+    error (a bug), which then keeps its traceback.
+
+    ``UsageError`` 2; ``KeyboardInterrupt`` 130; an exception that carries the signal that stopped
+    the run (``signum``, as ``TrainingInterrupted`` does) 128 + signum; ``RUN_FAILURES`` 1.
+    """
+    if isinstance(error, UsageError):
+        return EXIT_USAGE
+    if isinstance(error, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    signum = getattr(error, "signum", None)
+    if isinstance(signum, int) and not isinstance(signum, bool):
+        return 128 + signum
+    if isinstance(error, RUN_FAILURES):
+        return EXIT_FAILURE
+    return None
+
+
+def run_command(parser: argparse.ArgumentParser, work: Callable[[], int | None]) -> int:
+    """Run a command's ``work`` and return its exit code: the code ``work`` returns (None: 0), or
+    ``exit_code`` of what it raised, with one line on stderr (``fail``) and no traceback."""
+    try:
+        code = work()
+    except BaseException as error:
+        code = exit_code(error)
+        if code is None:
+            raise
+        return fail(parser, "interrupted" if isinstance(error, KeyboardInterrupt) else str(error), code)
+    return 0 if code is None else code
+
+
+# ---------------------------------------------------------------------------------------------
 # Value types: parse, then apply the project's validation helpers
 # ---------------------------------------------------------------------------------------------
 
@@ -87,14 +162,8 @@ def checked(parse: Callable[[str], Any], check: Callable[[str, str, Any], Any], 
     return convert
 
 
-def _check_nonnegative_int(where: str, name: str, value: int) -> int:
-    if value < 0:
-        raise ValueError(f"{where}: {name} must be an integer >= 0, got {value!r}")
-    return value
-
-
 POSITIVE_INT = checked(int, check_positive_int, "a positive integer")
-NONNEGATIVE_INT = checked(int, _check_nonnegative_int, "an integer >= 0")
+NONNEGATIVE_INT = checked(int, check_nonnegative_int, "an integer >= 0")
 POSITIVE_FLOAT = checked(float, check_positive_float, "a positive number")
 NONNEGATIVE_FLOAT = checked(float, check_nonnegative_float, "a number >= 0")
 PROBABILITY = checked(float, check_probability, "a probability in [0, 1)")

@@ -8,9 +8,9 @@ import sys
 import time
 from collections.abc import Sequence
 
-from torch_lm.cli.parsing import EXIT_FAILURE, EXIT_USAGE, OneLineParser, fail, parser_for
-from torch_lm.reports.embeddings import DEFAULT_PERPLEXITY, plot_embeddings
-from torch_lm.training.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
+from torch_lm.cli.parsing import OneLineParser, command_line_values, parser_for, run_command
+from torch_lm.reports.embeddings import DEFAULT_PERPLEXITY, check_perplexity, embeddings, plot_embedding_maps
+from torch_lm.training.checkpoint import DEFAULT_CHECKPOINT, require_checkpoint
 
 
 def build_parser() -> OneLineParser:
@@ -38,13 +38,17 @@ def build_parser() -> OneLineParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    return run_command(parser, lambda: plot(args))
+
+
+def plot(args) -> None:
+    """The work of ``plot_embeddings``: read the embeddings, check the perplexity against their
+    vocabulary, draw both maps."""
     began = time.perf_counter()
-    try:
-        result = plot_embeddings(args.checkpoint, args.out_dir, args.perplexity, args.prefix)
-    except (CheckpointError, OSError) as error:
-        return fail(parser, str(error), EXIT_FAILURE)
-    except ValueError as error:
-        return fail(parser, str(error), EXIT_USAGE)
+    weight, vocab = embeddings(require_checkpoint(args.checkpoint))
+    with command_line_values():
+        check_perplexity(args.perplexity, len(vocab))
+    result = plot_embedding_maps(weight, vocab, args.out_dir, args.perplexity, args.prefix)
     print(
         f"wrote {result['pca_png']} and {result['tsne_png']} in {time.perf_counter() - began:.1f} s; "
         f"t-SNE KL {result['tsne_kl']:.4f} (NumPy reference {result['reference_tsne_kl']:.4f}), "
@@ -52,4 +56,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"({result['reference_tsne_trustworthiness']:.4f})",
         file=sys.stderr,
     )
-    return 0

@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from torch_lm.cli.parsing import EXIT_FAILURE, OneLineParser, fail, parser_for
+from torch_lm.cli.parsing import OneLineParser, parser_for, run_command
 
 
 def build_parser() -> OneLineParser:
@@ -26,18 +26,24 @@ def build_parser() -> OneLineParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    return run_command(parser, lambda: run_all(args.fast))
+
+
+def run_all(fast: bool) -> None:
+    """The work of ``run_notebooks``: every notebook in turn; a missing executor or a failing cell
+    is a failure while running."""
     from torch_lm.reports.notebooks import notebook_paths, run_notebook
 
     for path in notebook_paths():
         began = time.perf_counter()
         try:
-            run_notebook(path, fast=args.fast, write=not args.fast)
+            run_notebook(path, fast=fast, write=not fast)
         except ImportError as error:
-            return fail(parser, f'{error}; install the executor with pip install -e ".[notebooks]"', EXIT_FAILURE)
-        except Exception as error:  # a failing cell: nbclient's CellExecutionError names it
-            return fail(parser, f"{path.name}: {str(error).strip().splitlines()[-1]}", EXIT_FAILURE)
+            raise ImportError(f'{error}; install the executor with pip install -e ".[notebooks]"') from None
+        except Exception as error:  # a failing cell: the last line of nbclient's CellExecutionError names it
+            lines = str(error).strip().splitlines() or [type(error).__name__]
+            raise RuntimeError(f"{path.name}: {lines[-1]}") from None
         print(
-            f"{path.name}: ran in {time.perf_counter() - began:.0f} s{'' if args.fast else ', outputs written'}",
+            f"{path.name}: ran in {time.perf_counter() - began:.0f} s{'' if fast else ', outputs written'}",
             file=sys.stderr,
         )
-    return 0

@@ -4,7 +4,6 @@ sweep itself is ``torch_lm.reports.sweep``."""
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -12,14 +11,13 @@ from dataclasses import fields
 
 from numpy_ref.config import ModelConfig
 from torch_lm.cli.parsing import (
-    EXIT_FAILURE,
-    EXIT_USAGE,
     NONNEGATIVE_FLOAT,
     POSITIVE_INT,
     OneLineParser,
-    fail,
+    command_line_values,
     parser_for,
     positive_int_list,
+    run_command,
 )
 from torch_lm.reports.sweep import (
     DEFAULT_CONTEXTS,
@@ -29,13 +27,13 @@ from torch_lm.reports.sweep import (
     DEFAULT_STEPS,
     FUSIONS,
     SweepSpec,
+    check_settings,
     format_table,
     run_sweep,
     write_outputs,
 )
+from torch_lm.strict_json import dumps
 from torch_lm.training.config import TrainConfig
-from torch_lm.training.data import DataError
-from torch_lm.training.signals import NonFiniteLossError
 
 
 def build_parser() -> OneLineParser:
@@ -99,18 +97,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     spec = SweepSpec(**{f.name: getattr(args, f.name) for f in fields(SweepSpec)})
+    return run_command(parser, lambda: sweep(spec, args.json))
+
+
+def sweep(spec: SweepSpec, as_json: bool) -> None:
+    """The work of ``sweep_context``: check the settings, train and fit every context, write the
+    results and the figure, print them."""
+    with command_line_values():  # e.g. --lr -1, --fusion pairs with context 3, --device tpu
+        check_settings(spec)
     began = time.perf_counter()
-    try:
-        results = run_sweep(spec)
-        write_outputs(results, spec)
-    except (DataError, FileExistsError, NonFiniteLossError, OSError) as error:
-        return fail(parser, str(error), EXIT_FAILURE)
-    except ValueError as error:  # a setting the configs reject (e.g. --lr -1, --fusion pairs with 3)
-        return fail(parser, str(error), EXIT_USAGE)
-    print(json.dumps(results, indent=2) if args.json else format_table(results))
+    results = run_sweep(spec)
+    write_outputs(results, spec)
+    print(dumps(results, indent=2) if as_json else format_table(results))
     print(
         f"sweep: {len(results['rows'])} contexts in {time.perf_counter() - began:.0f} s; wrote "
         f"{spec.out} and {spec.png}",
         file=sys.stderr,
     )
-    return 0

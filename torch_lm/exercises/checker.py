@@ -9,13 +9,13 @@ README prints.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 
 from torch_lm.exercises import neural_networks, stage3
 from torch_lm.exercises.core import Exercise, Failure, Result
 from torch_lm.exercises.learner import LearnerError, Todo, load_namespace
+from torch_lm.strict_json import dumps
 
 EXERCISES: list[Exercise] = neural_networks.EXERCISES + stage3.EXERCISES
 BY_ID = {exercise.id: exercise for exercise in EXERCISES}
@@ -92,4 +92,4 @@ def check(source, *ids: str) -> None:
 
 def report_json(results: list[Result], source: str) -> str:
     counts = {status: sum(r.status == status for r in results) for status in ("PASS", "TODO", "FAIL")}
-    return json.dumps({"source": source, "counts": counts, "results": [r.to_json() for r in results]}, indent=2)
+    return dumps({"source": source, "counts": counts, "results": [r.to_json() for r in results]}, indent=2)

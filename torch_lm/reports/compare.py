@@ -19,7 +19,6 @@ grow with it, and their mixture. How the rows are built and tuned: ``compare_row
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -43,9 +42,10 @@ from torch_lm.reports.compare_rows import (
 from torch_lm.reports.figures import plot_loss_curves, plot_quality
 from torch_lm.reports.mixture_rows import context_mixture_row, dynamic_rows
 from torch_lm.reports.report_text import build_report, embedding_lines
+from torch_lm.strict_json import dumps
 from torch_lm.training.checkpoint import DEFAULT_CHECKPOINT, check_vocab_matches, require_checkpoint
 from torch_lm.training.config import TrainConfig, resolve_device
-from torch_lm.training.data import sha256_of
+from torch_lm.training.text import sha256_of
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ def compare(spec: CompareSpec, data: Data, device: torch.device) -> dict:
         "sweep_included": sweep_results is not None,
         "data_sha256": sha,
     }
-    (out_dir / "compare.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out_dir / "compare.json").write_text(dumps(summary, indent=2) + "\n")
     return summary
 
 

@@ -32,12 +32,14 @@ from torch_lm.reports.models import (
 )
 from torch_lm.reports.quality import generation_quality, words
 from torch_lm.reports.tuning import mixture_weight, slice_split, tune_on_slice
+from torch_lm.training.batches import split_ids
 from torch_lm.training.checkpoint import CheckpointError, check_vocab_matches, model_from_checkpoint, require_checkpoint
 from torch_lm.training.config import TrainConfig
-from torch_lm.training.data import CharVocab, DataError, load_text, split_ids
 from torch_lm.training.heldout import HeldoutResult
 from torch_lm.training.sampling import sample_prompt
+from torch_lm.training.text import DataError, load_text
 from torch_lm.training.trainer import train
+from torch_lm.training.vocab import CharVocab
 
 DEFAULT_TUNING_CHECKPOINT = "runs/default-holdout/best.pt"  # the recipe without the train slice
 K_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)  # add-k pseudo-counts tried on the train slice

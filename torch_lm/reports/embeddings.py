@@ -19,7 +19,7 @@ import numpy as np
 
 from numpy_ref.projection import pca, tsne
 from torch_lm.training.checkpoint import CheckpointError, checkpoint_vocab, require_checkpoint
-from torch_lm.training.data import CharVocab
+from torch_lm.training.vocab import CharVocab
 
 CATEGORIES = ("vowel", "consonant", "capital", "digit", "punctuation", "whitespace")
 DEFAULT_PERPLEXITY = 15.0
@@ -99,20 +99,33 @@ def tsne_trustworthiness(x: np.ndarray, y: np.ndarray, neighbours: int = 5) -> f
     return float(trustworthiness(x, y, n_neighbors=neighbours))
 
 
+def check_perplexity(perplexity: float, vocab_size: int) -> None:
+    """Raise ``ValueError`` unless the t-SNE ``perplexity`` fits a vocabulary of ``vocab_size``
+    characters: at least 1 and below V - 1."""
+    if not 1.0 <= perplexity < vocab_size - 1:
+        raise ValueError(
+            f"--perplexity must lie in [1, {vocab_size - 1}) for this {vocab_size}-character "
+            f"vocabulary, got {perplexity:g}"
+        )
+
+
 def plot_embeddings(
     checkpoint_path: str | Path, out_dir: str | Path, perplexity: float = DEFAULT_PERPLEXITY, prefix: str = "embeddings"
 ) -> dict:
     """Write ``<out_dir>/<prefix>_pca.png`` and ``..._tsne.png``; return their paths and the numbers.
 
     Raises ``CheckpointError`` for a missing or unusable checkpoint and ``ValueError`` when
-    ``perplexity`` does not fit the vocabulary (t-SNE needs it below V - 1).
+    ``perplexity`` does not fit the vocabulary (``check_perplexity``).
     """
     weight, vocab = embeddings(require_checkpoint(checkpoint_path))
-    if not 1.0 <= perplexity < len(vocab) - 1:
-        raise ValueError(
-            f"--perplexity must lie in [1, {len(vocab) - 1}) for this {len(vocab)}-character "
-            f"vocabulary, got {perplexity:g}"
-        )
+    check_perplexity(perplexity, len(vocab))
+    return plot_embedding_maps(weight, vocab, out_dir, perplexity, prefix)
+
+
+def plot_embedding_maps(
+    weight: np.ndarray, vocab: CharVocab, out_dir: str | Path, perplexity: float, prefix: str = "embeddings"
+) -> dict:
+    """``plot_embeddings`` of character vectors weight (V, E) already read from a checkpoint."""
     projected, _, ratio = pca(weight, k=2)
     tsne_points, kl = sklearn_tsne(weight, perplexity)
     reference_points, reference_kl = tsne(weight, perplexity=perplexity, n_iter=TSNE_ITERATIONS)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from numpy_ref.validation import check_positive_int, fail
-from torch_lm.ngram import NGramLM, _encode, _lookup
+from torch_lm.ngram import NGramLM
 from torch_lm.reports.models import CharModel, NGramModel, last_columns
 from torch_lm.training.heldout import heldout_stream
 
@@ -38,16 +38,8 @@ def contexts_of(stream: torch.Tensor, context: int) -> torch.Tensor:
 
 def matched_order(ngram: NGramLM, contexts: torch.Tensor) -> torch.Tensor:
     """How many of the last characters of each context (N, C >= order - 1) the model has seen as a
-    context: (N,) int64 in [0, order - 1]. A suffix seen implies every shorter one was seen."""
-    contexts = contexts.to(ngram.device)
-    matched = torch.zeros(len(contexts), dtype=torch.int64, device=ngram.device)
-    width = contexts.shape[1]
-    for m in range(1, ngram.order):
-        level = ngram.levels[m]  # order m + 1: its contexts are m characters long
-        code = _encode([contexts[:, width - m + j] for j in range(m)], ngram.vocab_size, (len(contexts),), ngram.device)
-        seen = _lookup(level.context_keys, torch.ones_like(level.gamma), code, 0.0) > 0
-        matched = torch.where(seen, m, matched)
-    return matched.cpu()
+    context: (N,) int64 on the CPU, in [0, order - 1] (``NGramLM.seen_context_length``)."""
+    return ngram.seen_context_length(contexts).cpu()
 
 
 @dataclass

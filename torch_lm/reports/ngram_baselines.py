@@ -9,7 +9,6 @@ in-sample bigram of the reference table, the same fit scored on train).
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -17,8 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from torch_lm.training.data import DEFAULT_DATA_PATH, TRAIN_FRACTION
+from numpy_ref.ngram import check_fit_args
+from torch_lm.strict_json import dumps
+from torch_lm.training.batches import TRAIN_FRACTION
 from torch_lm.training.heldout import ngram_heldout
+from torch_lm.training.text import DEFAULT_DATA_PATH
 
 SMOOTHINGS = ("addk", "kn", "mkn")
 ENGINES = ("numpy", "torch")
@@ -89,8 +91,23 @@ def make_engine(spec: BaselineSpec):
 
 def run_baselines(spec: BaselineSpec) -> list[dict]:
     """Fit and score every requested model; one result dict per row. Raises ``ValueError`` for
-    arguments the models refuse (e.g. a text shorter than the order)."""
+    settings the models refuse (``check_settings``) and for a text they cannot use (e.g. shorter
+    than the order)."""
     ids, vocab_size = read_ids(Path(spec.data))
+    check_settings(spec, vocab_size)
+    return score_baselines(spec, ids, vocab_size)
+
+
+def check_settings(spec: BaselineSpec, vocab_size: int) -> None:
+    """Raise ``ValueError`` for a row's settings the models refuse on a vocabulary of
+    ``vocab_size`` (an order whose codes overflow int64, a discount outside (0, 1), ...), before
+    any model is fitted."""
+    for _, order, smoothing, k, _ in model_specs(spec):
+        check_fit_args("ngram_baselines", order, vocab_size, smoothing, k, spec.discount)
+
+
+def score_baselines(spec: BaselineSpec, ids: np.ndarray, vocab_size: int) -> list[dict]:
+    """``run_baselines`` on the text's ids (T,) int64 over a vocabulary of ``vocab_size``."""
     n_train = int(TRAIN_FRACTION * len(ids))
     model_class, convert = make_engine(spec)
     all_ids = convert(ids)
@@ -140,14 +157,6 @@ def format_table(rows: list[dict]) -> str:
 
 
 def to_json(rows: list[dict]) -> str:
-    """Strict JSON: an infinite loss (a token of probability 0) becomes null, not Infinity."""
-    return json.dumps(
-        [
-            {
-                key: None if isinstance(value, float) and not math.isfinite(value) else value
-                for key, value in row.items()
-            }
-            for row in rows
-        ],
-        indent=2,
-    )
+    """The rows as strict JSON: an infinite loss (a character of probability 0, only without
+    smoothing) and its perplexity and bits are null, each with its reason (``torch_lm.strict_json``)."""
+    return dumps(rows, reason="a scored character has probability 0 under this model", indent=2)

@@ -21,7 +21,6 @@ one int64 (V**order must fit), so with V = 65 orders above 10 (contexts above 9)
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import sys
 import time
@@ -33,10 +32,13 @@ import torch
 
 from numpy_ref.config import ModelConfig, default_fusion
 from torch_lm.reports.models import NGramModel, heldout
+from torch_lm.strict_json import dumps
+from torch_lm.training.batches import split_ids
 from torch_lm.training.checkpoint import LAST
-from torch_lm.training.config import TrainConfig
-from torch_lm.training.data import CharVocab, load_text, sha256_of, split_ids
+from torch_lm.training.config import TrainConfig, resolve_device
+from torch_lm.training.text import load_text, sha256_of
 from torch_lm.training.trainer import train
+from torch_lm.training.vocab import CharVocab
 
 DEFAULT_CONTEXTS = (1, 2, 4, 8, 16)
 DEFAULT_JSON = "reports/sweep.json"
@@ -118,17 +120,36 @@ def configs_for(context: int, spec: SweepSpec, vocab_size: int) -> tuple[ModelCo
     return model, run
 
 
+def check_settings(spec: SweepSpec) -> None:
+    """Raise ``ValueError`` for a setting the configs refuse, a device this machine lacks, or run
+    dirs that already hold runs without ``overwrite``, before any text is read: every context's
+    configs are built (no check depends on the vocabulary)."""
+    runs = [configs_for(context, spec, vocab_size=1)[1] for context in spec.contexts]
+    resolve_device(TrainConfig().device if spec.device is None else spec.device)
+    taken = taken_run_dirs([Path(run.run_dir) for run in runs])
+    if taken and not spec.overwrite:
+        raise ValueError(run_dir_refusal(taken[0]))
+
+
+def taken_run_dirs(run_dirs: list[Path]) -> list[Path]:
+    """The run dirs that hold a torch-lm run (a ``last.pt``)."""
+    return [run_dir for run_dir in run_dirs if (run_dir / LAST).exists()]
+
+
+def run_dir_refusal(run_dir: Path) -> str:
+    """Why a sweep does not train into ``run_dir``, and what to do."""
+    return f"{run_dir} already holds a run; pass --overwrite to retrain the sweep or choose another --runs-root"
+
+
 def clear_run_dirs(run_dirs: list[Path], overwrite: bool) -> None:
     """Before any training: refuse (or, with ``overwrite``, delete) run dirs that hold a run.
 
     Only a directory holding a torch-lm run (it has ``last.pt``) is ever deleted, and all are
     checked first, so a refused sweep has changed nothing.
     """
-    taken = [run_dir for run_dir in run_dirs if (run_dir / LAST).exists()]
+    taken = taken_run_dirs(run_dirs)
     if taken and not overwrite:
-        raise FileExistsError(
-            f"{taken[0]} already holds a run; pass --overwrite to retrain the sweep or choose another --runs-root"
-        )
+        raise FileExistsError(run_dir_refusal(taken[0]))
     for run_dir in taken:
         shutil.rmtree(run_dir)
 
@@ -235,5 +256,5 @@ def plot(results: dict, path: str | Path) -> Path:
 def write_outputs(results: dict, spec: SweepSpec) -> None:
     """The results JSON at ``spec.out`` and the figure at ``spec.png`` (directories created)."""
     Path(spec.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(spec.out).write_text(json.dumps(results, indent=2) + "\n")
+    Path(spec.out).write_text(dumps(results, indent=2) + "\n")
     plot(results, spec.png)

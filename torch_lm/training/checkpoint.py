@@ -37,8 +37,10 @@ import torch
 
 from numpy_ref.config import ModelConfig
 from torch_lm.neural_lm import NeuralLM
+from torch_lm.training.batches import step_seed
 from torch_lm.training.config import DTYPES
-from torch_lm.training.data import CharVocab, step_seed, write_atomically
+from torch_lm.training.text import write_atomically
+from torch_lm.training.vocab import CharVocab
 
 FORMAT_VERSION = 1
 LAST = "last.pt"
@@ -94,7 +96,7 @@ def build_checkpoint(
 def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path:
     """Write ``checkpoint`` to ``path`` atomically; return the path.
 
-    ``torch.save`` serialises it in memory, then ``torch_lm.training.data.write_atomically`` writes the
+    ``torch.save`` serialises it in memory, then ``torch_lm.training.text.write_atomically`` writes the
     bytes to a temporary file in the same directory, fsyncs it, renames it over ``path`` and
     fsyncs the directory: a crash at any moment leaves either the previous checkpoint or the
     complete new one, never a torn file. (In memory first: a checkpoint of this project's models
@@ -259,6 +261,16 @@ def model_from_checkpoint(path: str | os.PathLike, device: torch.device | str = 
     return model.to(device).eval(), checkpoint_vocab(checkpoint)
 
 
+def refuse_existing_run(run_dir: str | os.PathLike) -> None:
+    """Raise ``ValueError`` if ``run_dir`` already holds a run (a ``last.pt``): a fresh run there
+    would overwrite it and interleave two TensorBoard curves."""
+    last = Path(run_dir) / LAST
+    if last.exists():
+        raise ValueError(
+            f"train: {last} already exists; pass --resume to continue that run or choose another --run-dir"
+        )
+
+
 def prepare_run_dir(
     run_dir: Path, resume: bool, is_main: bool, model: torch.nn.Module, vocab: CharVocab, device: torch.device
 ) -> dict[str, Any] | None:
@@ -269,10 +281,7 @@ def prepare_run_dir(
     if is_main:
         remove_stale_temporaries(run_dir)
     if not resume:
-        if last.exists():
-            raise ValueError(
-                f"train: {last} already exists; pass --resume to continue that run or choose another --run-dir"
-            )
+        refuse_existing_run(run_dir)
         return None
     if not last.exists():
         raise CheckpointError(f"--resume: no checkpoint at {last}")

@@ -9,7 +9,13 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from numpy_ref.validation import check_nonnegative_float, check_positive_float, check_positive_int, fail
+from numpy_ref.validation import (
+    check_nonnegative_float,
+    check_nonnegative_int,
+    check_positive_float,
+    check_positive_int,
+    fail,
+)
 from torch_lm.training.step import OptimizerSettings, warmup_cosine
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -76,9 +82,7 @@ class TrainConfig:
         for name in ("batch_size", "targets_per_row", "max_steps", "eval_interval", "log_interval", "eval_batch_size"):
             check_positive_int(where, name, getattr(self, name))
         for name in ("warmup_steps", "sample_length", "seed", "checkpoint_interval"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                fail(where, f"{name} must be an integer >= 0, got {value!r}")
+            check_nonnegative_int(where, name, getattr(self, name))
         check_positive_float(where, "lr", self.lr)
         for name in ("min_lr", "weight_decay", "grad_clip", "time_budget"):
             check_nonnegative_float(where, name, getattr(self, name))

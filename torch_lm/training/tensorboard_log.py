@@ -38,8 +38,10 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
 from torch_lm.metrics import perplexity
-from torch_lm.training.data import CharVocab, write_atomically
+from torch_lm.strict_json import dumps
 from torch_lm.training.heldout import HeldoutResult
+from torch_lm.training.text import write_atomically
+from torch_lm.training.vocab import CharVocab
 
 EMBEDDING_TAG = "char_embedding"
 SAMPLES_TAG = "samples"
@@ -94,8 +96,9 @@ class MetricsFile:
         write_atomically(self.path, "".join(kept).encode("utf-8"))
 
     def write(self, step: int, values: Mapping[str, float]) -> None:
-        """Append one record (floats keep every digit: ``json`` writes their shortest repr)."""
-        self.file.write(json.dumps({"step": step, **values}) + "\n")
+        """Append one record (floats keep every digit: ``json`` writes their shortest repr; a
+        non-finite one is null with its reason, ``torch_lm.strict_json``)."""
+        self.file.write(dumps({"step": step, **values}) + "\n")
         self.file.flush()
 
     def close(self) -> None:

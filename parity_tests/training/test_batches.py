@@ -1,5 +1,4 @@
-"""torch_lm/training/data.py: finding and verifying the text, the vocabulary, the split and the
-batch sampler of docs/DESIGN.md §3."""
+"""torch_lm/training/batches.py: the split of docs/DESIGN.md §3 and the batch sampler."""
 
 from __future__ import annotations
 
@@ -9,26 +8,12 @@ import pytest
 import torch
 from conftest import TINY_SHAKESPEARE, needs_tiny_shakespeare
 
-from torch_lm.training.data import (
-    TINY_SHAKESPEARE_SHA256,
-    BatchSampler,
-    CharVocab,
-    DataError,
-    check_split_fits,
-    download,
-    install_from,
-    load_text,
-    read_text,
-    resolve_data_path,
-    split_ids,
-    step_seed,
-)
-
-# Connection refused at once: a download that must fail without touching the network.
-UNREACHABLE_URL = "http://127.0.0.1:9/tinyshakespeare.txt"
+from torch_lm.training.batches import BatchSampler, check_split_fits, split_ids, step_seed
+from torch_lm.training.text import DataError, read_text
+from torch_lm.training.vocab import CharVocab
 
 
-# ----------------------------------------------------------------------------- the real text
+# ----------------------------------------------------------------------------- split
 @needs_tiny_shakespeare
 def test_real_text_split_and_vocabulary():
     text = read_text(TINY_SHAKESPEARE)
@@ -37,75 +22,6 @@ def test_real_text_split_and_vocabulary():
     assert len(text) == 1_115_394 and len(vocab) == 65
     assert (len(train), len(val)) == (1_003_854, 111_540)
     assert vocab.decode(val[:20]) == text[1_003_854:1_003_874]
-
-
-@needs_tiny_shakespeare
-def test_install_from_verifies_and_writes_the_file(tmp_path):
-    dest = tmp_path / "data" / "tinyshakespeare.txt"
-    assert install_from(TINY_SHAKESPEARE, dest) == dest
-    assert dest.read_bytes() == TINY_SHAKESPEARE.read_bytes()
-    assert resolve_data_path(None, default=dest, url=UNREACHABLE_URL) == dest  # found, verified
-    assert list(dest.parent.iterdir()) == [dest]  # no temporary file left behind
-
-
-@needs_tiny_shakespeare
-def test_download_verifies_checksum_and_writes_atomically(tmp_path):
-    dest = tmp_path / "tinyshakespeare.txt"
-    download(dest, TINY_SHAKESPEARE.as_uri())  # file:// exercises the same fetch path offline
-    assert dest.read_bytes() == TINY_SHAKESPEARE.read_bytes()
-
-
-def test_install_from_rejects_a_wrong_file_and_writes_nothing(tmp_path):
-    wrong = tmp_path / "wrong.txt"
-    wrong.write_text("not shakespeare\n")
-    dest = tmp_path / "data" / "tinyshakespeare.txt"
-    with pytest.raises(DataError, match=f"expected {TINY_SHAKESPEARE_SHA256}"):
-        install_from(wrong, dest)
-    assert not dest.exists()
-    with pytest.raises(DataError, match="cannot read"):
-        install_from(tmp_path / "missing.txt", dest)
-
-
-def test_download_of_a_wrong_file_writes_nothing(tmp_path):
-    wrong = tmp_path / "wrong.txt"
-    wrong.write_text("tampered\n")
-    dest = tmp_path / "tinyshakespeare.txt"
-    with pytest.raises(DataError, match="sha256"):
-        download(dest, wrong.as_uri())
-    assert not dest.exists()
-
-
-def test_offline_without_a_copy_says_how_to_install_one(tmp_path):
-    with pytest.raises(DataError) as error:
-        load_text(None, default=tmp_path / "tinyshakespeare.txt", url=UNREACHABLE_URL)
-    message = str(error.value)
-    assert "run python scripts/download_data.py --from FILE" in message and "\n" not in message
-
-
-def test_a_corrupt_default_copy_is_refused(tmp_path):
-    default = tmp_path / "tinyshakespeare.txt"
-    default.write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n")
-    with pytest.raises(DataError, match="sha256"):
-        resolve_data_path(None, default=default, url=UNREACHABLE_URL)
-
-
-def test_explicit_data_path_is_used_as_given_or_reported_missing(tmp_path):
-    text_file = tmp_path / "any.txt"
-    text_file.write_text("any text at all\n")
-    assert load_text(text_file, default=tmp_path / "absent.txt", url=UNREACHABLE_URL) == "any text at all\n"
-    with pytest.raises(DataError, match="not found"):
-        load_text(tmp_path / "absent.txt")
-
-
-def test_empty_and_non_utf8_files_are_refused(tmp_path):
-    empty = tmp_path / "empty.txt"
-    empty.write_text("")
-    with pytest.raises(DataError, match="empty"):
-        read_text(empty)
-    binary = tmp_path / "binary.txt"
-    binary.write_bytes(b"abc\xff\xfe")
-    with pytest.raises(DataError, match="not UTF-8"):
-        read_text(binary)
 
 
 def test_too_short_text_is_refused():
@@ -125,64 +41,6 @@ def test_the_reported_minimum_length_is_exact():
         assert (len(train) >= 9 and len(val) >= 1) == fits, n_chars
 
 
-def test_data_error_is_a_value_error():
-    assert issubclass(DataError, ValueError)
-
-
-# ----------------------------------------------------------------------------- vocabulary
-def test_vocab_is_sorted_unique_chars_and_round_trips():
-    text = "to be, or not to be:\nthat is\tthe question"
-    vocab = CharVocab.from_text(text)
-    assert vocab.to_list() == sorted(set(text))
-    ids = vocab.encode(text)
-    assert ids.dtype == torch.int64 and ids.shape == (len(text),)
-    assert ids.tolist() == [vocab.to_list().index(ch) for ch in text]
-    assert vocab.decode(ids) == text
-    assert CharVocab.from_list(vocab.to_list()) == vocab
-    assert vocab.encode("").shape == (0,)
-
-
-def test_vocab_handles_characters_beyond_ascii():
-    text = "naïve café — ☃ 𝄞"
-    vocab = CharVocab.from_text(text)
-    assert vocab.decode(vocab.encode(text)) == text
-
-
-def test_encoding_an_unknown_character_names_it():
-    vocab = CharVocab.from_text("abc \n")
-    with pytest.raises(ValueError, match="'z'"):
-        vocab.encode("abz")
-    with pytest.raises(ValueError, match="<tab>"):
-        vocab.encode("a\tb")
-
-
-def test_readable_labels():
-    assert [CharVocab.label(c) for c in " \n\t\r"] == ["<space>", "<newline>", "<tab>", "<return>"]
-    assert CharVocab.label("a") == "a" and CharVocab.label(":") == ":"
-    assert CharVocab.label("\x07") == "<U+0007>" and CharVocab.label("\u00a0") == "<U+00A0>"
-    assert CharVocab.from_text("b a\n").labels() == ["<newline>", "<space>", "a", "b"]
-
-
-@pytest.mark.parametrize(
-    "chars, message",
-    [
-        ([], "empty"),
-        (["a", "a"], "unique"),
-        (["ab"], "single character"),
-        ([1], "single character"),
-    ],
-)
-def test_bad_vocab_lists_are_refused(chars, message):
-    with pytest.raises(ValueError, match=message):
-        CharVocab.from_list(chars)
-
-
-def test_decode_rejects_out_of_range_ids():
-    with pytest.raises(ValueError, match=r"\[0, 3\)"):
-        CharVocab.from_text("abc").decode([0, 3])
-
-
-# ----------------------------------------------------------------------------- split
 def test_split_is_the_first_ninety_percent_and_the_rest():
     ids = torch.arange(1000)
     train, val = split_ids(ids)
