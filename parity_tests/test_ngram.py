@@ -421,7 +421,7 @@ REFERENCE_FIGURES = [
     (4, "addk", 0.1, 1.784),
     (3, "kn", 1.0, 2.041),
     (6, "kn", 1.0, 1.539),
-    (7, "mkn", 1.0, 1.517),
+    (7, "mkn", 1.0, 1.516),
 ]
 
 
@@ -454,4 +454,4 @@ def test_reference_figure_torch_modified_kn():
     """The best count model, 7-gram modified KN, with the torch engine (the rest is parity)."""
     ids = to_torch(tiny_shakespeare_ids())
     loss = tlm.NGramLM.fit(ids[:1_003_854], 7, 65, "mkn").score(ids, 1_003_854)
-    assert abs(loss - 1.517) <= 0.002
+    assert abs(loss - 1.516) <= 0.002

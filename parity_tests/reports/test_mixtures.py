@@ -10,13 +10,12 @@ import torch
 from torch_lm.ngram import NGramLM
 from torch_lm.reports.mixtures import (
     ContextWeights,
-    contexts_of,
     growing_kn,
     matched_order,
     static_kn,
 )
 from torch_lm.reports.tuning import mixture_weight
-from torch_lm.training.heldout import heldout_stream
+from torch_lm.training.heldout import heldout_stream, target_contexts
 
 V, ORDER = 5, 4
 
@@ -37,7 +36,7 @@ def seen_as_context(history: list[int], suffix: list[int]) -> bool:
 def test_matched_order_is_the_longest_seen_suffix():
     history, targets = ids_of(300, 0), ids_of(200, 1)
     ngram = NGramLM.fit(history, ORDER, V, "mkn")
-    contexts = contexts_of(heldout_stream(history, targets, ORDER - 1), ORDER - 1)
+    contexts = target_contexts(heldout_stream(history, targets, ORDER - 1), ORDER - 1)
     matched = matched_order(ngram, contexts)
     assert len(set(matched.tolist())) > 1  # the text exercises several orders
     for row, m in zip(contexts.tolist(), matched.tolist()):
@@ -60,7 +59,7 @@ def test_growing_model_predicts_each_block_from_what_precedes_it():
 def test_the_growing_model_never_counts_the_character_it_predicts():
     history, targets = ids_of(300, 4), ids_of(60, 5)
     before = growing_kn(history, targets, ORDER, V, block=7)
-    for j in (0, 6, 7, 33):
+    for j in (0, 6, 7, 13, 14, 33):  # the first target, blocks' last (6, 13) and first (7, 14), one inside
         changed = targets.clone()
         changed[j] = (changed[j] + 1) % V
         after = growing_kn(history, changed, ORDER, V, block=7)

@@ -15,6 +15,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import WORDS
@@ -22,16 +23,18 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from numpy_ref.config import ModelConfig
 from torch_lm.cli import compare as compare_cli
+from torch_lm.cli import evaluate as evaluate_cli
 from torch_lm.cli import plot_embeddings as embeddings_cli
 from torch_lm.cli import sweep_context as sweep_cli
 from torch_lm.ngram import NGramLM
 from torch_lm.reports import embeddings, sweep
 from torch_lm.reports.mixture_rows import DYNAMIC_GRID
+from torch_lm.reports.mixtures import GROWING_BLOCK
 from torch_lm.reports.tuning import slice_split
 from torch_lm.training.batches import split_ids
 from torch_lm.training.checkpoint import model_from_checkpoint
 from torch_lm.training.config import TrainConfig
-from torch_lm.training.dynamic import DynamicSettings, dynamic_heldout
+from torch_lm.training.dynamic import DynamicSettings, dynamic_heldout, dynamic_log_probs
 from torch_lm.training.heldout import heldout_loss
 from torch_lm.training.trainer import Trainer, train
 from torch_lm.training.vocab import CharVocab
@@ -268,11 +271,15 @@ def test_compare_writes_a_deterministic_report_from_computed_numbers(workdir, sw
     for row in dynamic.values():
         assert row["mode"] == "dynamic" and f"| {row['label']} | {row['setting']} | {row['val_loss']:.4f} |" in report
 
-    # the NeuralLM row is the project's own held-out evaluation of the checkpoint
-    model, vocab = model_from_checkpoint(str(workdir / "run" / "best.pt"), torch.device("cpu"))
+    # the NeuralLM row is evaluate --json's figure of the same checkpoint: one scorer
+    checkpoint = workdir / "run" / "best.pt"
+    code, out, err = call(evaluate_cli.main, ["--checkpoint", checkpoint, "--data", workdir / "text.txt", "--json"])
+    assert code == 0, err
+    assert rows["neural_lm"]["val_loss"] == pytest.approx(json.loads(out)["val_loss"], rel=0, abs=1e-9)
+    model, vocab = model_from_checkpoint(str(checkpoint), torch.device("cpu"))
     train_ids, val_ids = split_ids(vocab.encode((workdir / "text.txt").read_text()))
     expected = heldout_loss(model, train_ids, val_ids, model.config.context).loss
-    assert rows["neural_lm"]["val_loss"] == pytest.approx(expected, abs=1e-5)
+    assert rows["neural_lm"]["val_loss"] == pytest.approx(expected, rel=0, abs=1e-9)
     # the dynamic row is evaluate --dynamic's figure with the settings chosen on the slice
     settings = DynamicSettings(**summary["dynamic"]["settings"])
     assert settings in DYNAMIC_GRID
@@ -385,7 +392,7 @@ def test_missing_or_mismatched_inputs_exit_1(workdir, tmp_path):
     hint = re.escape(f"python scripts/train.py --run-dir {missing.parent}")
     fails(compare_cli.main, ["--checkpoint", missing], 1, hint)
     fails(embeddings_cli.main, ["--checkpoint", missing], 1, hint)
-    fails(sweep_cli.main, ["--data", tmp_path / "nope.txt"], 1, "not found")
+    fails(sweep_cli.main, ["--data", tmp_path / "nope.txt", "--runs-root", tmp_path / "sweep"], 1, "not found")
     other = tmp_path / "other.txt"
     other.write_text("abcdefghij" * 50)
     fails(
@@ -402,3 +409,139 @@ def test_wrapper_scripts_show_help(script, monkeypatch, capsys):
     with pytest.raises(SystemExit) as stop:
         runpy.run_path(str(REPO / "scripts" / f"{script}.py"), run_name="__main__")
     assert stop.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- choices and figures, checked apart
+def compare_summary(workdir: Path, text_path: Path, out_dir: Path) -> dict:
+    """compare.json of a report on ``text_path`` with the fixture's checkpoint and tuning model, the
+    Kneser-Ney order chosen on the train slice."""
+    code, _, err = call(
+        compare_cli.main,
+        [
+            "--checkpoint",
+            workdir / "run" / "best.pt",
+            "--data",
+            text_path,
+            "--tuning-checkpoint",
+            workdir / "holdout" / "best.pt",
+            "--out",
+            out_dir / "REPORT.md",
+            "--fit-steps",
+            5,
+            "--sample-length",
+            50,
+        ],
+    )
+    assert code == 0, err
+    return json.loads((out_dir / "compare.json").read_text())
+
+
+def choices(summary: dict) -> dict:
+    """Everything the report chose: each row's setting, the Kneser-Ney order, lambda, the context
+    weights, the dynamic settings and weights, with the slice losses they were chosen on."""
+    mixture = {k: v for k, v in summary["mixture"].items() if "val" not in k}  # val figures are shown, not used
+    return {
+        "settings": [row["setting"] for row in summary["rows"] + summary["dynamic_rows"]],
+        "kn_order": summary["kn_order"],
+        "mixture": mixture,
+        "context_mixture": summary["context_mixture"],
+        "dynamic": summary["dynamic"],
+    }
+
+
+@pytest.fixture(scope="module")
+def report(workdir) -> dict:
+    return compare_summary(workdir, workdir / "text.txt", workdir / "report")
+
+
+def test_no_choice_reads_val(workdir, report, tmp_path):
+    """Val's characters changed (reversed: the same characters, another text), every choice of the
+    report stays the same, to the last bit, while the val figures move."""
+    text = (workdir / "text.txt").read_text()
+    n_train = len(split_ids(torch.arange(len(text)))[0])
+    (tmp_path / "text.txt").write_text(text[:n_train] + text[n_train:][::-1])
+    changed = compare_summary(workdir, tmp_path / "text.txt", tmp_path)
+    assert choices(changed) == choices(report)
+    assert [r["val_loss"] for r in changed["rows"]] != [r["val_loss"] for r in report["rows"]]
+
+
+def test_the_kn_order_is_the_best_on_the_train_slice(workdir, report):
+    kn = report["kn_order"]
+    assert kn["chosen_on"] == "train slice" and kn["order"] == int(min(kn["slice_losses"], key=kn["slice_losses"].get))
+    rows = {row["key"]: row for row in report["rows"]}
+    assert rows["best_count"]["label"] == f"modified Kneser-Ney {kn['order']}-gram"
+
+
+def val_stream(workdir: Path):
+    text = (workdir / "text.txt").read_text()
+    vocab = CharVocab.from_text(text)
+    train_ids, val_ids = split_ids(vocab.encode(text))
+    return vocab, train_ids.numpy(), val_ids.numpy()
+
+
+def numpy_growing_kn(train_ids, val_ids, order: int, vocab_size: int):
+    """The growing count model recomputed with the NumPy engine: block by block, refitted on train
+    and the val already scored; (probability tables (N, V), matched orders (N,))."""
+    from numpy_ref.ngram import NGramLM as NumpyNGram
+
+    tables, matched = [], []
+    for start in range(0, len(val_ids), GROWING_BLOCK):
+        seen = np.concatenate([train_ids, val_ids[:start]])
+        stream = np.concatenate([seen[len(seen) - order + 1 :], val_ids[start : start + GROWING_BLOCK]])
+        contexts = np.lib.stride_tricks.sliding_window_view(stream[:-1], order - 1)
+        model = NumpyNGram.fit(seen, order, vocab_size, "mkn")
+        tables.append(model.prob_table(contexts))
+        matched.append(model.seen_context_length(contexts))
+    return np.concatenate(tables), np.concatenate(matched)
+
+
+def mixture_loss(weights, probs_a, probs_b, matched, targets, order: int) -> float:
+    """-mean log(lam p_a + (1 - lam) p_b) at the targets, lam = sigmoid(w . [onehot(matched), H(p_a), H(p_b)])."""
+    entropy = lambda p: -(p * np.log(np.maximum(p, 1e-300))).sum(axis=1)  # noqa: E731
+    design = np.concatenate([np.eye(order)[matched], entropy(probs_a)[:, None], entropy(probs_b)[:, None]], axis=1)
+    lam = 1 / (1 + np.exp(-design @ np.asarray(weights)))
+    rows = np.arange(len(targets))
+    return float(-np.log(lam * probs_a[rows, targets] + (1 - lam) * probs_b[rows, targets]).mean())
+
+
+def test_growing_kn_and_the_mixtures_recomputed_by_an_independent_evaluator(workdir, report):
+    """The growing Kneser-Ney row by NumPy refits, the static context mixture from the NumPy
+    NeuralLM and NumPy Kneser-Ney, the dynamic mixture from dynamic evaluation and the NumPy
+    growing model, each mixed by the formula written out here."""
+    from numpy_ref.neural_lm import neural_lm_forward
+    from numpy_ref.ngram import NGramLM as NumpyNGram
+
+    vocab, train_ids, val_ids = val_stream(workdir)
+    V, order = len(vocab), report["kn_order"]["order"]
+    dynamic = {row["key"]: row for row in report["dynamic_rows"]}
+    rows = {row["key"]: row for row in report["rows"]}
+    grown, grown_matched = numpy_growing_kn(train_ids, val_ids, order, V)
+    picked = grown[np.arange(len(val_ids)), val_ids]
+    assert dynamic["kn_growing"]["val_loss"] == pytest.approx(float(-np.log(picked).mean()), rel=0, abs=1e-9)
+
+    model, _ = model_from_checkpoint(str(workdir / "run" / "best.pt"), torch.device("cpu"))
+    params = {k: v.double().numpy() for k, v in model.state_dict().items()}
+    context = model.config.context
+    stream = np.concatenate([train_ids[len(train_ids) - context :], val_ids])
+    windows = np.lib.stride_tricks.sliding_window_view(stream[:-1], context)
+    logits = neural_lm_forward(params, windows, model.config)[0]
+    neural = np.exp(logits - logits.max(1, keepdims=True))
+    neural /= neural.sum(1, keepdims=True)
+    kn = NumpyNGram.fit(train_ids, order, V, "mkn")
+    kn_contexts = windows[:, context - order + 1 :]
+    static = mixture_loss(
+        report["context_mixture"]["weights"],
+        neural,
+        kn.prob_table(kn_contexts),
+        kn.seen_context_length(kn_contexts),
+        val_ids,
+        order,
+    )
+    # float32 weights evaluated in float64 here, in float32 by the report
+    assert rows["mixture_context"]["val_loss"] == pytest.approx(static, rel=0, abs=1e-5)
+
+    settings = DynamicSettings(**report["dynamic"]["settings"])
+    adapted = dynamic_log_probs(model, torch.from_numpy(train_ids), torch.from_numpy(val_ids), settings).exp().numpy()
+    mixed = mixture_loss(report["dynamic"]["weights"], adapted, grown, grown_matched, val_ids, order)
+    assert dynamic["mixture_dynamic"]["val_loss"] == pytest.approx(mixed, rel=0, abs=1e-9)
+    assert dynamic["mixture_dynamic"]["context"] == max(context, order - 1)

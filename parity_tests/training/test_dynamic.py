@@ -9,8 +9,9 @@ import torch
 
 from numpy_ref.config import ModelConfig
 from torch_lm.neural_lm import NeuralLM
-from torch_lm.training.dynamic import DynamicSettings, dynamic_heldout, dynamic_log_probs, segments
+from torch_lm.training.dynamic import DynamicSettings, dynamic_heldout, dynamic_log_probs
 from torch_lm.training.heldout import heldout_loss
+from torch_lm.training.heldout import rows as heldout_rows
 
 CONFIG = ModelConfig(vocab_size=7, context=4, embed_dim=6, hidden_dim=16, fusion=(2, 2), n_blocks=1, dropout=0.2)
 
@@ -78,7 +79,7 @@ def test_the_trained_model_is_left_as_it_was():
 
 def test_segments_cover_every_target_once_with_its_context():
     stream = torch.arange(4 + 23)
-    rows = list(segments(stream, context=4, length=10))
+    rows = list(heldout_rows(stream, context=4, per_row=10))  # dynamic evaluation's segments
     assert [y.shape[1] for _, y in rows] == [10, 10, 3]
     assert torch.equal(torch.cat([y[0] for _, y in rows]), stream[4:])
     for idx, y in rows:

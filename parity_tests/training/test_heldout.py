@@ -14,7 +14,7 @@ from numpy_ref.config import ModelConfig
 from numpy_ref.ngram import NGramLM
 from torch_lm.neural_lm import NeuralLM
 from torch_lm.training.batches import split_ids
-from torch_lm.training.heldout import HeldoutResult, heldout_loss, ngram_heldout, sequence_rows
+from torch_lm.training.heldout import HeldoutResult, heldout_loss, ngram_heldout, rows
 from torch_lm.training.vocab import CharVocab
 
 
@@ -78,10 +78,11 @@ def test_heldout_loss_needs_enough_train_context():
 
 def test_ngram_heldout_fits_on_train_and_scores_the_rest():
     ids = np.random.default_rng(0).integers(0, 5, 300)
-    result = ngram_heldout(NGramLM, ids, 250, 3, 5, "kn")
+    score = ngram_heldout(NGramLM, ids, 250, 3, 5, "kn")
     expected = NGramLM.fit(ids[:250], 3, 5, "kn").score(ids, 250)
-    assert result["loss"] == expected and result["fit_s"] >= 0 and result["score_s"] >= 0
-    assert result["loss"] != NGramLM.fit(ids[:200], 3, 5, "kn").score(ids, 250)  # the fit saw only train
+    assert score.result.loss == expected and score.result.positions == 50
+    assert score.fit_s >= 0 and score.score_s >= 0
+    assert score.result.loss != NGramLM.fit(ids[:200], 3, 5, "kn").score(ids, 250)  # the fit saw only train
 
 
 def test_heldout_result_from_a_mean():
@@ -90,14 +91,14 @@ def test_heldout_result_from_a_mean():
     assert result.positions == 10
 
 
-@pytest.mark.parametrize("batch_size", [1, 5, 256, 700])
-def test_sequence_rows_give_every_target_once_with_its_context(batch_size):
+@pytest.mark.parametrize("per_row, rows_per_batch", [(1, 1), (1, 7), (5, 1), (256, 1), (256, 3), (700, 2)])
+def test_rows_give_every_target_once_with_its_context(per_row, rows_per_batch):
     """Rows of P targets, each target after the context ids before it, in order, none twice."""
     context, stream = 4, torch.arange(4 + 1000)  # ids = positions, so contents show where they came from
     seen = []
-    for idx, targets in sequence_rows(stream, context, batch_size):
+    for idx, targets in rows(stream, context, per_row, rows_per_batch):
         assert idx.shape == (targets.shape[0], targets.shape[1] + context - 1)
-        assert targets.numel() <= max(batch_size, 256)
+        assert targets.shape[0] <= rows_per_batch and targets.shape[1] <= per_row
         # target j of a row follows the window idx[:, j:j + context], which ends right before it
         assert torch.equal(idx[:, context - 1 :], targets - 1)
         seen += targets.flatten().tolist()
@@ -110,7 +111,7 @@ def test_modules_without_a_sequence_forward_are_scored_window_by_window():
             super().__init__()
             self.model = model
 
-        def forward(self, x, y):
+        def forward(self, x, y=None):
             return self.model(x, y)
 
     vocab = CharVocab.from_text("abcd")

@@ -157,15 +157,15 @@ def ngram_timings(text: str, orders: Sequence[int], smoothings: Sequence[str]) -
     rows = []
     for smoothing in smoothings:
         for order in orders:
-            result = ngram_heldout(NGramLM, ids, n_train, order, len(vocab), smoothing)
+            score = ngram_heldout(NGramLM, ids, n_train, order, len(vocab), smoothing)
             rows.append(
                 {
                     "order": order,
                     "smoothing": smoothing,
-                    "fit_s": result["fit_s"],
-                    "score_s": result["score_s"],
-                    "fit_score_s": result["fit_s"] + result["score_s"],
-                    "val_loss": result["loss"],
+                    "fit_s": score.fit_s,
+                    "score_s": score.score_s,
+                    "fit_score_s": score.fit_s + score.score_s,
+                    "val_loss": score.result.loss,
                 }
             )
     return rows

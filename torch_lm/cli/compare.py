@@ -77,9 +77,9 @@ def build_parser() -> OneLineParser:
     parser.add_argument(
         "--kn-order",
         type=kn_order,
-        default=7,
+        default=None,
         help="order of the modified Kneser-Ney model, the best count model and the "
-        "mixture's partner (default: %(default)s)",
+        "mixture's partner (default: the order 3-10 that scores best on the train slice)",
     )
     parser.add_argument(
         "--fit-steps",

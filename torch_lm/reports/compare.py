@@ -9,8 +9,8 @@ timings, so the committed report is exactly what the command produces.
 
 Models, each scored on val by the held-out protocol (``torch_lm.reports.models.heldout``): uniform;
 add-k unigram, bigram and trigram; the neural bigram and trigram (``TableLM`` trained on the
-counts); interpolated Kneser-Ney trigram; modified Kneser-Ney of ``kn_order`` (7, the best count
-model of docs/DESIGN.md §5); the trained NeuralLM (``checkpoint``); the mixture
+counts); interpolated Kneser-Ney trigram; modified Kneser-Ney of ``kn_order`` (the order that
+scores best on the train slice unless one is given: 7 on Tiny Shakespeare); the trained NeuralLM (``checkpoint``); the mixture
 p = lam p_NeuralLM + (1 - lam) p_KN, and the one whose lam depends on the context. Then, as their
 own rows, dynamic evaluation: the NeuralLM adapting to val as it is scored, the KN whose counts
 grow with it, and their mixture. How the rows are built and tuned: ``compare_rows`` and
@@ -31,6 +31,7 @@ from torch_lm.reports.compare_rows import (
     Data,
     convergence,
     count_rows,
+    kn_order_on_slice,
     load_sweep,
     loss_curves,
     mixture_row,
@@ -65,7 +66,7 @@ class CompareSpec:
     sweep_json: str | None = None
     sweep_steps: int = sweep.DEFAULT_STEPS
     sweep_contexts: tuple[int, ...] = sweep.DEFAULT_CONTEXTS
-    kn_order: int = 7
+    kn_order: int | None = None  # None: the order that scores best on the train slice
     fit_steps: int = 300
     sample_length: int = 2000
     temperature: float = 1.0
@@ -93,14 +94,15 @@ def compare(spec: CompareSpec, data: Data, device: torch.device) -> dict:
     """Fit, score, sample and plot everything; write REPORT.md, compare.json and the PNGs."""
     out_path = Path(spec.out)
     out_dir = out_path.parent
-    rows = count_rows(data, spec.kn_order, spec.fit_steps)
+    kn_order, kn_info = kn_order_of(spec, data)
+    rows = count_rows(data, kn_order, spec.fit_steps, kn_info["setting"])
     best_count = rows[-1]
     neural, neural_info = neural_row(spec.checkpoint, data, device)
     tuner = tuning_model(spec.tuning_checkpoint, data, device)
-    mixture, mixture_info = mixture_row(neural, tuner, best_count, spec.kn_order, data)
-    context_mixture, context_info = context_mixture_row(neural, tuner, best_count, spec.kn_order, data)
+    mixture, mixture_info = mixture_row(neural, tuner, best_count, kn_order, data)
+    context_mixture, context_info = context_mixture_row(neural, tuner, best_count, kn_order, data)
     rows += [neural, mixture, context_mixture]
-    dynamic, dynamic_info = dynamic_rows(neural, tuner, best_count, spec.kn_order, data)
+    dynamic, dynamic_info = dynamic_rows(neural, tuner, best_count, kn_order, data)
     sha = sha256_of(data.text.encode("utf-8"))
     sweep_json = Path(spec.sweep_json) if spec.sweep_json else out_dir / "sweep.json"
     sweep_results, sweep_note = load_sweep(sweep_json, sha)
@@ -140,6 +142,7 @@ def compare(spec: CompareSpec, data: Data, device: torch.device) -> dict:
         "mixture": mixture_info,
         "context_mixture": context_info,
         "dynamic": dynamic_info,
+        "kn_order": kn_info,
         "convergence": ctx["convergence"],
         "quality": {k: {m: v for m, v in q.items() if m != "text"} for k, q in quality.items()},
         "sweep_included": sweep_results is not None,
@@ -147,6 +150,20 @@ def compare(spec: CompareSpec, data: Data, device: torch.device) -> dict:
     }
     (out_dir / "compare.json").write_text(dumps(summary, indent=2) + "\n")
     return summary
+
+
+def kn_order_of(spec: CompareSpec, data: Data) -> tuple[int, dict]:
+    """The Kneser-Ney order of the report: the spec's, or the best on the train slice (with every
+    order's slice loss), and how it was set, for the table."""
+    if spec.kn_order is not None:
+        return spec.kn_order, {"order": spec.kn_order, "chosen_on": "given", "setting": ""}
+    order, losses = kn_order_on_slice(data)
+    return order, {
+        "order": order,
+        "chosen_on": "train slice",
+        "slice_losses": losses,
+        "setting": ", order on the train slice",
+    }
 
 
 def row_summary(row, mode: str) -> dict:

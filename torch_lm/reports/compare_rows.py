@@ -27,7 +27,6 @@ from torch_lm.reports.models import (
     NGramModel,
     UniformModel,
     heldout_probs,
-    result_from_probs,
     sample,
 )
 from torch_lm.reports.quality import generation_quality, words
@@ -66,7 +65,7 @@ class Row:
     result: HeldoutResult = field(init=False)
 
     def __post_init__(self) -> None:
-        self.result = result_from_probs(self.probs)
+        self.result = HeldoutResult.from_target_probs(self.probs)
 
 
 @dataclass
@@ -126,7 +125,17 @@ def table_row(key: str, label: str, context: int, data: Data, steps: int) -> Row
     )
 
 
-def count_rows(data: Data, kn_order: int, steps: int) -> list[Row]:
+KN_ORDERS = tuple(range(3, 11))  # modified Kneser-Ney orders tried on the train slice
+
+
+def kn_order_on_slice(data: Data) -> tuple[int, dict]:
+    """The modified Kneser-Ney order that scores best on the train slice, fitted without it, and
+    every order's slice loss."""
+    V = len(data.vocab)
+    return tune_on_slice(KN_ORDERS, lambda order, ids: NGramModel.fit(ids, order, V, "mkn"), data.train)
+
+
+def count_rows(data: Data, kn_order: int, steps: int, kn_setting: str = "") -> list[Row]:
     """Every row but the checkpoint's and the mixture's, from weakest to strongest family."""
     V = len(data.vocab)
     return [
@@ -148,7 +157,7 @@ def count_rows(data: Data, kn_order: int, steps: int) -> list[Row]:
             "best_count",
             f"modified Kneser-Ney {kn_order}-gram",
             "count",
-            "discounts estimated per order",
+            f"discounts estimated per order{kn_setting}",
             NGramModel.fit(data.train, kn_order, V, "mkn"),
             data,
         ),

@@ -16,29 +16,17 @@ from torch_lm.reports.mixtures import GROWING_BLOCK, ContextMixtureModel, Contex
 from torch_lm.reports.models import NeuralModel, NGramModel
 from torch_lm.reports.tuning import slice_split
 from torch_lm.training.dynamic import DynamicSettings, dynamic_log_probs
-from torch_lm.training.heldout import heldout_stream, sequence_rows
+from torch_lm.training.heldout import next_log_probs, pick
 
 DYNAMIC_LRS = (1e-4, 2e-4, 3e-4)
 DYNAMIC_DECAYS = (0.0, 0.001, 0.01)
 DYNAMIC_GRID = tuple(DynamicSettings(lr=lr, decay=decay) for lr in DYNAMIC_LRS for decay in DYNAMIC_DECAYS)
 
 
-@torch.no_grad()
 def neural_distributions(module: torch.nn.Module, history: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """The NeuralLM's next-character distributions at every target: (N, V) float64 on the CPU."""
-    context, device = module.config.context, next(module.parameters()).device
-    stream = heldout_stream(history.to(device), targets.to(device), context)
-    module.eval()
-    rows = [
-        module.forward_sequence(idx)[0].reshape(-1, module.config.vocab_size)
-        for idx, _ in sequence_rows(stream, context, 4096)
-    ]
-    return torch.softmax(torch.cat(rows).double(), dim=-1).cpu()
-
-
-def picked(probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """probs (N, V), targets (N,) -> the targets' probabilities (N,)."""
-    return probs.gather(1, targets.cpu()[:, None]).squeeze(1)
+    """The NeuralLM's next-character distributions at every target: (N, V) float64 on the CPU, by
+    the held-out protocol's scorer."""
+    return next_log_probs(module, history, targets).exp().cpu()
 
 
 def tune_dynamic(module: torch.nn.Module, data: Data) -> tuple[DynamicSettings, torch.Tensor, dict[str, float]]:
@@ -48,7 +36,7 @@ def tune_dynamic(module: torch.nn.Module, data: Data) -> tuple[DynamicSettings, 
     losses, best = {}, None
     for settings in DYNAMIC_GRID:
         probs = dynamic_log_probs(module, fit_ids, slice_ids, settings).exp()  # (N, V)
-        losses[settings] = float(-torch.log(picked(probs, slice_ids)).mean())
+        losses[settings] = float(-torch.log(pick(probs, slice_ids)).mean())
         if best is None or losses[settings] < losses[best[0]]:
             best = (settings, probs)
     return *best, {f"lr {s.lr:g}, decay {s.decay:g}": loss for s, loss in losses.items()}
@@ -87,24 +75,22 @@ def dynamic_rows(neural: Row, tuner: NeuralModel, kn_full: Row, kn_order: int, d
     mixed = weights.mix(val_nn, val_kn.probs, val_kn.matched)
     how = f"segment {settings.segment}, {settings.rule} lr {settings.lr:g}, decay {settings.decay:g} (train slice)"
     rows = [
-        Row(
-            "neural_lm_dynamic", "NeuralLM, dynamic evaluation", "dynamic", how, neural.model, picked(val_nn, data.val)
-        ),
+        Row("neural_lm_dynamic", "NeuralLM, dynamic evaluation", "dynamic", how, neural.model, pick(val_nn, data.val)),
         Row(
             "kn_growing",
             f"modified KN {kn_order}-gram, counts growing with scored val",
             "dynamic",
             f"refitted every {GROWING_BLOCK:,} val characters",
             kn_full.model,
-            picked(val_kn.probs, data.val),
+            pick(val_kn.probs, data.val),
         ),
         Row(
             "mixture_dynamic",
             "the two above, weight from the context",
             "dynamic",
             "weights fitted on the train slice, scored the same way",
-            kn_full.model,
-            picked(mixed, data.val),
+            ContextMixtureModel(neural.model, kn_full.model, weights),  # the mixture it starts from
+            pick(mixed, data.val),
         ),
     ]
     return rows, {"settings": settings.to_dict(), "slice_losses": grid, "weights": weights.w.tolist()}

@@ -24,16 +24,10 @@ import torch
 from numpy_ref.validation import check_positive_int, fail
 from torch_lm.ngram import NGramLM
 from torch_lm.reports.models import CharModel, NGramModel, last_columns
-from torch_lm.training.heldout import heldout_stream
+from torch_lm.training.heldout import heldout_stream, target_contexts
 
 GROWING_BLOCK = 1000  # held-out characters scored between two refits of the growing count model
 FIT_STEPS = 100  # L-BFGS iterations of the weights' fit (a smooth problem of a few parameters)
-
-
-def contexts_of(stream: torch.Tensor, context: int) -> torch.Tensor:
-    """The ``context`` ids before every target of ``stream`` (its ids after the first ``context``):
-    (len(stream) - context, context)."""
-    return stream[:-1].unfold(0, context, 1)
 
 
 def matched_order(ngram: NGramLM, contexts: torch.Tensor) -> torch.Tensor:
@@ -52,7 +46,7 @@ class CountPredictions:
 
 def static_kn(ngram: NGramLM, history: torch.Tensor, targets: torch.Tensor) -> CountPredictions:
     """The fitted model's predictions at every target after ``history``."""
-    contexts = contexts_of(heldout_stream(history.cpu(), targets.cpu(), ngram.order - 1), ngram.order - 1)
+    contexts = target_contexts(heldout_stream(history.cpu(), targets.cpu(), ngram.order - 1), ngram.order - 1)
     return CountPredictions(ngram.prob_table(contexts).cpu(), matched_order(ngram, contexts))
 
 

@@ -20,7 +20,7 @@ import torch
 from numpy_ref.ngram import DEFAULT_DISCOUNT, DEFAULT_K
 from numpy_ref.validation import check_positive_float, fail
 from torch_lm.ngram import NGramLM
-from torch_lm.training.heldout import HeldoutResult, heldout_stream, windows
+from torch_lm.training.heldout import HeldoutResult, heldout_stream, log_prob_batches, pick, rows
 from torch_lm.training.sampling import sample as sample_ids
 
 
@@ -44,9 +44,7 @@ class CharModel:
 
         Default: ``next_probs`` over windows in chunks, then the target's column.
         """
-        return torch.cat(
-            [self.next_probs(x).gather(1, y[:, None]).squeeze(1) for x, y in windows(ids, self.context, start, 8192)]
-        )
+        return torch.cat([pick(self.next_probs(x), y[:, 0]) for x, y in rows(ids, self.context, 1, 8192, start)])
 
 
 @dataclass
@@ -105,6 +103,12 @@ class NeuralModel(CharModel):
         logits, _ = self.module(last_columns(contexts, self.context).to(self.device))
         return torch.softmax(logits.double(), dim=-1).cpu()
 
+    def target_probs(self, ids: torch.Tensor, start: int) -> torch.Tensor:
+        """The held-out protocol's scorer (``log_prob_batches``: the sequence forward for a
+        NeuralLM), so a report's figure is ``evaluate``'s."""
+        batches = log_prob_batches(self.module, ids.to(self.device), self.context, start=start)
+        return torch.cat([pick(lp, y) for lp, y in batches]).exp().cpu()
+
 
 class MixtureModel(CharModel):
     """p = lam p_a + (1 - lam) p_b: linear interpolation of two models over one vocabulary."""
@@ -134,14 +138,9 @@ def heldout_probs(model: CharModel, history: torch.Tensor, targets: torch.Tensor
     return model.target_probs(stream, model.context)
 
 
-def result_from_probs(probs: torch.Tensor) -> HeldoutResult:
-    """Mean -ln p (nats/char), perplexity, bits/char and positions of target probabilities (N,)."""
-    return HeldoutResult.from_mean(float(-torch.log(probs).mean()), len(probs))
-
-
 def heldout(model: CharModel, history: torch.Tensor, targets: torch.Tensor) -> HeldoutResult:
     """The held-out figures of ``model`` on ``targets`` after ``history``."""
-    return result_from_probs(heldout_probs(model, history, targets))
+    return HeldoutResult.from_target_probs(heldout_probs(model, history, targets))
 
 
 # ----------------------------------------------------------------------------- sampling

@@ -18,9 +18,10 @@ import numpy as np
 
 from numpy_ref.ngram import check_fit_args
 from torch_lm.strict_json import dumps
-from torch_lm.training.batches import TRAIN_FRACTION
-from torch_lm.training.heldout import ngram_heldout
+from torch_lm.training.batches import split_ids
+from torch_lm.training.heldout import HeldoutResult, ngram_heldout
 from torch_lm.training.text import DEFAULT_DATA_PATH
+from torch_lm.training.vocab import CharVocab
 
 SMOOTHINGS = ("addk", "kn", "mkn")
 ENGINES = ("numpy", "torch")
@@ -57,10 +58,10 @@ class BaselineSpec:
 
 
 def read_ids(path: Path) -> tuple[np.ndarray, int]:
-    """Characters of a UTF-8 file as ids into its sorted character set: ((T,) int64, V)."""
-    codepoints = np.frombuffer(path.read_text(encoding="utf-8").encode("utf-32-le"), dtype=np.uint32)
-    vocab = np.unique(codepoints)
-    return np.searchsorted(vocab, codepoints).astype(np.int64), len(vocab)
+    """The text's characters as the project's ids (``CharVocab``): ((T,) int64, V)."""
+    text = path.read_text(encoding="utf-8")
+    vocab = CharVocab.from_text(text)
+    return vocab.encode(text).numpy(), len(vocab)
 
 
 def model_specs(spec: BaselineSpec) -> list[tuple[str, int, str, float, str]]:
@@ -107,43 +108,39 @@ def check_settings(spec: BaselineSpec, vocab_size: int) -> None:
 
 
 def score_baselines(spec: BaselineSpec, ids: np.ndarray, vocab_size: int) -> list[dict]:
-    """``run_baselines`` on the text's ids (T,) int64 over a vocabulary of ``vocab_size``."""
-    n_train = int(TRAIN_FRACTION * len(ids))
+    """``run_baselines`` on the text's ids (T,) int64 over a vocabulary of ``vocab_size``: the
+    project's split (``split_ids``) and figures (``HeldoutResult``)."""
+    n_train = len(split_ids(ids)[0])
     model_class, convert = make_engine(spec)
     all_ids = convert(ids)
-    rows = [
-        {
-            "model": "uniform",
-            "order": 0,
-            "smoothing": "none",
-            "scored_on": "val",
-            "loss": math.log(vocab_size),
-            "seconds": 0.0,
-        }
-    ]
+    rows = [row("uniform", 0, "none", "val", HeldoutResult.from_mean(math.log(vocab_size), len(ids) - n_train), 0.0)]
     for label, order, smoothing, k, scored_on in model_specs(spec):
         if scored_on == "val":
-            result = ngram_heldout(
+            score = ngram_heldout(
                 model_class, all_ids, n_train, order, vocab_size, smoothing, k=k, discount=spec.discount
             )
-            loss, seconds = result["loss"], result["fit_s"] + result["score_s"]
+            result, seconds = score.result, score.fit_s + score.score_s
         else:  # in-sample: the train text after its first order - 1 characters
             began = time.perf_counter()
             model = model_class.fit(all_ids[:n_train], order, vocab_size, smoothing, k=k, discount=spec.discount)
-            loss, seconds = model.score(all_ids[:n_train], order - 1), time.perf_counter() - began
-        rows.append(
-            {
-                "model": label,
-                "order": order,
-                "smoothing": smoothing,
-                "scored_on": scored_on,
-                "loss": loss,
-                "seconds": seconds,
-            }
-        )
-    for row in rows:
-        row.update(perplexity=math.exp(row["loss"]), bits_per_char=row["loss"] / math.log(2))
+            loss = model.score(all_ids[:n_train], order - 1)
+            result, seconds = HeldoutResult.from_mean(loss, n_train - order + 1), time.perf_counter() - began
+        rows.append(row(label, order, smoothing, scored_on, result, seconds))
     return rows
+
+
+def row(label: str, order: int, smoothing: str, scored_on: str, result: HeldoutResult, seconds: float) -> dict:
+    """One row of the table and of ``--json``."""
+    return {
+        "model": label,
+        "order": order,
+        "smoothing": smoothing,
+        "scored_on": scored_on,
+        "loss": result.loss,
+        "seconds": seconds,
+        "perplexity": result.perplexity,
+        "bits_per_char": result.bpc,
+    }
 
 
 def format_table(rows: list[dict]) -> str:

@@ -45,7 +45,7 @@ from torch_lm.training.vocab import CharVocab
 FORMAT_VERSION = 1
 LAST = "last.pt"
 BEST = "best.pt"
-DEFAULT_CHECKPOINT = "runs/default/best.pt"
+DEFAULT_CHECKPOINT = "runs/default/last.pt"  # the last step's: best.pt is selected on val
 
 # key -> type its value must have after loading (a structural check before anything uses it).
 _SCHEMA: dict[str, type | tuple[type, ...]] = {

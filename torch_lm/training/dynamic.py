@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from numpy_ref.validation import check_nonnegative_float, check_positive_int, fail
-from torch_lm.training.heldout import HeldoutResult, heldout_stream
+from torch_lm.training.heldout import HeldoutResult, heldout_stream, pick, rows
 
 RULES = ("rms", "sgd")
 RMS_SEGMENTS = 256  # history segments whose gradients give the per-weight scale of the "rms" rule
@@ -52,15 +52,6 @@ class DynamicSettings:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def segments(stream: torch.Tensor, context: int, length: int):
-    """(idx (1, C + P - 1), targets (1, P)) for consecutive segments of ``length`` targets of
-    ``stream`` (its ids after the first ``context``); the last one may be shorter."""
-    n_targets = len(stream) - context
-    for start in range(0, n_targets, length):
-        stop = min(start + length, n_targets)
-        yield stream[None, start : stop + context - 1], stream[None, start + context : stop + context]
 
 
 def gradient_rms(model: torch.nn.Module, history: torch.Tensor, settings: DynamicSettings) -> list[torch.Tensor]:
@@ -107,11 +98,12 @@ def dynamic_log_probs(
     else:
         scale = [torch.ones_like(p) for p in params]
         pull = [torch.full_like(p, settings.decay) for p in params]
-    rows = []
-    for idx, y in segments(heldout_stream(history, targets.to(device), context), context, settings.segment):
+    scored = []
+    stream = heldout_stream(history, targets.to(device), context)
+    for idx, y in rows(stream, context, settings.segment):  # one segment of P targets per row
         adapting.zero_grad(set_to_none=True)
         logits, loss = adapting.forward_sequence(idx, y)  # (1, P, V)
-        rows.append(torch.log_softmax(logits.detach()[0].double(), dim=-1).cpu())
+        scored.append(torch.log_softmax(logits.detach()[0].double(), dim=-1).cpu())
         loss.backward()
         with torch.no_grad():
             steps = torch._foreach_mul([p.grad for p in params], scale)
@@ -119,7 +111,7 @@ def dynamic_log_probs(
             back = torch._foreach_sub(trained, params)
             torch._foreach_mul_(back, pull)
             torch._foreach_add_(params, back)
-    return torch.cat(rows)
+    return torch.cat(scored)
 
 
 def dynamic_heldout(
@@ -127,5 +119,4 @@ def dynamic_heldout(
 ) -> HeldoutResult:
     """The held-out figures of dynamic evaluation on ``targets`` after ``history``."""
     log_probs = dynamic_log_probs(model, history, targets, settings)
-    picked = log_probs.gather(1, targets.cpu()[:, None]).squeeze(1)
-    return HeldoutResult.from_mean(float(-picked.mean()), len(targets))
+    return HeldoutResult.from_target_log_probs(pick(log_probs, targets))

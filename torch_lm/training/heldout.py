@@ -3,12 +3,15 @@ with which context, and how the figures are reported.
 
 Every target position of the held-out text is predicted exactly once, from the ``context``
 characters before it; the first ones reach back into the end of the preceding text (the end of
-train for val). The figures are the mean −ln p in nats per character, e^mean and mean / ln 2.
-``heldout_loss`` runs it for a NeuralLM-like module (its own loss, in its own dtype);
-``torch_lm.reports.models.heldout`` for any character model of the reports (probabilities in
-float64). Both build their windows with ``heldout_stream`` and ``windows``; a module with a
-``forward_sequence`` (the NeuralLM) is evaluated on ``sequence_rows`` instead, every position of a
-row at once, which computes each fusion level once per position rather than once per window.
+train for val). The figures are the mean −ln p in nats per character, e^mean and mean / ln 2
+(``HeldoutResult``, the one result type).
+
+One row iterator serves every scorer: ``rows`` cuts the targets of a ``heldout_stream`` into rows
+of P consecutive targets with their contexts (P = 1: windows). A neural model is scored by
+``next_log_probs`` / ``target_log_probs`` (the sequence forward row by row when it has one, the
+window forward otherwise; log-softmax in float64), which ``heldout_loss`` (the trainer and
+``evaluate``), the reports' ``NeuralModel``, the mixtures and dynamic evaluation all use; a count
+model by ``ngram_heldout``.
 """
 
 from __future__ import annotations
@@ -39,6 +42,16 @@ class HeldoutResult:
             loss=loss, perplexity=float(perplexity(loss)), bpc=float(bits_per_char(loss)), positions=int(positions)
         )
 
+    @classmethod
+    def from_target_log_probs(cls, log_probs: torch.Tensor) -> HeldoutResult:
+        """The figures of the log-probabilities (N,) a model gave the targets."""
+        return cls.from_mean(float(-log_probs.double().mean()), len(log_probs))
+
+    @classmethod
+    def from_target_probs(cls, probs: torch.Tensor) -> HeldoutResult:
+        """The figures of the probabilities (N,) a model gave the targets."""
+        return cls.from_target_log_probs(torch.log(probs.double()))
+
     def to_dict(self) -> dict:
         """The ``evaluate --json`` keys: ``val_loss``, ``val_ppl``, ``bpc``, ``positions``."""
         return {"val_loss": self.loss, "val_ppl": self.perplexity, "bpc": self.bpc, "positions": self.positions}
@@ -58,68 +71,87 @@ def heldout_stream(history: torch.Tensor, targets: torch.Tensor, context: int) -
     return torch.cat([history[len(history) - context :], targets.to(history.device)])
 
 
-def windows(
-    stream: torch.Tensor, context: int, start: int, batch_size: int
+ROW_POSITIONS = 256  # targets per row when a neural model is scored by its sequence forward
+
+
+def rows(
+    stream: torch.Tensor, context: int, per_row: int, rows_per_batch: int = 1, start: int | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(x (b, context), y (b,)) for every position ``start..len(stream)-1``, ``batch_size`` at a time:
-    y the id at the position, x the ``context`` ids before it."""
-    arange = torch.arange(context, device=stream.device)  # (C,)
-    for first in range(start, len(stream), batch_size):
-        positions = torch.arange(first, min(first + batch_size, len(stream)), device=stream.device)  # (b,)
-        yield stream[positions[:, None] - context + arange], stream[positions]  # (b, C), (b,)
-
-
-ROW_POSITIONS = 256  # targets per row of the sequence evaluation
-
-
-def sequence_rows(stream: torch.Tensor, context: int, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Every target of ``stream`` (the ids after its first ``context``) in rows, about
-    ``batch_size`` targets at a time: (idx (R, P + context - 1), targets (R, P)), row r covering
-    P consecutive targets with the context of the first one; the remainder is a last row of its own.
-    """
-    n_targets = len(stream) - context
-    positions = min(ROW_POSITIONS, batch_size)  # P
-    full_rows, rows_per_batch = n_targets // positions, max(1, batch_size // positions)
-    window = torch.arange(positions + context - 1, device=stream.device)  # (P + C - 1,)
+    """Every target of ``stream`` from position ``start`` (default ``context``, the first with a
+    full context), each once and in order, in rows of ``per_row`` consecutive targets with their
+    contexts, ``rows_per_batch`` rows at a time: (idx (R, per_row + context - 1), targets
+    (R, per_row)); the remainder is a last, shorter row of its own. ``per_row`` 1 gives windows,
+    idx (R, context)."""
+    start = context if start is None else start
+    full_rows, remainder = divmod(len(stream) - start, per_row)
+    span = torch.arange(per_row + context - 1, device=stream.device)  # (P + C - 1,)
     for first in range(0, full_rows, rows_per_batch):
-        starts = positions * torch.arange(first, min(first + rows_per_batch, full_rows), device=stream.device)  # (R,)
-        idx = stream[starts[:, None] + window]  # (R, P + C - 1)
-        yield idx, stream[starts[:, None] + context + window[:positions]]  # (R, P)
-    done = full_rows * positions
-    if done < n_targets:
-        yield stream[None, done : len(stream) - 1], stream[None, done + context :]
+        row = torch.arange(first, min(first + rows_per_batch, full_rows), device=stream.device)  # (R,)
+        offsets = start - context + per_row * row  # where each row's first context begins
+        yield stream[offsets[:, None] + span], stream[offsets[:, None] + context + span[:per_row]]
+    if remainder:
+        first_target = start + full_rows * per_row
+        yield stream[None, first_target - context : len(stream) - 1], stream[None, first_target:]
 
 
-@torch.no_grad()
+def target_contexts(stream: torch.Tensor, context: int) -> torch.Tensor:
+    """The ``context`` ids before every target of ``stream``: (N, context), one window per row."""
+    return next(rows(stream, context, 1, rows_per_batch=len(stream)))[0]
+
+
+def pick(table: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The targets' entries of per-position distributions: table (N, V), targets (N,) -> (N,)."""
+    return table.gather(1, targets.to(table.device)[:, None]).squeeze(1)
+
+
+def log_prob_batches(
+    module: torch.nn.Module, stream: torch.Tensor, context: int, batch_size: int = 4096, start: int | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(log p (n, V) float64, targets (n,)) for every target of ``stream`` from ``start``, in order:
+    the module's sequence forward on rows of ``ROW_POSITIONS`` targets when it has one, its window
+    forward otherwise, about ``batch_size`` targets at a time, in eval mode (restored after)."""
+    sequence = getattr(module, "forward_sequence", None)
+    per_row = min(ROW_POSITIONS, batch_size) if sequence is not None else 1
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            for idx, y in rows(stream, context, per_row, max(1, batch_size // per_row), start):
+                logits = sequence(idx)[0] if sequence is not None else module(idx)[0]  # (R, P, V) or (R, V)
+                yield torch.log_softmax(logits.double(), dim=-1).reshape(y.numel(), -1), y.reshape(-1)
+    finally:
+        module.train(was_training)
+
+
+def next_log_probs(
+    module: torch.nn.Module, history: torch.Tensor, targets: torch.Tensor, batch_size: int = 4096
+) -> torch.Tensor:
+    """log p(next character) at every target after ``history``: (N, V) float64 on the module's
+    device. ``module`` has ``config.context`` (a NeuralLM) or is scored with its ``context``."""
+    device = next(module.parameters()).device
+    context = module.config.context
+    stream = heldout_stream(history.to(device), targets, context)
+    return torch.cat([lp for lp, _ in log_prob_batches(module, stream, context, batch_size)])
+
+
+def target_log_probs(
+    module: torch.nn.Module, history: torch.Tensor, targets: torch.Tensor, context: int, batch_size: int = 4096
+) -> torch.Tensor:
+    """log p(target) at every target after ``history``: (N,) float64 on the module's device."""
+    check_positive_int("heldout", "context", context)
+    check_positive_int("heldout", "batch_size", batch_size)
+    device = next(module.parameters()).device
+    stream = heldout_stream(history.to(device), targets, context)
+    return torch.cat([pick(lp, y) for lp, y in log_prob_batches(module, stream, context, batch_size)])
+
+
 def heldout_loss(
     model: torch.nn.Module, history: torch.Tensor, targets: torch.Tensor, context: int, batch_size: int = 4096
 ) -> HeldoutResult:
-    """The held-out figures of a module with ``forward(x, y) -> (logits, mean loss)`` on
-    ``targets`` after ``history`` (the train split and val for the protocol).
-
-    Token-weighted: each batch's mean loss times its number of targets, summed in float64 on the
-    model's device, in eval mode (no dropout; the mode is restored afterwards). A module with a
-    ``forward_sequence`` is evaluated row by row (``sequence_rows``): the same sum up to rounding.
-    """
-    check_positive_int("heldout_loss", "context", context)
-    check_positive_int("heldout_loss", "batch_size", batch_size)
-    device = next(model.parameters()).device
-    stream = heldout_stream(history.to(device), targets, context)  # (C + N,)
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    was_training = model.training
-    model.eval()
-    try:
-        sequence_forward = getattr(model, "forward_sequence", None)
-        if sequence_forward is None:
-            batches = ((model, x, y) for x, y in windows(stream, context, context, batch_size))
-        else:
-            batches = ((sequence_forward, x, y) for x, y in sequence_rows(stream, context, batch_size))
-        for forward, x, y in batches:
-            _, loss = forward(x, y)
-            total += loss.double() * y.numel()
-    finally:
-        model.train(was_training)
-    return HeldoutResult.from_mean(total.item() / len(targets), len(targets))
+    """The held-out figures of a NeuralLM-like module (``forward(x) -> (logits, _)``, and
+    ``forward_sequence`` if it has one) on ``targets`` after ``history`` (the train split and val
+    for the protocol): the mean of ``-target_log_probs``, summed in float64 on the model's device."""
+    return HeldoutResult.from_target_log_probs(target_log_probs(model, history, targets, context, batch_size))
 
 
 def sharded_heldout(
@@ -144,14 +176,24 @@ def sharded_heldout(
     return HeldoutResult.from_mean(loss_sum / positions, int(positions))
 
 
+@dataclass(frozen=True)
+class CountScore:
+    """A count model's held-out figures and what fitting and scoring it took (seconds)."""
+
+    result: HeldoutResult
+    fit_s: float
+    score_s: float
+
+
 def ngram_heldout(
     ngram_class, ids, n_train: int, order: int, vocab_size: int, smoothing: str, **settings
-) -> dict[str, float]:
+) -> CountScore:
     """A count model of either engine (``numpy_ref.ngram.NGramLM`` or ``torch_lm.ngram.NGramLM``,
     ids of its array type) fitted on ``ids[:n_train]`` and scored on every later position, with
-    history from the end of train: ``{"loss", "fit_s", "score_s"}`` (nats/char, seconds)."""
+    history from the end of train."""
     began = time.perf_counter()
     model = ngram_class.fit(ids[:n_train], order, vocab_size, smoothing, **settings)
     fitted = time.perf_counter()
     loss = model.score(ids, n_train)
-    return {"loss": loss, "fit_s": fitted - began, "score_s": time.perf_counter() - fitted}
+    result = HeldoutResult.from_mean(loss, len(ids) - n_train)
+    return CountScore(result, fitted - began, time.perf_counter() - fitted)
