@@ -1,7 +1,10 @@
-"""Elementwise activations ReLU and tanh, with their derivatives (NN exercise 2).
+"""Elementwise activations ReLU and tanh, with their derivatives (NN exercise 2), and WaveNet's
+gated unit tanh(a) * sigmoid(b).
 
-Every function keeps its input's shape and dtype. The derivative of ReLU at exactly 0 is
-defined as 0 (the subgradient torch uses too), so a unit sitting at 0 passes no gradient.
+ReLU and tanh keep their input's shape and dtype. The derivative of ReLU at exactly 0 is
+defined as 0 (the subgradient torch uses too), so a unit sitting at 0 passes no gradient. The
+gated unit ("gated") halves the last axis: its input's first half is the filter a, the second
+the gate b, and (..., 2H) -> (..., H).
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from numpy_ref.config import ACTIVATIONS
-from numpy_ref.validation import check_float_dtype, check_same_shape, fail
+from numpy_ref.validation import check_even_last_axis, check_float_dtype, check_same_shape, fail
 
 
 def relu_forward(x: np.ndarray):
@@ -59,12 +62,50 @@ def tanh_derivative(x: np.ndarray) -> np.ndarray:
     return 1 - t * t
 
 
-_FORWARD = {"relu": relu_forward, "tanh": tanh_forward}
-_BACKWARD = {"relu": relu_backward, "tanh": tanh_backward}
+def gated_tanh_forward(x: np.ndarray):
+    """``out = tanh(a) * sigmoid(b)`` with a = x[..., :H], b = x[..., H:]: x (..., 2H) -> out (..., H).
+
+    The cache is (tanh(a), sigmoid(b)), all backward needs.
+    """
+    where = "gated_tanh_forward"
+    _check_float(where, "x", x)
+    check_even_last_axis(where, "x", x.shape)
+    h = x.shape[-1] // 2
+    t = np.tanh(x[..., :h])  # (..., H) filter
+    s = _sigmoid(x[..., h:])  # (..., H) gate
+    return t * s, (t, s)
+
+
+def gated_tanh_backward(dout: np.ndarray, cache) -> np.ndarray:
+    """dx = [dout * s * (1 - t²), dout * t * s * (1 - s)]: the filter's half, then the gate's.
+
+    dout (..., H) -> dx (..., 2H), with t = tanh(a), s = sigmoid(b) from the cache; each half is
+    differentiated through its own nonlinearity (tanh' of the filter, sigmoid' of the gate).
+    """
+    t, s = cache
+    where = "gated_tanh_backward"
+    _check_float(where, "dout", dout)
+    check_same_shape(where, "dout", dout.shape, "the forward output", t.shape)
+    h = t.shape[-1]
+    dx = np.empty(t.shape[:-1] + (2 * h,), np.result_type(dout, t))  # (..., 2H)
+    ds = dout * s
+    dx[..., :h] = ds * (1 - t * t)  # d/da: the gate scales the filter's tanh slope
+    dx[..., h:] = ds * t * (1 - s)  # d/db: tanh(a) * sigmoid'(b), sigmoid' = s (1 - s)
+    return dx
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """``1 / (1 + exp(-x))`` without overflow: exp of -|x| only, in x's dtype."""
+    e = np.exp(-np.abs(x))  # in (0, 1]
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+_FORWARD = {"relu": relu_forward, "tanh": tanh_forward, "gated": gated_tanh_forward}
+_BACKWARD = {"relu": relu_backward, "tanh": tanh_backward, "gated": gated_tanh_backward}
 
 
 def activation_forward(name: str, x: np.ndarray):
-    """``<name>_forward(x)`` for name in ``ACTIVATIONS`` ("tanh", "relu")."""
+    """``<name>_forward(x)`` for name in ``ACTIVATIONS`` ("tanh", "relu"; "gated": ``gated_tanh_forward``)."""
     _check_name("activation_forward", name)
     return _FORWARD[name](x)
 

@@ -9,12 +9,21 @@ The architecture family (docs/DESIGN.md §1, NeuralLM; Bengio et al. 2003, with 
 WaveNet-style hierarchical fusion and optional residual blocks)::
 
     idx (B, T) ─ embedding ─> (B, T, E)
+    [+ pair_embedding of (idx[t-1], idx[t]) at every t with t % groups[0] != 0]   # pair_embed
     for g in groups:                       # groups = fusion, or (T,) for the flat MLP
         reshape (B, n, d) -> (B, n/g, g*d) # fuse g neighbouring vectors
         Linear -> [LayerNorm] -> act -> [Dropout]          # (B, n/g, H)
     squeeze -> (B, H)
     repeat n_blocks:  x = x + Dropout(act(LayerNorm(Linear(x))))   # residual, (B, H)
     Linear -> logits (B, V)
+
+``activation="gated"`` is WaveNet's gated unit: the Linear (and LayerNorm) of a hidden layer is
+2H wide, and act(z) = tanh(z[..., :H]) * sigmoid(z[..., H:]) brings it back to H.
+``pair_embed=True`` adds a second table of V*V vectors, one per exact character pair, to the
+character vectors, only where the previous character is in the same first-level fusion group: a
+first-level unit then reads the same inputs in every window that contains it (a group's first
+character has no predecessor in the first window), so the sequence forward, which computes each
+unit once for all windows, stays equal to the window forward.
 
 ``fusion=()`` is the flat Bengio MLP: the whole context is concatenated and fed to one
 hidden layer. ``fusion=(2, 2, 2)`` with ``context=8`` fuses pairs, then pairs of pairs, ...
@@ -29,7 +38,7 @@ from dataclasses import asdict, dataclass
 
 from numpy_ref.validation import check_nonnegative_int, check_positive_int, check_probability, fail
 
-ACTIVATIONS = ("tanh", "relu")
+ACTIVATIONS = ("tanh", "relu", "gated")
 
 
 def default_fusion(context: int) -> tuple[int, ...]:
@@ -57,10 +66,11 @@ class ModelConfig:
     fusion: tuple[int, ...] | None = None  # group sizes per level, product == context; () = flat
     # MLP; None = default_fusion(context), (2, 2, 2, 2) here
     n_blocks: int = 0  # residual H -> H blocks after the fusion levels
-    activation: str = "tanh"  # "tanh" or "relu"
+    activation: str = "gated"  # "tanh", "relu" or "gated" (tanh(a) * sigmoid(b) of a Linear to 2H)
     norm: bool = True  # LayerNorm after each hidden Linear, before the activation
     dropout: float = 0.1  # inverted dropout after each hidden activation
     layernorm_eps: float = 1e-5
+    pair_embed: bool = False  # add an exact (previous, current) pair vector inside first-level groups
 
     def __post_init__(self) -> None:
         where = "ModelConfig"
@@ -70,6 +80,8 @@ class ModelConfig:
         if self.activation not in ACTIVATIONS:
             fail(where, f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         check_probability(where, "dropout", self.dropout)
+        if not isinstance(self.pair_embed, bool):
+            fail(where, f"pair_embed must be True or False, got {self.pair_embed!r}")
         fusion = default_fusion(self.context) if self.fusion is None else tuple(self.fusion)
         object.__setattr__(self, "fusion", fusion)
         for g in self.fusion:

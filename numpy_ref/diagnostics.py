@@ -1,8 +1,8 @@
 """Training diagnostics of the NeuralLM (NN exercise 10), NumPy side.
 
 * ``shape_report``: (layer name, output shape) of every layer, read from the forward's cache;
-* ``activation_stats``: mean, std and fraction of saturated (tanh) or dead (ReLU) units of
-  every hidden layer's post-activation output;
+* ``activation_stats``: mean, std and fraction of saturated (tanh, gated) or dead (ReLU) units
+  of every hidden layer's post-activation output;
 * ``grad_norms``: L2 norm of each layer's gradient, and the global norm as "total";
 * ``overfit_tiny_batch``: plain SGD with the hand backward on one batch; the loss must reach ~0,
   or the model or its gradients are broken.
@@ -22,13 +22,17 @@ from numpy_ref.neural_lm import hidden_activations, layer_names, layer_shapes, n
 from numpy_ref.validation import fail
 
 # A tanh unit with |a| above this passes less than 1 - 0.97² ≈ 6 % of its gradient: saturated.
+# The same bound on a gated unit's output t * s = tanh(filter) * sigmoid(gate) holds only when
+# |t| > 0.97 and s > 0.97: the filter then passes < 6 % of its gradient and the gate s (1 - s) < 3 %,
+# so the unit is saturated in both halves. (A closed gate cannot be told from a filter at 0 by the
+# output alone, so it is not counted.)
 TANH_SATURATION = 0.97
 STAT_NAMES = ("mean", "std", "frac_saturated_or_dead")
 
 
 def saturated_or_dead(a: np.ndarray, activation: str) -> np.ndarray:
-    """Boolean mask of units that barely learn: |a| > TANH_SATURATION (tanh), a == 0 (ReLU)."""
-    return np.abs(a) > TANH_SATURATION if activation == "tanh" else a == 0
+    """Boolean mask of units that barely learn: |a| > TANH_SATURATION (tanh, gated), a == 0 (ReLU)."""
+    return a == 0 if activation == "relu" else np.abs(a) > TANH_SATURATION
 
 
 def summarize_activations(activations: dict[str, np.ndarray], activation: str) -> dict[str, dict[str, float]]:

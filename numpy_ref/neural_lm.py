@@ -1,12 +1,13 @@
 """NeuralLM in NumPy: the whole ``ModelConfig`` family, forward and hand-chained backward.
 
-    idx (B, T) ─ embedding ─> (B, T, E)
+    idx (B, T) ─ embedding ─> (B, T, E)  [+ pair_embedding (B, T, E), zero at first-level group starts]
     fusion level i:  (B, n, d) -> (B, n/g, g*d) -> hidden.i -> (B, n/g, H)
     squeeze -> (B, H)
     residual block j:  x = x + blocks.j(x)                                  (B, H)
     output Linear -> logits (B, V);  mean cross-entropy against targets (B,)
 
-where a hidden layer is Linear -> [LayerNorm] -> activation -> Dropout. Parameters and gradients
+where a hidden layer is Linear -> [LayerNorm] -> activation -> Dropout (the Linear and LayerNorm
+2H wide for the gated activation, which halves them back to H). Parameters and gradients
 are dicts keyed exactly like ``torch_lm.neural_lm.NeuralLM.state_dict()``. The cache is a dict of
 the component caches (cs231n style), so ``neural_lm_backward`` is the component backward
 functions called in reverse order; ``layer_shapes`` and ``hidden_activations`` read it for the
@@ -15,7 +16,8 @@ diagnostics. Everything is computed in the parameters' dtype (float64 or float32
 ``neural_lm_sequence_forward`` / ``neural_lm_sequence_backward`` compute the same model at every
 position of a sequence at once, each fusion level a causal dilated convolution computed once per
 position: ids (B, L) -> logits (B, L - C + 1, V), row j equal to the window logits of
-``idx[:, j:j + C]``.
+``idx[:, j:j + C]``. With ``pair_embed`` a first-level unit reads the pair vectors at its taps
+1..g-1 and the bare character vector at its tap 0, as a window's group does at its positions.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from numpy_ref.embedding import embedding_backward, embedding_forward
 from numpy_ref.init import he_normal, xavier_normal
 from numpy_ref.layernorm import layernorm_backward, layernorm_forward
 from numpy_ref.linear import linear_backward, linear_forward
+from numpy_ref.pair_embedding import pair_embedding_backward, pair_embedding_forward
 from numpy_ref.validation import check_integer_dtype, check_ndim, check_same_shape, fail
 
 # The output layer starts at 0.1 x its Xavier weights (and zero bias): logits near 0 mean a
@@ -46,8 +49,14 @@ def hidden_layer_names(config: ModelConfig) -> list[str]:
 
 
 def layer_names(config: ModelConfig) -> list[str]:
-    """Every parameterised layer in forward order: "embedding", hidden layers, "output"."""
-    return ["embedding", *hidden_layer_names(config), "output"]
+    """Every parameterised layer in forward order: "embedding", ["pair_embedding"], hidden layers, "output"."""
+    inputs = ["embedding", "pair_embedding"] if config.pair_embed else ["embedding"]
+    return [*inputs, *hidden_layer_names(config), "output"]
+
+
+def linear_out_features(config: ModelConfig) -> int:
+    """out_features of every hidden layer's Linear: 2H for "gated" (filter and gate halves), else H."""
+    return 2 * config.hidden_dim if config.activation == "gated" else config.hidden_dim
 
 
 def hidden_fan_ins(config: ModelConfig) -> dict[str, int]:
@@ -62,18 +71,22 @@ def hidden_fan_ins(config: ModelConfig) -> dict[str, int]:
 def init_params(config: ModelConfig, rng: np.random.Generator, dtype=np.float64) -> dict[str, np.ndarray]:
     """Fresh parameters, keyed and ordered like ``NeuralLM.state_dict()``.
 
-    embedding N(0, 1); hidden weights He-normal for relu, Xavier-normal for tanh, zero biases;
-    LayerNorm weight 1, bias 0; output weight OUTPUT_INIT_SCALE x Xavier-normal, zero bias.
+    embedding N(0, 1); pair embedding 0 (``torch_lm.pair_embedding.PairEmbedding`` says why);
+    hidden weights He-normal for relu, Xavier-normal for tanh and gated, zero biases; LayerNorm
+    weight 1, bias 0; output weight OUTPUT_INIT_SCALE x Xavier-normal, zero bias.
     """
     hidden_init = he_normal if config.activation == "relu" else xavier_normal
     V, E, H = config.vocab_size, config.embed_dim, config.hidden_dim
+    width = linear_out_features(config)  # H, or 2H for gated units
     params = {"embedding.weight": rng.standard_normal((V, E)).astype(dtype)}
+    if config.pair_embed:
+        params["pair_embedding.weight"] = np.zeros((V * V, E), dtype)  # draws nothing from rng
     for name, fan_in in hidden_fan_ins(config).items():
-        params[f"{name}.linear.weight"] = hidden_init(H, fan_in, rng, dtype=dtype)
-        params[f"{name}.linear.bias"] = np.zeros(H, dtype)
+        params[f"{name}.linear.weight"] = hidden_init(width, fan_in, rng, dtype=dtype)
+        params[f"{name}.linear.bias"] = np.zeros(width, dtype)
         if config.norm:
-            params[f"{name}.norm.weight"] = np.ones(H, dtype)
-            params[f"{name}.norm.bias"] = np.zeros(H, dtype)
+            params[f"{name}.norm.weight"] = np.ones(width, dtype)
+            params[f"{name}.norm.bias"] = np.zeros(width, dtype)
     params["output.weight"] = OUTPUT_INIT_SCALE * xavier_normal(V, H, rng, dtype=dtype)
     params["output.bias"] = np.zeros(V, dtype)
     return params
@@ -129,7 +142,8 @@ def check_mask_names(where: str, config: ModelConfig, names) -> None:
 
 # ----------------------------------------------------------------------------- hidden layer
 def hidden_layer_forward(x, params, name, config, train=False, rng=None, mask=None):
-    """Linear -> [LayerNorm] -> activation -> Dropout of layer ``name``: x (..., D_in) -> (..., H).
+    """Linear -> [LayerNorm] -> activation -> Dropout of layer ``name``: x (..., D_in) -> (..., H)
+    (through (..., 2H) before a gated activation).
 
     The cache keeps the activation's input ``z`` and output ``a`` (post-activation, pre-dropout)
     for the diagnostics and for checking that a ReLU test stays away from the kink.
@@ -185,7 +199,11 @@ def neural_lm_forward(params, idx, config, targets=None, train=False, rng=None, 
     check_mask_names(where, config, masks)
 
     x, embedding_cache = embedding_forward(idx, params["embedding.weight"])  # (B, T, E)
-    shapes, levels = [("embedding", x.shape)], []
+    shapes, levels, pair_cache = [("embedding", x.shape)], [], None
+    if config.pair_embed:  # zero at every first-level group start: no pair crosses a group's edge
+        pair, pair_cache = pair_embedding_forward(idx, params["pair_embedding.weight"], config.groups[0])  # (B, T, E)
+        x = x + pair
+        shapes.append(("pair_embedding", pair.shape))
     for i, g in enumerate(config.groups):
         name = f"hidden.{i}"
         B, n, d = x.shape
@@ -195,7 +213,7 @@ def neural_lm_forward(params, idx, config, targets=None, train=False, rng=None, 
         shapes.append((name, x.shape))
     x = x.reshape(x.shape[0], config.hidden_dim)  # (B, H): one group left
     logits, loss, cache = _head_forward(x, params, config, targets, train, rng, masks, shapes)
-    return logits, loss, cache | {"embedding": embedding_cache, "levels": levels}
+    return logits, loss, cache | {"embedding": embedding_cache, "pair": pair_cache, "levels": levels}
 
 
 def _head_forward(x, params, config, targets, train, rng, masks, shapes):
@@ -228,6 +246,8 @@ def neural_lm_backward(cache) -> dict[str, np.ndarray]:
         dx = dfused.reshape(in_shape)  # (B, n, d): undo the fusion
         grads |= layer_grads
     grads["embedding.weight"] = embedding_backward(dx, cache["embedding"])
+    if cache["pair"] is not None:  # x = embedding + pair: the same gradient reaches both
+        grads["pair_embedding.weight"] = pair_embedding_backward(dx, cache["pair"])
     return grads
 
 
@@ -269,11 +289,19 @@ def neural_lm_sequence_forward(params, idx, config, targets=None, train=False, r
 
     x, embedding_cache = embedding_forward(idx, params["embedding.weight"])  # (B, L, E)
     shapes, levels, dilation = [("embedding", x.shape)], [], 1
+    paired, pair_cache = x, None  # what the taps after the first of a first-level unit read
+    if config.pair_embed:
+        pair, pair_cache = pair_embedding_forward(idx, params["pair_embedding.weight"], idx.shape[1])  # (B, L, E)
+        paired = x + pair  # row 0 has no predecessor, but only a tap 0 ever reads it
+        shapes.append(("pair_embedding", pair.shape))
     for i, g in enumerate(config.groups):
         name = f"hidden.{i}"
         taps = dilation * np.arange(g)  # input offsets of one output, oldest first
         length = x.shape[1] - int(taps[-1])
-        fused = np.concatenate([x[:, tap : tap + length] for tap in taps], axis=-1)  # (B, length, g*d)
+        later = paired if i == 0 else x  # a group's first position (tap 0) reads no pair
+        fused = np.concatenate(
+            [(later if k else x)[:, tap : tap + length] for k, tap in enumerate(taps)], axis=-1
+        )  # (B, length, g*d)
         in_shape = x.shape
         x, layer_cache = hidden_layer_forward(
             fused, params, name, config, train, rng, masks.get(name)
@@ -282,23 +310,31 @@ def neural_lm_sequence_forward(params, idx, config, targets=None, train=False, r
         shapes.append((name, x.shape))
         dilation *= g
     logits, loss, cache = _head_forward(x, params, config, targets, train, rng, masks, shapes)  # (B, P, V)
-    return logits, loss, cache | {"embedding": embedding_cache, "levels": levels}
+    return logits, loss, cache | {"embedding": embedding_cache, "pair": pair_cache, "levels": levels}
 
 
 def neural_lm_sequence_backward(cache) -> dict[str, np.ndarray]:
     """Gradient of the sequence forward's mean loss w.r.t. every parameter, keyed like the params.
 
     A level's input position feeds up to g outputs (one per tap), so its gradient is the sum of
-    the shifted slices of the fused gradient: a scatter-add, not an assignment.
+    the shifted slices of the fused gradient: a scatter-add, not an assignment. With pair
+    embeddings the first level's taps after the first read ``x + pair``: their slices also make
+    the pair table's gradient.
     """
     dx, grads = _head_backward("neural_lm_sequence_backward", cache)  # (B, P, H)
-    for in_shape, taps, length, layer_cache in reversed(cache["levels"]):
+    paired = cache["pair"] is not None
+    for i in reversed(range(len(cache["levels"]))):
+        in_shape, taps, length, layer_cache = cache["levels"][i]
         dfused, layer_grads = hidden_layer_backward(dx, layer_cache)  # (B, length, g*d)
         d = in_shape[-1]
         dx = np.zeros(in_shape, dtype=dfused.dtype)  # (B, L_in, d)
+        dlater = np.zeros_like(dx) if paired and i == 0 else dx  # the gradient of x + pair
         for k, tap in enumerate(taps):
-            dx[:, tap : tap + length] += dfused[..., k * d : (k + 1) * d]
+            (dlater if k else dx)[:, tap : tap + length] += dfused[..., k * d : (k + 1) * d]
         grads |= layer_grads
+    if paired:
+        grads["pair_embedding.weight"] = pair_embedding_backward(dlater, cache["pair"])
+        dx = dx + dlater
     grads["embedding.weight"] = embedding_backward(dx, cache["embedding"])
     return grads
 

@@ -1,5 +1,7 @@
-"""SGD and AdamW in NumPy, mirroring ``torch.optim`` step for step; plus gradient clipping and the
-warmup + cosine learning-rate schedule that training uses.
+"""SGD and AdamW in NumPy, mirroring ``torch.optim`` step for step; plus gradient clipping, the
+warmup + cosine learning-rate schedule that training uses, and the exponential moving average of
+the weights (``EMA``, the twin of ``torch.optim.swa_utils.AveragedModel`` with
+``get_ema_multi_avg_fn``).
 
 Parameters, gradients and optimiser state are dicts keyed like ``state_dict()``.
 ``optimizer.step(params, grads)`` updates the arrays of ``params`` **in place** and returns None,
@@ -192,6 +194,59 @@ class AdamW(_Optimizer):
         param += -step_size * exp_avg / denom  # torch: param.addcdiv_(m, denom, value=-step_size)
 
 
+class EMA:
+    """Exponential moving average of the weights, exactly ``torch.optim.swa_utils.AveragedModel(model,
+    multi_avg_fn=get_ema_multi_avg_fn(decay))`` (``torch_lm.training.step.make_ema``).
+
+    ``update(params)`` after every optimiser step: the first update copies the parameters (the
+    average starts at the trained weights, not at zero, so it needs no bias correction), every
+    later one moves the average towards them, ``average += (1 - decay) * (param - average)``,
+    with torch's lerp formulas (``_lerp_``; torch: ``torch._foreach_lerp_(ema, current, 1 - decay)``).
+    ``params`` holds the average, a dict keyed like the parameters (arrays of their shapes and
+    dtypes); ``updates`` counts the updates (torch's ``n_averaged``). ``decay`` is in [0, 1):
+    0 follows the parameters, 1 would freeze the average at the first copy.
+    """
+
+    def __init__(self, decay: float) -> None:
+        self.decay = check_probability("EMA", "decay", decay)
+        self.params: Params = {}
+        self.updates = 0
+
+    def update(self, params: Mapping[str, np.ndarray]) -> None:
+        """Fold ``params`` (key -> float array, any shapes) into the average; ``params`` is not modified."""
+        self._check_update_inputs(params)
+        if self.updates == 0:
+            self.params = {key: param.copy() for key, param in params.items()}
+        else:
+            for key, average in self.params.items():
+                _lerp_(average, params[key], 1 - self.decay)
+        self.updates += 1
+
+    def _check_update_inputs(self, params: Mapping[str, np.ndarray]) -> None:
+        for key, param in params.items():
+            if not (isinstance(param, np.ndarray) and np.issubdtype(param.dtype, np.floating)):
+                fail(
+                    "EMA.update",
+                    f"params[{key!r}] must be a floating-point ndarray, got {type(param).__name__} "
+                    f"of dtype {getattr(param, 'dtype', None)}",
+                )
+        if not self.updates:
+            return
+        if set(params) != set(self.params):
+            fail(
+                "EMA.update",
+                f"params must have the keys of the average; missing {sorted(set(self.params) - set(params))}, "
+                f"unexpected {sorted(set(params) - set(self.params))}",
+            )
+        for key, average in self.params.items():
+            if params[key].shape != average.shape or params[key].dtype != average.dtype:
+                fail(
+                    "EMA.update",
+                    f"params[{key!r}] must match the average (shape {average.shape}, dtype {average.dtype}), "
+                    f"got shape {params[key].shape}, dtype {params[key].dtype}",
+                )
+
+
 def _lerp_(start: np.ndarray, end: np.ndarray, weight: float) -> None:
     """``start += weight * (end - start)`` in place, with torch's two formulas for accuracy.
 
@@ -264,5 +319,7 @@ def warmup_cosine_lr(step: int, max_lr: float, warmup_steps: int, total_steps: i
 
 def no_decay_keys(keys: Collection[str]) -> frozenset[str]:
     """The parameter keys that training exempts from weight decay: biases, LayerNorm gains and
-    shifts, and the embedding table (decay would pull rare characters' vectors to zero)."""
-    return frozenset(k for k in keys if k.endswith(".bias") or ".norm." in k or k.startswith("embedding."))
+    shifts, and the embedding tables, of characters and of pairs (decay would pull rare
+    characters' and pairs' vectors to zero)."""
+    embeddings = ("embedding.", "pair_embedding.")
+    return frozenset(k for k in keys if k.endswith(".bias") or ".norm." in k or k.startswith(embeddings))

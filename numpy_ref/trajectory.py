@@ -6,7 +6,8 @@ hand-written backward, gradient clipping, optimiser, learning-rate schedule, rep
 follows the same path as the trainer's run started from the same parameters on the same batches.
 ``train_step`` is the one NumPy step (the benchmark's NumPy engine takes it too): window rows
 (``y`` (B,)) or sequence rows (``y`` (B, P), every position of a row scored at once), dropout from
-the given keep-masks, the global gradient norm clipped, one optimiser step.
+the given keep-masks, the global gradient norm clipped, one optimiser step. The loop (``train``)
+also keeps the exponential moving average of the weights when the run asks for one (``EMA``).
 
 What both sides must share is drawn here, from a seed: the text (``synthetic_ids``, a random
 first-order chain over the vocabulary, so a run needs no data file and the loss really falls),
@@ -32,7 +33,7 @@ from numpy_ref.neural_lm import (
     neural_lm_sequence_backward,
     neural_lm_sequence_forward,
 )
-from numpy_ref.optim import SGD, AdamW, clip_grad_norm, no_decay_keys, warmup_cosine_lr, warmup_length
+from numpy_ref.optim import EMA, SGD, AdamW, clip_grad_norm, no_decay_keys, warmup_cosine_lr, warmup_length
 from numpy_ref.validation import (
     check_nonnegative_float,
     check_positive_float,
@@ -54,7 +55,8 @@ class TrajectoryConfig:
     ``lr`` is the peak of the warmup + cosine schedule, which ends at ``min_lr`` after ``steps``;
     the warm-up lasts ``warmup_length(warmup_steps, steps)`` steps, as in the trainer.
     ``momentum`` is used by SGD only, ``betas`` by AdamW only. ``grad_clip`` 0 means no clipping.
-    ``targets_per_row`` 1 gives window rows, more gives sequence rows. The defaults are a short,
+    ``targets_per_row`` 1 gives window rows, more gives sequence rows. ``ema_decay`` 0 keeps no
+    average of the weights, else the decay of the EMA updated after every step. The defaults are a short,
     fast run for the tests; the command's default run takes the trainer's recipe instead.
     """
 
@@ -70,6 +72,7 @@ class TrajectoryConfig:
     momentum: float = 0.9
     grad_clip: float = 1.0
     seed: int = 0
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
         where = "TrajectoryConfig"
@@ -92,6 +95,7 @@ class TrajectoryConfig:
         check_probability(where, "betas[1]", self.betas[1])
         check_nonnegative_float(where, "momentum", self.momentum)
         check_nonnegative_float(where, "grad_clip", self.grad_clip)
+        check_probability(where, "ema_decay", self.ema_decay)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             fail(where, f"seed must be an integer >= 0, got {self.seed!r}")
 
@@ -206,19 +210,24 @@ def train(
     run: TrajectoryConfig,
     batches: list[Batch],
     masks: list[Masks],
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
+) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray] | None]:
     """``len(batches)`` steps of ``train_step`` from ``params`` (left unchanged), with the run's
-    optimiser, schedule and clipping and the given keep-masks.
+    optimiser, schedule and clipping and the given keep-masks; with ``run.ema_decay``, the EMA of
+    the weights updated after every step.
 
-    Returns the final parameters (a new dict) and the loss of every step before its update,
-    shape (steps,), in the parameters' dtype.
+    Returns the final parameters (a new dict), the loss of every step before its update, shape
+    (steps,), in the parameters' dtype, and the final EMA of the parameters (keyed and shaped like
+    them; None without one).
     """
     if len(masks) != len(batches):
         fail("train", f"need one masks dict per batch, got {len(masks)} for {len(batches)} batches")
     params = {k: v.copy() for k, v in params.items()}
     optimizer = make_optimizer(run, params)
+    ema = EMA(run.ema_decay) if run.ema_decay else None
     dtype = next(iter(params.values())).dtype
     losses = np.empty(len(batches), dtype=dtype)
     for step, ((x, y), step_masks) in enumerate(zip(batches, masks)):
         losses[step] = train_step(params, optimizer, model_config, x, y, run.lr_at(step), run.grad_clip, step_masks)
-    return params, losses
+        if ema is not None:
+            ema.update(params)
+    return params, losses, None if ema is None else ema.params

@@ -117,3 +117,10 @@ def check_bool_dtype(where: str, name: str, dtype_is_bool: bool, dtype: object) 
     """Raise unless the array holds booleans (a keep-mask), so 0/1 floats or 2.0 cannot sneak in."""
     if not dtype_is_bool:
         fail(where, f"{name} must be a boolean array, got dtype {dtype}")
+
+
+def check_even_last_axis(where: str, name: str, shape: Sequence[int]) -> None:
+    """Raise unless the array has a last axis of even size, to be split into two halves (a gated
+    unit's filter and gate)."""
+    if len(shape) == 0 or shape[-1] % 2:
+        fail(where, f"{name} must have a last axis of even size (filter and gate halves), got shape {tuple(shape)}")

@@ -1,6 +1,9 @@
-"""ReLU and tanh: numpy_ref.activations vs torch_lm.activations vs F.relu / torch.tanh."""
+"""ReLU, tanh and the gated unit tanh(a) * sigmoid(b): numpy_ref.activations vs
+torch_lm.activations vs F.relu / torch.tanh / F.glu of a tanh."""
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pytest
@@ -11,11 +14,13 @@ from hypothesis import strategies as st
 from numpy_ref.activations import (
     activation_backward,
     activation_forward,
+    gated_tanh_backward,
+    gated_tanh_forward,
     relu_derivative,
     tanh_derivative,
     tanh_forward,
 )
-from torch_lm.activations import ReLU, Tanh, make_activation, tanh
+from torch_lm.activations import GatedTanh, ReLU, Tanh, gated_tanh, make_activation, tanh
 from torch_lm.parity import (
     Case,
     assert_central_differences,
@@ -26,7 +31,7 @@ from torch_lm.parity import (
     run_numpy,
     run_torch,
 )
-from torch_lm.parity.components import RELU, TANH
+from torch_lm.parity.components import GATED, RELU, TANH
 
 # `dtypes` is a constant pair per test, so reusing it across hypothesis examples is safe.
 FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -181,6 +186,7 @@ def test_function_and_module_pass_autograd_gradcheck(name, shape, rng):
 def test_make_activation_builds_the_named_module():
     assert isinstance(make_activation("relu"), ReLU)
     assert isinstance(make_activation("tanh"), Tanh)
+    assert isinstance(make_activation("gated"), GatedTanh)
 
 
 class TestBadInput:
@@ -206,3 +212,99 @@ class TestBadInput:
         _, cache = activation_forward(name, np.ones((2, 3)))
         with pytest.raises(ValueError, match=rf"{name}_backward: dout has shape \(3, 2\) but x has shape \(2, 3\)"):
             activation_backward(name, np.ones((3, 2)), cache)
+
+
+# --- the gated unit: tanh of the first half times sigmoid of the second ----------------------------
+
+# (..., 2H) shapes: batch dimensions of any size, an even last axis (H = 1 included).
+even_shapes = st.tuples(st.lists(st.integers(1, 4), max_size=2), st.integers(1, 4)).map(lambda t: (*t[0], 2 * t[1]))
+
+
+def gated_module(inputs, fixed):
+    return {"out": make_activation("gated")(inputs["x"])}
+
+
+def test_golden_gated_and_its_gradient():
+    x = np.array([[1.0, -2.0, 0.0, 3.0]])  # filter (1, -2), gate (0, 3)
+    t = np.array([0.7615941559557649, -0.9640275800758169])  # tanh(1), tanh(-2)
+    s = np.array([0.5, 0.9525741268224334])  # sigmoid(0), sigmoid(3)
+    expected_dx = np.concatenate([s * (1 - t**2), t * s * (1 - s)])[None]  # filter half, gate half
+    for run in every_engine(GATED, Case({"x": x}, upstream={"out": np.ones((1, 2))}), gated_module, GATED.witness):
+        assert_same(run.outputs["out"], (t * s)[None])
+        assert_same(run.grads["x"], expected_dx)
+
+
+@FAST
+@given(shape=even_shapes, seed=st.integers(0, 2**32 - 1))
+def test_gated_numpy_matches_torch_and_witness(dtypes, shape, seed):
+    out_shape = (*shape[:-1], shape[-1] // 2)
+    case = Case({"x": random_input(seed, shape)}, upstream={"out": random_input(seed + 1, out_shape)}, label=f"{shape}")
+    assert_parity(GATED, case, dtypes)
+
+
+def test_gated_dispatch_is_the_gated_pair():
+    x = random_input(0, (3, 8))
+    out, cache = activation_forward("gated", x)
+    assert_same(out, gated_tanh_forward(x)[0])
+    dout = random_input(1, (3, 4))
+    assert_same(activation_backward("gated", dout, cache), gated_tanh_backward(dout, cache))
+
+
+def test_gated_saturates_without_overflow_in_either_half(dtypes):
+    # A gate of -1000 must be 0 (exp(1000) overflows a naive 1 / (1 + exp(-b))); slopes 0 in the tails.
+    big = np.array([-1000.0, -60.0, -1e-10, 0.0, 1e-10, 60.0, 1000.0])
+    x = np.concatenate([np.repeat(big, 7), np.tile(big, 7)])  # every filter with every gate
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # underflow to 0 is the right answer
+        run = assert_parity(GATED, Case({"x": x}, upstream={"out": np.ones(49)}), dtypes)
+    assert np.isfinite(run.grads["x"]).all()
+
+
+def test_gated_nan_propagates_like_the_builtins():
+    for x in ([np.nan, 0.0], [0.5, np.nan]):
+        for run in every_engine(GATED, Case({"x": np.array(x)}), GATED.witness):
+            assert np.isnan(run.outputs["out"]).all(), x
+
+
+@pytest.mark.parametrize("shape", [(2,), (3, 4), (2, 3, 6)])
+def test_gated_backward_matches_central_differences(shape, rng):
+    out_shape = (*shape[:-1], shape[-1] // 2)
+    case = Case({"x": kink_free_input(shape, rng)}, upstream={"out": rng.standard_normal(out_shape)}, label=f"{shape}")
+    assert_central_differences(GATED, case)
+
+
+@pytest.mark.parametrize("shape", [(2,), (3, 4), (2, 3, 6)])
+def test_gated_function_and_module_pass_autograd_gradcheck(shape, rng):
+    case = Case({"x": kink_free_input(shape, rng)}, label=f"{shape}")
+    assert_gradcheck(GATED, case)
+    assert_gradcheck(GATED, case, forward=gated_module)
+
+
+class TestGatedBadInput:
+    @pytest.mark.parametrize("shape", [(2, 3), (5,), ()], ids=["odd last axis", "odd 1-D", "0-d"])
+    def test_no_even_last_axis_is_refused_alike(self, shape):
+        message = (
+            rf"x must have a last axis of even size \(filter and gate halves\), got shape {re.escape(str(shape))}$"
+        )
+        assert_refused_alike(
+            GATED, Case({"x": np.ones(shape)}), "gated_tanh_forward: " + message, "gated_tanh: " + message
+        )
+
+    def test_integer_x_is_refused_alike(self):
+        assert_refused_alike(
+            GATED,
+            Case({"x": np.array([1, -2])}),
+            "gated_tanh_forward: x must be a floating-point array, got dtype int64",
+            "gated_tanh: x must be a floating-point array, got dtype torch.int64",
+        )
+
+    def test_dout_of_the_input_shape_in_backward(self):
+        _, cache = activation_forward("gated", np.ones((2, 4)))
+        with pytest.raises(
+            ValueError,
+            match=r"gated_tanh_backward: dout has shape \(2, 4\) but the forward output has shape \(2, 2\)",
+        ):
+            activation_backward("gated", np.ones((2, 4)), cache)
+
+    def test_module_is_the_function(self):
+        x = torch.from_numpy(random_input(2, (3, 6)))
+        assert_same(GatedTanh()(x), gated_tanh(x), rtol=0, atol=0)

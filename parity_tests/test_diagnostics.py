@@ -20,22 +20,35 @@ from torch_lm.parity import assert_same, to_torch
 
 CONFIGS = {
     "fusion222-tanh-norm-1block": ModelConfig(
-        vocab_size=9, context=8, embed_dim=3, hidden_dim=12, fusion=(2, 2, 2), norm=True, n_blocks=1
+        vocab_size=9, context=8, embed_dim=3, hidden_dim=12, fusion=(2, 2, 2), activation="tanh", norm=True, n_blocks=1
     ),
     "flat-relu-2blocks-dropout": ModelConfig(
         vocab_size=9, context=4, embed_dim=3, hidden_dim=12, activation="relu", n_blocks=2, dropout=0.5
     ),
+    "fusion22-gated-norm-pairs-1block": ModelConfig(
+        vocab_size=9,
+        context=4,
+        embed_dim=3,
+        hidden_dim=12,
+        fusion=(2, 2),
+        activation="gated",
+        pair_embed=True,
+        n_blocks=1,
+    ),
 }
+# How far each config's parameters are moved off their init: a gated unit saturates only when both
+# its tanh and its gate do, which takes larger weights than a tanh needs for the counts to be exercised.
+NOISE = {"fusion22-gated-norm-pairs-1block": 3.0}
 # The stats are Python floats, which carry no dtype: each comparison says which dtype computed
 # them and takes that dtype's tolerance (torch.testing.assert_close's defaults).
 TOLERANCES = {np.float64: {"rtol": 1e-7, "atol": 1e-7}, np.float32: {"rtol": 1.3e-6, "atol": 1e-5}}
 
 
-def engines(config, np_dtype=np.float64, torch_dtype=torch.float64, batch=16):
-    """(numpy params, torch twin, idx, targets), the parameters a little off their init."""
+def engines(config, np_dtype=np.float64, torch_dtype=torch.float64, batch=16, noise=0.3):
+    """(numpy params, torch twin, idx, targets), the parameters ``noise`` x N(0, 1) off their init."""
     rng = np.random.default_rng(0)
     params = {
-        k: (p + 0.3 * rng.standard_normal(p.shape)).astype(np_dtype)
+        k: (p + noise * rng.standard_normal(p.shape)).astype(np_dtype)
         for k, p in init_params(config, rng, np_dtype).items()
     }
     model = NeuralLM(config).to(torch_dtype)
@@ -60,13 +73,28 @@ def test_shape_report_matches_and_follows_the_fusion():
     assert not any(m._forward_hooks for m in model.modules())  # hooks removed
 
 
+def test_shape_report_lists_the_pair_embedding_and_the_gated_outputs():
+    config = CONFIGS["fusion22-gated-norm-pairs-1block"]
+    params, model, idx, _ = engines(config)
+    expected = [
+        ("embedding", (16, 4, 3)),
+        ("pair_embedding", (16, 4, 3)),
+        ("hidden.0", (16, 2, 12)),
+        ("hidden.1", (16, 1, 12)),
+        ("blocks.0", (16, 12)),
+        ("output", (16, 9)),
+    ]
+    assert nd.shape_report(params, idx, config) == expected
+    assert td.shape_report(model, to_torch(idx)) == expected
+
+
 @pytest.mark.parametrize("name", CONFIGS)
 def test_activation_stats_match(name, dtypes):
     np_dtype, torch_dtype = dtypes
     config = CONFIGS[name]
-    params, model, idx, _ = engines(config, np_dtype, torch_dtype)
+    params, model, idx, _ = engines(config, np_dtype, torch_dtype, noise=NOISE.get(name, 0.3))
     stats = nd.activation_stats(params, idx, config)
-    assert list(stats) == [n for n in model.layer_names() if n not in ("embedding", "output")]
+    assert list(stats) == [n for n, _ in model.hidden_layers()]
     assert model.training  # evaluated without dropout all the same
     assert_same(td.activation_stats(model, to_torch(idx)), stats, "activation_stats", **TOLERANCES[np_dtype])
     assert model.training
@@ -120,6 +148,7 @@ def test_grad_norms_need_gradients():
     [
         ("relu", [0.0, 0.0, 0.5, 0.0, 2.0, 1e-30, 0.0, 3.0], 4),  # 1e-30 is alive
         ("tanh", [0.97, -0.97, 0.9701, -0.99, 0.5, 0.0, 0.96, 1.0], 3),  # > 0.97 strictly
+        ("gated", [0.97, -0.97, 0.9701, -0.99, 0.5, 0.0, 0.96, 1.0], 3),  # tanh's bound on tanh(a) * sigmoid(b)
     ],
 )
 def test_frac_saturated_or_dead_counts_exactly(activation, values, flagged):

@@ -1,7 +1,8 @@
 """NeuralLM parity: ``numpy_ref.neural_lm`` (hand-chained backward) vs ``torch_lm.neural_lm`` (autograd).
 
 Logits, loss and every parameter gradient agree over the architecture family (flat, fusion,
-residual blocks, LayerNorm, tanh/ReLU, dropout with shared masks), in float64 and float32; the
+residual blocks, LayerNorm, tanh/ReLU/gated units, pair embeddings, dropout with shared masks), in
+float64 and float32; the
 NumPy backward matches central differences and the torch module passes ``gradcheck``; the
 sequence forward's row j is the window forward at position j; the initialisation gives a loss of
 ~ln V; both engines reject the same bad inputs.
@@ -21,6 +22,7 @@ from numpy_ref.dropout import make_keep_mask
 from numpy_ref.init import he_std, xavier_std
 from numpy_ref.neural_lm import (
     OUTPUT_INIT_SCALE,
+    hidden_layer_names,
     hidden_preactivations,
     init_params,
     layer_shapes,
@@ -50,8 +52,10 @@ SEQUENCE_FORWARD = dataclasses.replace(NEURAL_LM_SEQUENCE, numpy_backward=None)
 
 
 def tiny(**overrides) -> ModelConfig:
-    """A small config (V 7, context 4, E 3, H 6) with overrides."""
-    return ModelConfig(**{"vocab_size": 7, "context": 4, "embed_dim": 3, "hidden_dim": 6} | overrides)
+    """A small config (V 7, context 4, E 3, H 6, tanh units) with overrides."""
+    return ModelConfig(
+        **{"vocab_size": 7, "context": 4, "embed_dim": 3, "hidden_dim": 6, "activation": "tanh"} | overrides
+    )
 
 
 CONFIGS = {
@@ -61,6 +65,11 @@ CONFIGS = {
     "fusion22-tanh-norm": tiny(fusion=(2, 2), norm=True),
     "fusion222-tanh-norm-2blocks": tiny(context=8, fusion=(2, 2, 2), norm=True, n_blocks=2),
     "fusion42-relu-norm-1block": tiny(context=8, fusion=(4, 2), activation="relu", norm=True, n_blocks=1),
+    "fusion22-gated-norm-1block": tiny(fusion=(2, 2), activation="gated", norm=True, n_blocks=1),
+    "flat-gated-nonorm": tiny(activation="gated", norm=False),
+    "flat-tanh-pairs": tiny(pair_embed=True),
+    "fusion42-relu-norm-pairs-1block": tiny(context=8, fusion=(4, 2), activation="relu", pair_embed=True, n_blocks=1),
+    "fusion22-gated-norm-pairs-1block": tiny(fusion=(2, 2), activation="gated", pair_embed=True, n_blocks=1),
 }
 
 
@@ -88,7 +97,7 @@ def keep_masks(component, config: ModelConfig, params, idx, rng) -> dict[str, np
     return {
         name: make_keep_mask(shape, config.dropout, rng)
         for name, shape in layer_shapes(cache)
-        if name not in ("embedding", "output")
+        if name in hidden_layer_names(config)
     }
 
 
@@ -112,15 +121,20 @@ def test_forward_and_every_gradient_match(name, batch, dtypes, rng):
     assert_parity(NEURAL_LM, case(config, params, *random_batch(config, rng, batch), label=name), dtypes)
 
 
-def test_one_repeated_id_accumulates_every_gradient(dtypes, rng):
-    """All B*T positions hold the same id: its embedding row gets the sum of all of them."""
-    config = CONFIGS["fusion22-relu-1block"]
+@pytest.mark.parametrize("name", ["fusion22-relu-1block", "fusion42-relu-norm-pairs-1block"])
+def test_one_repeated_id_accumulates_every_gradient(name, dtypes, rng):
+    """All B*T positions hold the same id: its embedding row (and its pair's row) gets the sum of all of them."""
+    config = CONFIGS[name]
     params = random_params(config, rng)
     run = assert_parity(NEURAL_LM, case(config, params, np.full((3, config.context), 4), np.full(3, 4)), dtypes)
     assert np.count_nonzero(run.grads["embedding.weight"].any(axis=1)) == 1
+    if config.pair_embed:
+        assert np.flatnonzero(run.grads["pair_embedding.weight"].any(axis=1)).tolist() == [4 * 7 + 4]
 
 
-@pytest.mark.parametrize("name", ["flat-relu-norm-2blocks", "fusion222-tanh-norm-2blocks"])
+@pytest.mark.parametrize(
+    "name", ["flat-relu-norm-2blocks", "fusion222-tanh-norm-2blocks", "fusion22-gated-norm-pairs-1block"]
+)
 def test_dropout_with_shared_masks_matches_in_train_mode(name, dtypes, rng):
     config = dataclasses.replace(CONFIGS[name], dropout=0.4)
     params = random_params(config, rng)
@@ -146,7 +160,20 @@ GRADCHECK_CONFIGS = {
         vocab_size=5, hidden_dim=4, fusion=(2, 2), norm=True, n_blocks=1, dropout=0.25
     ),
     "flat-relu-2blocks": tiny(vocab_size=5, hidden_dim=4, activation="relu", n_blocks=2),
+    "fusion22-gated-norm-pairs-1block-dropout": tiny(
+        vocab_size=5,
+        hidden_dim=4,
+        fusion=(2, 2),
+        activation="gated",
+        norm=True,
+        n_blocks=1,
+        dropout=0.25,
+        pair_embed=True,
+    ),
+    "flat-gated-pairs": tiny(vocab_size=5, hidden_dim=4, activation="gated", pair_embed=True),
 }
+# Smooth configurations (no ReLU kink): central differences hold at every position of a sequence.
+SMOOTH = ["fusion22-tanh-norm-1block-dropout", "fusion22-gated-norm-pairs-1block-dropout", "flat-gated-pairs"]
 
 # Richardson's (4 D(h) - D(2h)) / 3 from two central differences: error O(h^4) instead of O(h^2).
 # With plain central differences the rounding noise eps*|f|/h and the truncation h^2 cannot both
@@ -165,15 +192,17 @@ def test_numpy_backward_matches_central_differences(name):
     checked = case(config, params, idx, targets, masks, label=name)
     _, cache = NEURAL_LM.numpy_forward(checked.inputs, checked.fixed)
     # A step of 2h = 2e-3 on a weight moves a pre-activation by < 1e-2 here: stay off ReLU's kink.
-    assert min(np.abs(z).min() for z in hidden_preactivations(cache).values()) > 1e-2
+    if config.activation == "relu":
+        assert min(np.abs(z).min() for z in hidden_preactivations(cache).values()) > 1e-2
     assert_central_differences(NEURAL_LM, checked, **CENTRAL_DIFFERENCES)
 
 
-def test_torch_gradcheck_with_parameters_as_inputs(rng):
-    config = GRADCHECK_CONFIGS["fusion22-tanh-norm-1block-dropout"]
+@pytest.mark.parametrize("name", SMOOTH)
+def test_torch_gradcheck_with_parameters_as_inputs(name, rng):
+    config = GRADCHECK_CONFIGS[name]
     params = random_params(config, rng)
     idx, targets = random_batch(config, rng, 3)
-    masks = keep_masks(NEURAL_LM, config, params, idx, rng)
+    masks = keep_masks(NEURAL_LM, config, params, idx, rng) if config.dropout else None
     assert_gradcheck_of_logits_and_loss(NEURAL_LM, case(config, params, idx, targets, masks))
 
 
@@ -202,25 +231,28 @@ def test_sequence_forward_and_every_gradient_match_with_shared_masks(name, dtype
     assert_parity(NEURAL_LM_SEQUENCE, case(config, params, idx, targets, masks, label=name), dtypes)
 
 
-def test_sequence_backward_matches_central_differences():
+@pytest.mark.parametrize("name", SMOOTH)
+def test_sequence_backward_matches_central_differences(name):
     """Every input position feeds several outputs of a level: its gradient is their sum (a
-    scatter-add; an assignment keeps only the last tap's share and fails here). tanh, LayerNorm,
-    a block and dropout masks: smooth, so central differences hold to 1e-7 at every position (with
-    ReLU some of the many positions sit within a step of the kink; the parity test covers ReLU)."""
-    config = GRADCHECK_CONFIGS["fusion22-tanh-norm-1block-dropout"]
+    scatter-add; an assignment keeps only the last tap's share and fails here). tanh or gated
+    units, LayerNorm, a block, pair embeddings and dropout masks: smooth, so central differences
+    hold to 1e-7 at every position (with ReLU some of the many positions sit within a step of the
+    kink; the parity test covers ReLU)."""
+    config = GRADCHECK_CONFIGS[name]
     rng = np.random.default_rng(0)
     params = random_params(config, rng)
     idx, targets = random_sequence(config, rng, batch=2)
-    masks = keep_masks(NEURAL_LM_SEQUENCE, config, params, idx, rng)
-    checked = case(config, params, idx, targets, masks, label="fusion22-tanh-norm-1block-dropout")
+    masks = keep_masks(NEURAL_LM_SEQUENCE, config, params, idx, rng) if config.dropout else None
+    checked = case(config, params, idx, targets, masks, label=name)
     assert_central_differences(NEURAL_LM_SEQUENCE, checked, **CENTRAL_DIFFERENCES)
 
 
-def test_sequence_torch_gradcheck_with_parameters_as_inputs(rng):
-    config = GRADCHECK_CONFIGS["fusion22-tanh-norm-1block-dropout"]
+@pytest.mark.parametrize("name", SMOOTH)
+def test_sequence_torch_gradcheck_with_parameters_as_inputs(name, rng):
+    config = GRADCHECK_CONFIGS[name]
     params = random_params(config, rng)
     idx, targets = random_sequence(config, rng, batch=2)
-    masks = keep_masks(NEURAL_LM_SEQUENCE, config, params, idx, rng)
+    masks = keep_masks(NEURAL_LM_SEQUENCE, config, params, idx, rng) if config.dropout else None
     assert_gradcheck_of_logits_and_loss(NEURAL_LM_SEQUENCE, case(config, params, idx, targets, masks))
 
 
@@ -262,19 +294,79 @@ def test_state_dict_keys_are_the_numpy_parameter_names():
     assert model.num_parameters() == 21 + 42 + 78 + 42 + 36 + 49 == 268
 
 
+def test_gated_layers_are_twice_as_wide_and_the_pair_table_follows_the_embedding():
+    config = CONFIGS["fusion22-gated-norm-pairs-1block"]  # V 7, E 3, H 6: every Linear and LayerNorm 2H = 12 wide
+    model = NeuralLM(dataclasses.replace(config, norm=True))
+    expected = {
+        "embedding.weight": (7, 3),
+        "pair_embedding.weight": (49, 3),
+        **{
+            f"{layer}.{part}": shape
+            for layer, fan_in in (("hidden.0", 6), ("hidden.1", 12), ("blocks.0", 6))
+            for part, shape in (
+                ("linear.weight", (12, fan_in)),
+                ("linear.bias", (12,)),
+                ("norm.weight", (12,)),
+                ("norm.bias", (12,)),
+            )
+        },
+        "output.weight": (7, 6),
+        "output.bias": (7,),
+    }
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == expected
+    assert list(model.state_dict()) == list(expected)
+    params = init_params(model.config, np.random.default_rng(0))
+    assert {k: v.shape for k, v in params.items()} == expected and list(params) == list(expected)
+    assert model.layer_names() == ["embedding", "pair_embedding", "hidden.0", "hidden.1", "blocks.0", "output"]
+
+
+def test_pair_table_starts_at_zero_so_the_model_starts_as_the_one_without_pairs(rng):
+    """The pair table draws nothing: the other parameters and the logits are those of the same
+    config without pairs, in both engines."""
+    config = CONFIGS["fusion22-gated-norm-pairs-1block"]
+    without = dataclasses.replace(config, pair_embed=False)
+    idx = random_sequence(config, rng)[0]
+    with_pairs, plain = (init_params(c, np.random.default_rng(1)) for c in (config, without))
+    assert_same(with_pairs.pop("pair_embedding.weight"), np.zeros((49, 3)), rtol=0, atol=0)
+    assert_same(with_pairs, plain, rtol=0, atol=0)
+    models = [NeuralLM(c).double().eval() for c in (config, without)]
+    for model in models:
+        model.reset_parameters(torch.Generator().manual_seed(2))
+    assert_same(models[0].pair_embedding.weight, torch.zeros(49, 3, dtype=torch.float64), rtol=0, atol=0)
+    logits = [m.forward_sequence(to_torch(idx))[0] for m in models]
+    assert_same(logits[0], logits[1], rtol=0, atol=0)
+
+
+def test_config_loads_dicts_without_pair_embed_and_checks_it():
+    old = ModelConfig().to_dict()
+    del old["pair_embed"]  # a checkpoint written before the option existed
+    assert ModelConfig.from_dict(old) == ModelConfig() and not ModelConfig.from_dict(old).pair_embed
+    new = tiny(activation="gated", pair_embed=True)
+    assert ModelConfig.from_dict(new.to_dict()) == new
+    with pytest.raises(ValueError, match="ModelConfig: pair_embed must be True or False, got 1"):
+        tiny(pair_embed=1)
+    with pytest.raises(ValueError, match=r"ModelConfig: activation must be one of \('tanh', 'relu', 'gated'\)"):
+        tiny(activation="glu")
+
+
 def expected_std(key: str, config: ModelConfig, fan_in: int) -> float:
     """Std the initialisation promises for a weight key (fan_in of its Linear)."""
     if key == "embedding.weight":
         return 1.0
     if key == "output.weight":
         return OUTPUT_INIT_SCALE * xavier_std(config.hidden_dim, config.vocab_size)
-    return he_std(fan_in) if config.activation == "relu" else xavier_std(fan_in, config.hidden_dim)
+    fan_out = 2 * config.hidden_dim if config.activation == "gated" else config.hidden_dim
+    return he_std(fan_in) if config.activation == "relu" else xavier_std(fan_in, fan_out)
 
 
 @pytest.mark.parametrize(
     "config",
-    [ModelConfig(), ModelConfig(context=8, fusion=(2, 4), activation="relu", norm=True, n_blocks=2, hidden_dim=256)],
-    ids=["default", "fusion24-relu-norm-2blocks"],
+    [
+        ModelConfig(),
+        ModelConfig(context=8, fusion=(2, 4), activation="relu", norm=True, n_blocks=2, hidden_dim=256),
+        ModelConfig(context=8, fusion=(2, 4), activation="gated", pair_embed=True, n_blocks=1, hidden_dim=128),
+    ],
+    ids=["default", "fusion24-relu-norm-2blocks", "fusion24-gated-norm-pairs-1block"],
 )
 def test_initialisation_statistics_and_initial_loss_near_ln_v(config):
     rng = np.random.default_rng(0)
@@ -283,7 +375,9 @@ def test_initialisation_statistics_and_initial_loss_near_ln_v(config):
     model.reset_parameters(torch.Generator().manual_seed(0))
     for engine, params in {"numpy": init_params(config, rng), "torch": state_of(model)}.items():
         for key, p in params.items():
-            if key.endswith("weight") and p.ndim == 2:
+            if key == "pair_embedding.weight":  # zeros: see torch_lm.pair_embedding.PairEmbedding
+                assert np.all(p == 0), engine
+            elif key.endswith("weight") and p.ndim == 2:
                 fan_in = p.shape[1]
                 assert abs(p.std() / expected_std(key, config, fan_in) - 1) < 0.08, (engine, key)
                 assert abs(p.mean()) < 0.1 * expected_std(key, config, fan_in), (engine, key)

@@ -1,5 +1,6 @@
 """numpy_ref.optim against torch.optim: SGD and AdamW over many steps, gradient clipping, the lr
-schedule, and the errors for bad input.
+schedule, the weight EMA against ``torch.optim.swa_utils.AveragedModel``, and the errors for bad
+input.
 
 Tolerances: float64 is held to 1e-13 (a million times tighter than the suite's default): the only
 difference left is that torch's vectorised CPU kernels fuse multiply-adds (lerp_, add_(alpha=),
@@ -15,9 +16,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from numpy_ref.optim import SGD, AdamW, clip_grad_norm, no_decay_keys, warmup_cosine_lr
-from torch_lm.parity import assert_same, to_torch
+from numpy_ref.optim import EMA, SGD, AdamW, clip_grad_norm, no_decay_keys, warmup_cosine_lr
+from torch_lm.parity import assert_same, state_of, to_torch
+from torch_lm.training.step import make_ema
 
 TIGHT_FLOAT64 = dict(rtol=1e-13, atol=1e-13)
 SHAPES = {"layer.weight": (7, 3), "layer.bias": (7,), "deep.weight": (4, 5, 2), "scale": (1,)}
@@ -145,6 +148,104 @@ def test_clip_grad_norm_matches_torch(max_norm, dtypes, rng):
         assert clipped == pytest.approx(max_norm, rel=1e-5)
 
 
+def _module_of(params: dict[str, np.ndarray], torch_dtype) -> torch.nn.Module:
+    """A module whose ``state_dict()`` holds ``params`` under their keys (``"layer.weight"`` is the
+    parameter ``weight`` of a submodule ``layer``)."""
+    root = torch.nn.Module()
+    for key, value in params.items():
+        *path, name = key.split(".")
+        owner = root
+        for part in path:
+            if not hasattr(owner, part):
+                owner.add_module(part, torch.nn.Module())
+            owner = getattr(owner, part)
+        owner.register_parameter(name, torch.nn.Parameter(to_torch(value, torch_dtype)))
+    return root
+
+
+# 0.3 weighs the new parameters by 0.7, torch's other lerp formula; 0 follows them exactly.
+EMA_DECAYS = [0.0, 0.3, 0.9, 0.999]
+
+
+@pytest.mark.parametrize("decay", EMA_DECAYS)
+def test_ema_of_many_steps_matches_averaged_model(decay, dtypes, rng):
+    """200 updates of parameters that keep moving: the NumPy EMA is torch's maintained one,
+    ``AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))``, as the trainer builds it
+    (``make_ema``); the first update is a copy (exact), every later one a lerp (to the file's
+    tolerances: torch's kernel fuses multiply-adds)."""
+    np_dtype, torch_dtype = dtypes
+    params = {k: rng.standard_normal(s).astype(np_dtype) for k, s in SHAPES.items()}
+    model = _module_of(params, torch_dtype)
+    theirs = make_ema(model, decay) if decay else AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.0))
+    ours = EMA(decay)
+    tolerance = TIGHT_FLOAT64 if np_dtype == np.float64 else {}
+    for step in range(200):
+        # A drift plus noise, like weights in training.
+        params = {k: (v + 0.05 + 0.1 * rng.standard_normal(v.shape)).astype(np_dtype) for k, v in params.items()}
+        with torch.no_grad():
+            for name, tensor in model.named_parameters():
+                tensor.copy_(to_torch(params[name], torch_dtype))
+        ours.update(params)
+        theirs.update_parameters(model)
+        if step == 0:
+            assert_same(ours.params, state_of(theirs.module), "average after the first update", rtol=0, atol=0)
+            assert_same(ours.params, params, "first update: a copy", rtol=0, atol=0)
+    assert ours.updates == int(theirs.n_averaged) == 200
+    assert_same(ours.params, state_of(theirs.module), "average", **tolerance)
+    if decay > 0:  # a real average, far from the latest parameters: the agreement means something
+        assert min(np.max(np.abs(ours.params[k] - params[k])) for k in params) > 1e-2
+
+
+def test_ema_keeps_its_own_copy_and_leaves_params_alone(rng):
+    params = {"w": rng.standard_normal(3)}
+    before = params["w"].copy()
+    ema = EMA(0.5)
+    ema.update(params)
+    assert ema.params["w"] is not params["w"]
+    params["w"] += 1.0  # the caller's arrays change (an optimiser step): the average does not
+    np.testing.assert_array_equal(ema.params["w"], before)
+    ema.update(params)
+    np.testing.assert_array_equal(params["w"], before + 1.0)
+    np.testing.assert_allclose(ema.params["w"], before + 0.5, rtol=1e-15)  # halfway, decay 0.5
+
+
+def test_ema_golden():
+    """By hand: 1, then 1 + 0.1 (3 - 1) = 1.2, then 1.2 + 0.1 (-1 - 1.2) = 0.98."""
+    ema = EMA(0.9)
+    for value in (1.0, 3.0, -1.0):
+        ema.update({"w": np.array([value])})
+    np.testing.assert_allclose(ema.params["w"], [0.98], rtol=1e-15)
+    assert ema.updates == 3
+
+
+@pytest.mark.parametrize("decay", [-0.1, 1.0, 1.5, float("nan"), True, "0.9"])
+def test_ema_refuses_a_decay_outside_0_1(decay):
+    """[0, 1) on our side; torch's ``get_ema_multi_avg_fn`` refuses below 0 and above 1 (it takes 1,
+    an average frozen at the first copy, which training has no use for, and NaN)."""
+    with pytest.raises(ValueError, match="decay must be a probability in"):
+        EMA(decay)
+    if isinstance(decay, float) and (decay < 0.0 or decay > 1.0):
+        with pytest.raises(ValueError, match="decay"):
+            get_ema_multi_avg_fn(decay)
+
+
+@pytest.mark.parametrize(
+    "second, match",
+    [
+        ({"v": np.zeros(3)}, "missing"),
+        ({"w": np.zeros(4)}, "shape"),
+        ({"w": np.zeros(3, dtype=np.float32)}, "dtype"),
+        ({"w": np.zeros(3, dtype=np.int64)}, "floating-point"),
+    ],
+)
+def test_ema_refuses_params_unlike_the_average(second, match):
+    ema = EMA(0.9)
+    ema.update({"w": np.zeros(3)})
+    with pytest.raises(ValueError, match=match):
+        ema.update(second)
+    assert ema.updates == 1
+
+
 def test_warmup_cosine_lr_shape():
     lrs = [warmup_cosine_lr(s, 1.0, warmup_steps=4, total_steps=20, min_lr=0.1) for s in range(25)]
     assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]
@@ -157,6 +258,7 @@ def test_warmup_cosine_lr_shape():
 def test_no_decay_keys_picks_biases_norms_and_embeddings():
     keys = [
         "embedding.weight",
+        "pair_embedding.weight",
         "hidden.0.linear.weight",
         "hidden.0.linear.bias",
         "hidden.0.norm.weight",
@@ -166,6 +268,7 @@ def test_no_decay_keys_picks_biases_norms_and_embeddings():
     ]
     assert no_decay_keys(keys) == {
         "embedding.weight",
+        "pair_embedding.weight",
         "hidden.0.linear.bias",
         "hidden.0.norm.weight",
         "hidden.0.norm.bias",

@@ -4,8 +4,9 @@
 and sequence rows, with and without dropout; float64 to 1e-10 relative, float32 to
 ``torch_lm.training.trajectory.tolerance``. The default recipe's path (sequence rows of 64 targets,
 fused AdamW, dropout), shortened, passes; a wrong bias correction in the NumPy AdamW and NumPy rows
-whose targets are shifted by one fail it. Also: the run's inputs are deterministic, a real
-difference is caught, and the script's exit codes.
+whose targets are shifted by one fail it. With an EMA of the weights the averages agree too, and a
+NumPy EMA that weighs the new weights by ``decay`` instead of ``1 - decay`` fails. Also: the run's
+inputs are deterministic, a real difference is caught, and the script's exit codes.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from torch_lm.training.trajectory import model_config_named, tolerance
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "trajectory_parity.py"
 STEPS = 30
-Trajectory = tuple[dict[str, np.ndarray], np.ndarray]  # (final parameters, loss of every step)
+# (final parameters, loss of every step, final EMA of the parameters or None)
+Trajectory = tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray] | None]
 
 
 def both_runs(model_config: ModelConfig, dtype: str, run: TrajectoryConfig, torch_run: TrajectoryConfig | None = None):
@@ -46,7 +48,7 @@ def both_runs(model_config: ModelConfig, dtype: str, run: TrajectoryConfig, torc
     return params, numpy_run, trajectory.train(params, model_config, torch_run or run, batches, masks)
 
 
-def param_mismatches(params: dict, reference: dict, tol: float) -> list[Mismatch]:
+def param_mismatches(params: dict, reference: dict, tol: float, quantity: str = "param") -> list[Mismatch]:
     """The tensors of ``params`` off ``reference`` by more than ``tol`` relative in the L2 norm,
     ``||p - ref|| > tol ||ref||`` (norm-wise: an entry near 0 may differ by more than ``tol``
     relative while its tensor agrees, docs/trajectory_parity.md), and any key, shape or dtype
@@ -55,7 +57,7 @@ def param_mismatches(params: dict, reference: dict, tol: float) -> list[Mismatch
     The norm-wise test is applied to the tensors that differ entrywise at ``rtol=tol``: when every
     |p_i - ref_i| <= tol |ref_i|, the norm-wise bound holds, so no tensor beyond it is missed."""
     found = []
-    for m in mismatches(params, reference, "param", rtol=tol, atol=0.0):
+    for m in mismatches(params, reference, quantity, rtol=tol, atol=0.0):
         if m.kind != "value":
             found.append(m)
             continue
@@ -69,11 +71,13 @@ def param_mismatches(params: dict, reference: dict, tol: float) -> list[Mismatch
 
 def run_mismatches(numpy_run: Trajectory, torch_run: Trajectory, tol: float) -> list[Mismatch]:
     """Where the NumPy trajectory leaves the torch one by more than ``tol``: a step's loss off by
-    more than ``tol`` relative, or a final parameter tensor (``param_mismatches``)."""
-    (np_params, np_losses), (torch_params, torch_losses) = numpy_run, torch_run
-    return mismatches(np_losses, torch_losses, "loss", rtol=tol, atol=0.0) + param_mismatches(
-        np_params, torch_params, tol
-    )
+    more than ``tol`` relative, or a final parameter tensor or EMA tensor (``param_mismatches``)."""
+    (np_params, np_losses, np_ema), (torch_params, torch_losses, torch_ema) = numpy_run, torch_run
+    if (np_ema is None) != (torch_ema is None):
+        raise AssertionError(f"one engine kept an EMA and the other not: {np_ema is None=}, {torch_ema is None=}")
+    found = mismatches(np_losses, torch_losses, "loss", rtol=tol, atol=0.0)
+    found += param_mismatches(np_params, torch_params, tol)
+    return found + ([] if torch_ema is None else param_mismatches(np_ema, torch_ema, tol, "ema"))
 
 
 @pytest.mark.parametrize("rows", [1, 4], ids=["windows", "sequence-rows"])
@@ -98,10 +102,37 @@ def test_a_one_percent_lr_difference_exceeds_the_tolerance(dtype, optimizer):
     torch side, 10 steps, must exceed them (measured: ~1e-2, against 2e-3 for float32 AdamW)."""
     run = TrajectoryConfig(optimizer=optimizer, steps=10, warmup_steps=1)
     faster = replace(run, lr=run.lr * 1.01)
-    _, (np_params, np_losses), (torch_params, torch_losses) = both_runs(model_config_named("small"), dtype, run, faster)
+    _, (np_params, np_losses, _), (torch_params, torch_losses, _) = both_runs(
+        model_config_named("small"), dtype, run, faster
+    )
     # Some tensor beyond twice the tolerance (norm-wise), and some step's loss beyond 1e-5 relative.
     assert param_mismatches(np_params, torch_params, 2 * tolerance(dtype, 10, optimizer))
     assert mismatches(np_losses, torch_losses, "loss", rtol=1e-5, atol=0.0)
+
+
+EMA_RUN = TrajectoryConfig(steps=STEPS, warmup_steps=3, seed=7, targets_per_row=4, ema_decay=0.9)
+
+
+def test_runs_with_an_ema_of_the_weights_agree():
+    """The trainer's ``AveragedModel`` and ``numpy_ref.optim.EMA``, updated after every step of the
+    two runs, end with the same average (float64, AdamW, sequence rows, dropout)."""
+    params, numpy_run, torch_run = both_runs(model_config_named("small", 0.2), "float64", EMA_RUN)
+    found = run_mismatches(numpy_run, torch_run, tolerance("float64", STEPS, "adamw"))
+    if found:
+        raise AssertionError("\n".join(map(str, found)))
+    # The average trails the final weights by far more than the tolerance: comparing it is a test.
+    assert trajectory.global_rel_change(torch_run[2], torch_run[0]) > 1e-3
+    assert trajectory.global_rel_change(torch_run[0], params) > 0.02
+
+
+def test_a_numpy_ema_weighing_by_decay_instead_of_one_minus_decay_fails():
+    """A NumPy EMA of decay 0.1 lerps by 0.9, what a torch EMA of decay 0.9 would lerp by if the
+    NumPy twin had ``decay`` where ``1 - decay`` belongs: the averages part, while the losses and
+    weights still agree (the average never feeds back into training)."""
+    swapped = replace(EMA_RUN, ema_decay=1 - EMA_RUN.ema_decay)
+    _, numpy_run, torch_run = both_runs(model_config_named("small"), "float64", swapped, EMA_RUN)
+    found = run_mismatches(numpy_run, torch_run, tolerance("float64", STEPS, "adamw"))
+    assert found and all(m.quantity.startswith("ema") for m in found), found
 
 
 def test_numpy_loop_computes_in_float32_when_given_float32():
@@ -109,14 +140,14 @@ def test_numpy_loop_computes_in_float32_when_given_float32():
     model_config = model_config_named("small", dropout=0.2)
     run = TrajectoryConfig(steps=2, warmup_steps=1)
     params = trajectory.initial_params(model_config, 0, "float32")
-    final, losses = numpy_trajectory.train(
+    final, losses, ema = numpy_trajectory.train(
         params,
         model_config,
         run,
         trajectory.trainer_batches(model_config, run),
         numpy_trajectory.make_dropout_masks(model_config, run),
     )
-    assert losses.dtype == np.float32
+    assert losses.dtype == np.float32 and ema is None
     assert {v.dtype for v in final.values()} == {np.dtype(np.float32)}
 
 
@@ -236,6 +267,8 @@ def test_numpy_rows_with_targets_shifted_by_one_fail_the_default_path(monkeypatc
         ({"betas": (1.0, 0.99)}, r"betas\[0\]"),
         ({"grad_clip": -1.0}, "grad_clip"),
         ({"seed": -1}, "seed"),
+        ({"ema_decay": 1.0}, "ema_decay"),
+        ({"ema_decay": -0.5}, "ema_decay"),
     ],
 )
 def test_bad_run_config_raises(kwargs, match):
@@ -264,6 +297,21 @@ def test_main_passes_and_prints_json(capsys):
     assert code == 0 and report["passed"] is True
     assert report["steps"] == 5 and report["dtype"] == "float64" and report["config"] == "small"
     assert report["loss_max_rel_diff"] <= 1e-10 and report["param_max_rel_diff"] <= 1e-10
+    # The recipe's EMA of the weights is part of the default path, compared like the weights.
+    assert report["ema_decay"] == TrainConfig().ema_decay > 0 and report["ema_max_rel_diff"] <= 1e-10
+    code = main(["--steps", "5", "--config", "small", "--ema-decay", "0", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["ema_decay"] == 0.0 and "ema_max_rel_diff" not in report  # nothing to report
+
+
+def test_main_compares_the_ema_when_asked(capsys):
+    code = main(["--steps", "5", "--config", "small", "--ema-decay", "0.9", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["passed"] is True
+    assert report["ema_decay"] == 0.9 and report["run"]["ema_decay"] == 0.9
+    assert 0.0 <= report["ema_max_rel_diff"] <= 1e-10
+    assert main(["--steps", "5", "--config", "small", "--ema-decay", "0.9"]) == 0
+    assert "EMA 0.9," in capsys.readouterr().out
 
 
 def test_help_exits_0(capsys):
@@ -281,6 +329,7 @@ def test_help_exits_0(capsys):
         (["--dropout", "1.0"], "--dropout"),
         (["--optimizer", "adam"], "--optimizer"),
         (["--tolerance", "nan"], "--tolerance"),
+        (["--ema-decay", "1"], "--ema-decay"),
     ],
 )
 def test_bad_values_exit_2_with_one_line(args, message, capsys):

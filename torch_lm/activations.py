@@ -1,4 +1,4 @@
-"""ReLU and tanh as modules (twin of ``numpy_ref/activations.py``).
+"""ReLU, tanh and the gated unit tanh(a) * sigmoid(b) as modules (twin of ``numpy_ref/activations.py``).
 
 Both call library kernels, as the reference calls ``np.maximum`` and ``np.tanh``: an elementwise
 function has nothing to derive by hand, and the kernels keep it cheap. They run once per hidden
@@ -16,6 +16,9 @@ forward is then the reference's own ``np.tanh``, bit for bit. float64 and GPUs k
 The timings behind both choices, and the accuracy of both tanh kernels, are in reports/BENCH.md,
 "Implementation choices, measured", with the snippet that measures them.
 
+The gated unit splits its input's last axis into the filter a and the gate b and returns
+``tanh(a) * torch.sigmoid(b)``, its tanh the function above (so float32 on the CPU is NumPy's).
+
 The kernels have the semantics the parity tests pin down: ReLU's derivative at exactly 0 is 0
 and a NaN propagates; tanh saturates to +-1 without overflow, with slope ``1 - tanh(x)^2``
 (0, not NaN, in the tails; 1 at 0).
@@ -28,7 +31,7 @@ import torch
 from torch import nn
 
 from numpy_ref.config import ACTIVATIONS
-from numpy_ref.validation import check_float_dtype, fail
+from numpy_ref.validation import check_even_last_axis, check_float_dtype, fail
 
 
 def relu(x: torch.Tensor) -> torch.Tensor:
@@ -43,6 +46,14 @@ def tanh(x: torch.Tensor) -> torch.Tensor:
     if x.dtype == torch.float32 and x.device.type == "cpu":
         return _NumPyTanh.apply(x)
     return torch.tanh(x)
+
+
+def gated_tanh(x: torch.Tensor) -> torch.Tensor:
+    """``tanh(a) * sigmoid(b)`` with a = x[..., :H], b = x[..., H:]: x (..., 2H) float -> (..., H)."""
+    check_float_dtype("gated_tanh", "x", x.is_floating_point(), x.dtype)
+    check_even_last_axis("gated_tanh", "x", tuple(x.shape))
+    filter_, gate = x.chunk(2, dim=-1)  # (..., H) each
+    return tanh(filter_) * torch.sigmoid(gate)
 
 
 @torch.compiler.disable  # torch.compile would trace np.tanh back into torch.tanh
@@ -82,11 +93,18 @@ class Tanh(nn.Module):
         return tanh(x)
 
 
-_MODULES = {"relu": ReLU, "tanh": Tanh}
+class GatedTanh(nn.Module):
+    """Module form of :func:`gated_tanh`: (..., 2H) -> (..., H); no parameters."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return gated_tanh(x)
+
+
+_MODULES = {"relu": ReLU, "tanh": Tanh, "gated": GatedTanh}
 
 
 def make_activation(name: str) -> nn.Module:
-    """A new activation module by name, one of ``ACTIVATIONS`` ("tanh", "relu")."""
+    """A new activation module by name, one of ``ACTIVATIONS`` ("tanh", "relu", "gated")."""
     if name not in ACTIVATIONS:
         fail("make_activation", f"name must be one of {ACTIVATIONS}, got {name!r}")
     return _MODULES[name]()

@@ -18,8 +18,9 @@ from numpy_ref.validation import fail
 
 
 def saturated_or_dead(a: torch.Tensor, activation: str) -> torch.Tensor:
-    """Boolean mask of units that barely learn: |a| > TANH_SATURATION (tanh), a == 0 (ReLU)."""
-    return a.abs() > TANH_SATURATION if activation == "tanh" else a == 0
+    """Boolean mask of units that barely learn: |a| > TANH_SATURATION (tanh, gated), a == 0 (ReLU);
+    ``numpy_ref.diagnostics.TANH_SATURATION`` says why the gated unit shares tanh's bound."""
+    return a == 0 if activation == "relu" else a.abs() > TANH_SATURATION
 
 
 def summarize_activations(activations: dict[str, torch.Tensor], activation: str) -> dict[str, dict[str, float]]:

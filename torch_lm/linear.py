@@ -4,7 +4,8 @@ The product is written out rather than delegated to ``F.linear`` (the tests' wit
 autograd derives the gradients that ``numpy_ref.linear.linear_backward`` spells out by hand.
 Like the reference, every leading dimension is flattened into one batch of rows, so the whole
 layer is a single GEMM, with the bias added inside it (``torch.addmm``) rather than by a second
-pass over the output.
+pass over the output. Under ``torch.autocast`` the product runs in the autocast dtype and the
+result is returned in the input's dtype (``torch_lm.training.precision``).
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ class Linear(nn.Module):
             out = rows @ self.weight.T  # (N, D_in) @ (D_in, D_out) -> (N, D_out)
         else:
             out = torch.addmm(self.bias, rows, self.weight.T)  # bias + rows @ weight.T, (N, D_out)
+        # Under a bfloat16 autocast the product comes out in bfloat16: hand back the input's dtype,
+        # so that what follows (LayerNorm statistics, the loss's softmax) stays in float32.
+        out = out if out.dtype == x.dtype else out.to(x.dtype)
         return out.reshape(*x.shape[:-1], self.out_features)  # (N, D_out) -> (..., D_out)
 
     def extra_repr(self) -> str:

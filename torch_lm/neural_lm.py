@@ -1,12 +1,13 @@
 """NeuralLM (PyTorch): the whole ``ModelConfig`` family, built from the project's own modules.
 
-    idx (B, T) ─ embedding ─> (B, T, E)
+    idx (B, T) ─ embedding ─> (B, T, E)  [+ pair_embedding (B, T, E), zero at first-level group starts]
     fusion level i:  (B, n, d) -> (B, n/g, g*d) -> hidden.i -> (B, n/g, H)
     squeeze -> (B, H)
     residual block j:  x = x + blocks.j(x)                                  (B, H)
     output Linear -> logits (B, V);  mean cross-entropy against targets (B,)
 
-A hidden layer (``HiddenLayer``) is Linear -> [LayerNorm] -> activation -> Dropout, so
+A hidden layer (``HiddenLayer``) is Linear -> [LayerNorm] -> activation -> Dropout (the Linear
+and LayerNorm 2H wide before the gated activation, which halves them back to H), so
 ``state_dict()`` keys are exactly the ``numpy_ref.neural_lm`` parameter names. Autograd gives
 the gradients the reference chains by hand.
 
@@ -32,6 +33,7 @@ from numpy_ref.neural_lm import (
     hidden_fan_ins,
     hidden_layer_names,
     layer_names,
+    linear_out_features,
 )
 from torch_lm._checks import is_integer_dtype
 from torch_lm.activations import make_activation
@@ -40,6 +42,7 @@ from torch_lm.dropout import Dropout
 from torch_lm.embedding import Embedding
 from torch_lm.layernorm import LayerNorm
 from torch_lm.linear import Linear
+from torch_lm.pair_embedding import PairEmbedding
 
 # Sampling (torch_lm.training.sampling) left-pads prompts shorter than the context with this id. Ids index the sorted
 # character vocabulary, where id 0 of Tiny Shakespeare is "\n": a short prompt then reads as
@@ -50,14 +53,16 @@ PAD_ID = 0
 class HiddenLayer(nn.Module):
     """Linear -> [LayerNorm] -> activation -> Dropout: (..., in_features) -> (..., hidden_dim).
 
-    The Linear is He-initialised before a ReLU, Xavier before a tanh.
+    The Linear is He-initialised before a ReLU, Xavier before a tanh or a gated unit (whose
+    Linear and LayerNorm are 2 * hidden_dim wide: the filter and the gate).
     """
 
     def __init__(self, in_features: int, config: ModelConfig) -> None:
         super().__init__()
         init = "he_normal" if config.activation == "relu" else "xavier_normal"
-        self.linear = Linear(in_features, config.hidden_dim, init=init)
-        self.norm = LayerNorm(config.hidden_dim, eps=config.layernorm_eps) if config.norm else None
+        width = linear_out_features(config)
+        self.linear = Linear(in_features, width, init=init)
+        self.norm = LayerNorm(width, eps=config.layernorm_eps) if config.norm else None
         self.act = make_activation(config.activation)
         self.dropout = Dropout(config.dropout)
 
@@ -84,6 +89,8 @@ class NeuralLM(nn.Module):
         super().__init__()
         self.config = config
         self.embedding = Embedding(config.vocab_size, config.embed_dim)
+        if config.pair_embed:  # absent otherwise, so the default model's state_dict is unchanged
+            self.pair_embedding = PairEmbedding(config.vocab_size, config.embed_dim)
         fan_ins = list(hidden_fan_ins(config).values())  # fusion levels first, then blocks
         levels = len(config.groups)
         self.hidden = nn.ModuleList(HiddenLayer(f, config) for f in fan_ins[:levels])
@@ -92,10 +99,13 @@ class NeuralLM(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """embedding N(0, 1); hidden He (relu) / Xavier (tanh) with zero bias; LayerNorm 1, 0;
-        output OUTPUT_INIT_SCALE x Xavier with zero bias, so the initial loss is ~ln V (see
-        ``numpy_ref.neural_lm.OUTPUT_INIT_SCALE`` for why). Same distributions as ``init_params``."""
+        """embedding N(0, 1); pair embedding 0 (``PairEmbedding`` says why); hidden He (relu) /
+        Xavier (tanh, gated) with zero bias; LayerNorm 1, 0; output OUTPUT_INIT_SCALE x Xavier
+        with zero bias, so the initial loss is ~ln V (see ``numpy_ref.neural_lm.OUTPUT_INIT_SCALE``
+        for why). Same distributions as ``init_params``."""
         self.embedding.reset_parameters(generator)
+        if self.config.pair_embed:
+            self.pair_embedding.reset_parameters(generator)
         for _, layer in self.hidden_layers():
             layer.reset_parameters(generator)
         self.output.reset_parameters(generator)
@@ -120,6 +130,8 @@ class NeuralLM(nn.Module):
         self._check_inputs(idx, targets, masks)
         masks = masks or {}
         x = self.embedding(idx)  # (B, T, E)
+        if self.config.pair_embed:  # zero at every first-level group start: no pair crosses a group's edge
+            x = x + self.pair_embedding(idx, self.config.groups[0])  # (B, T, E)
         for i, (g, layer) in enumerate(zip(self.config.groups, self.hidden)):
             B, n, d = x.shape
             x = layer(x.reshape(B, n // g, g * d), masks.get(f"hidden.{i}"), generator)  # (B, n/g, H)
@@ -150,14 +162,19 @@ class NeuralLM(nn.Module):
         level is a causal dilated convolution (``numpy_ref.neural_lm.neural_lm_sequence_forward``):
         its output at a position fuses the g inputs at that position and before it, spaced by the
         product of the earlier groups. Dropout masks, where given, have the sequence's shapes.
+        With pair embeddings a first-level unit's taps after the first read ``x + pair``.
         """
         self._check_sequence(idx, targets, masks)
         masks = masks or {}
         x, dilation = self.embedding(idx), 1  # (B, L, E)
+        paired = x  # what the taps after the first of a first-level unit read
+        if self.config.pair_embed:  # row 0 has no predecessor, but only a tap 0 ever reads it
+            paired = x + self.pair_embedding(idx, idx.shape[1])  # (B, L, E)
         for i, (g, layer) in enumerate(zip(self.config.groups, self.hidden)):
             length = x.shape[1] - (g - 1) * dilation
+            later = paired if i == 0 else x  # a group's first position (tap 0) reads no pair
             fused = torch.cat(
-                [x[:, k * dilation : k * dilation + length] for k in range(g)], dim=-1
+                [(later if k else x)[:, k * dilation : k * dilation + length] for k in range(g)], dim=-1
             )  # (B, length, g*d)
             x = layer(fused, masks.get(f"hidden.{i}"), generator)  # (B, length, H)
             dilation *= g
@@ -187,7 +204,8 @@ class NeuralLM(nn.Module):
         return list(zip(hidden_layer_names(self.config), [*self.hidden, *self.blocks]))
 
     def layer_names(self) -> list[str]:
-        """["embedding", "hidden.0", ..., "blocks.0", ..., "output"]: the diagnostics' layers."""
+        """["embedding", ("pair_embedding",) "hidden.0", ..., "blocks.0", ..., "output"]: the
+        diagnostics' layers."""
         return layer_names(self.config)
 
     def num_parameters(self) -> int:

@@ -131,10 +131,12 @@ def test_a_missing_data_file_is_a_failure_while_running(tmp_path, capsys):
 
 def test_matmul_flops_counts_three_times_every_linear_forward():
     # flat default-like model: (512 x 192) @ (192 x 512) and (512 x 512) @ (512 x 65)
-    config = ModelConfig(vocab_size=65, context=8, embed_dim=24, hidden_dim=512, fusion=())
+    config = ModelConfig(vocab_size=65, context=8, embed_dim=24, hidden_dim=512, fusion=(), activation="tanh")
     assert timing.matmul_flops(config, 512) == 3 * 2 * 512 * (192 * 512 + 512 * 65) == 404_226_048
     # fusion (2, 4) on context 8: level 0 has B*4 rows of 2*E, level 1 B rows of 4*H; 1 block
-    fused = ModelConfig(vocab_size=10, context=8, embed_dim=3, hidden_dim=5, fusion=(2, 4), n_blocks=1)
+    fused = ModelConfig(
+        vocab_size=10, context=8, embed_dim=3, hidden_dim=5, fusion=(2, 4), n_blocks=1, activation="tanh"
+    )
     forward = 2 * 7 * (4 * 6 * 5 + 1 * 20 * 5 + 5 * 5 + 5 * 10)
     assert timing.matmul_flops(fused, 7) == 3 * forward
 
@@ -146,6 +148,14 @@ def test_matmul_flops_counts_three_times_every_linear_forward():
         (ModelConfig(vocab_size=10, context=8, embed_dim=3, hidden_dim=5, fusion=(2, 4), n_blocks=1), 7, 5),
         (ModelConfig(vocab_size=10, context=16, embed_dim=3, hidden_dim=5, fusion=(2, 2, 2, 2)), 3, 9),
         (ModelConfig(vocab_size=10, context=6, embed_dim=3, hidden_dim=5, fusion=()), 2, 4),
+        (
+            ModelConfig(
+                vocab_size=10, context=8, embed_dim=3, hidden_dim=5, fusion=(2, 4), n_blocks=1, activation="gated"
+            ),
+            7,
+            5,
+        ),
+        (ModelConfig(vocab_size=10, context=8, embed_dim=3, hidden_dim=5, fusion=(2, 4), activation="gated"), 7, 1),
     ],
 )
 def test_matmul_flops_match_torchs_count_of_a_training_step(config, rows, targets_per_row):
@@ -170,7 +180,12 @@ def test_doubled_context_keeps_the_fusion_consistent():
 
 def test_target_verdicts():
     summary = {key: None for key, _, _ in bench_plan.TARGETS.values()}
-    summary |= {"train_to_peak_ratio": 0.6, "sampling_share": 0.05, "numpy_over_torch_float64": 1.5}
+    summary |= {
+        "train_to_peak_ratio": 0.6,
+        "sampling_share": 0.05,
+        "numpy_over_torch_float64": 1.5,
+        "bf16_speedup": 1.9,
+    }
     verdicts = run.target_verdicts(summary)
     met = {v["key"]: v["met"] for v in verdicts.values()}
     assert met == {
@@ -179,6 +194,7 @@ def test_target_verdicts():
         "logging_share": None,
         "numpy_over_torch_float64": True,
         "kn7_fit_score_s": None,
+        "bf16_speedup": False,
     }
 
 
@@ -191,6 +207,6 @@ def test_parity_suite_reports_wall_time_and_outcome(tmp_path):
 
 def test_default_plan_reads_the_live_defaults():
     plan = bench_plan.default_plan(quick=True, run_suite=False)
-    assert plan.model == ModelConfig() and plan.train == TrainConfig()
+    assert plan.model == ModelConfig() and plan.train == TrainConfig(precision="full")
     assert plan.windows < bench_plan.default_plan().windows and not plan.run_suite
     assert replace(plan, compile=True).to_dict()["compile"] is True

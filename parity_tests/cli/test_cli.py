@@ -109,6 +109,7 @@ def test_every_script_has_help(name, tmp_path):
             "--data",
             "--compile",
             "--grad-clip",
+            "--ema-decay",
             "--checkpoint-interval",
         ):
             assert flag in flat, flag
@@ -124,6 +125,7 @@ def test_every_script_has_help(name, tmp_path):
         (["--context", "0"], r"context must be a positive integer, got 0"),
         (["--dropout", "1.5"], r"dropout must be a probability in \[0, 1\), got 1\.5"),
         (["--device", "tpu"], r"device must be auto, cpu, cuda or cuda:N, got 'tpu'"),
+        (["--ema-decay", "1"], r"ema_decay must be a probability in \[0, 1\), got 1\.0"),
     ],
 )
 def test_train_rejects_bad_values_with_one_line_and_exit_2(args, pattern, workdir):
@@ -169,7 +171,7 @@ def test_train_prints_a_summary_and_writes_the_run(trained):
     run_dir, result = trained
     assert re.fullmatch(
         r"completed: 30 steps, val loss \d\.\d{4} nats/char \(perplexity "
-        r"[\d.]+, [\d.]+ bpc\), best \d\.\d{4}; checkpoints and events in "
+        r"[\d.]+, [\d.]+ bpc\), best \d\.\d{4}; (the EMA of the weights \(decay [\d.]+\); )?(full|bfloat16) products; checkpoints and events in "
         r"runs/cli\n",
         result.stdout.splitlines()[-1] + "\n",
     )

@@ -24,7 +24,7 @@ from torch_lm.training.checkpoint import (
     save_checkpoint,
 )
 from torch_lm.training.config import TrainConfig
-from torch_lm.training.step import parameter_groups
+from torch_lm.training.step import make_ema, parameter_groups
 from torch_lm.training.vocab import CharVocab
 
 VOCAB = CharVocab.from_text("abc de\nf")
@@ -75,6 +75,32 @@ def test_round_trip_loads_with_weights_only(tmp_path, trained):
     assert torch.equal(loaded["rng"]["dropout"], torch.Generator().manual_seed(3).get_state())
     assert loaded["running"] == {"loss_sum": 2.5, "tokens": 5}
     assert loaded["best_val_loss"] == float("inf")
+
+
+def test_a_checkpoint_with_an_ema_holds_the_average_as_its_model(tmp_path, trained):
+    """``model`` is the average (what evaluate and generate load), the trained weights and the
+    update count are beside it; without an EMA neither key is written."""
+    model, optimizer, plain = trained
+    ema = make_ema(model, 0.9)
+    ema.update_parameters(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    ema.update_parameters(model)  # the average is now 0.1 of the way to the shifted weights
+    checkpoint = build_checkpoint(
+        model, optimizer, CONFIG, TrainConfig(ema_decay=0.9).to_dict(), VOCAB, 2, 1.5, {}, 0.0, 0, ema=ema
+    )
+    loaded = load_checkpoint(save_checkpoint(tmp_path / "last.pt", checkpoint))
+    assert loaded["ema_updates"] == 2
+    for name, value in model.state_dict().items():
+        assert torch.equal(loaded["training_weights"][name], value)
+        assert torch.equal(loaded["model"][name], ema.module.state_dict()[name])
+        torch.testing.assert_close(loaded["model"][name], value - 0.9)
+    restored = NeuralLM(CONFIG)
+    load_model_state(tmp_path / "last.pt", restored, loaded)  # the average, as model_from_checkpoint reads it
+    assert torch.equal(restored.state_dict()["output.weight"], ema.module.state_dict()["output.weight"])
+    assert make_ema(model, 0.0) is None
+    assert not {"training_weights", "ema_updates"} & set(plain)
 
 
 def test_save_leaves_no_temporary_files_and_replaces(tmp_path, trained):
@@ -167,6 +193,8 @@ def test_a_missing_checkpoint_is_reported(tmp_path):
         (lambda c: {**c, "vocab": ["a", "a"]}, "unique"),
         (lambda c: {**c, "model_config": {"context": 0}}, "context must be a positive integer"),
         (lambda c: {**c, "model_config": {"colour": "red"}}, "unknown keys"),
+        (lambda c: {**c, "ema_updates": 3}, r"\['ema_updates'\] without the other"),
+        (lambda c: {**c, "ema_updates": 3.0, "training_weights": {}}, "'ema_updates' should be a int"),
     ],
 )
 def test_malformed_checkpoints_are_refused(tmp_path, trained, mutate, message):

@@ -1,6 +1,7 @@
 """torch_lm/training/distributed.py: data-parallel training. ``torchrun`` with two gloo ranks on
 the CPU and a global batch B gives, step for step, the losses and final weights of one process
-with batch B, and rank 0 alone writes the run; the launch checks fail in one line before any
+with batch B (with an EMA of the weights, the same average: every rank keeps its own, and the
+sharded evaluation of it agrees), and rank 0 alone writes the run; the launch checks fail in one line before any
 process group is formed."""
 
 from __future__ import annotations
@@ -50,8 +51,10 @@ def losses(records: list[dict], tag: str) -> tuple[list[int], torch.Tensor]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("targets_per_row", [1, 3])
-def test_torchrun_two_ranks_reproduce_one_process_with_the_same_global_batch(targets_per_row, tmp_path, capsys):
+@pytest.mark.parametrize("targets_per_row, ema_decay", [(1, "0"), (3, "0"), (3, "0.8")], ids=["1", "3", "3-ema"])
+def test_torchrun_two_ranks_reproduce_one_process_with_the_same_global_batch(
+    targets_per_row, ema_decay, tmp_path, capsys
+):
     (tmp_path / "tiny.txt").write_text(synthetic_text())
     env = {**os.environ, "OMP_NUM_THREADS": "1", **OFFLINE}
     command = [
@@ -67,10 +70,11 @@ def test_torchrun_two_ranks_reproduce_one_process_with_the_same_global_batch(tar
         "--run-dir",
         "runs/two",
     ]
-    command.extend(["--targets-per-row", str(targets_per_row)])
+    command.extend(["--targets-per-row", str(targets_per_row), "--ema-decay", ema_decay])
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    one_process = [*RUN, "--targets-per-row", str(targets_per_row), "--run-dir", str(tmp_path / "runs" / "one")]
+    one_process = [*RUN, "--targets-per-row", str(targets_per_row), "--ema-decay", ema_decay]
+    one_process += ["--run-dir", str(tmp_path / "runs" / "one")]
     assert train_main(["--data", str(tmp_path / "tiny.txt"), *one_process]) == 0
     capsys.readouterr()
 
@@ -89,8 +93,10 @@ def test_torchrun_two_ranks_reproduce_one_process_with_the_same_global_batch(tar
 
     last, reference_last = load_checkpoint(two / "last.pt"), load_checkpoint(one / "last.pt")
     assert last["step"] == reference_last["step"] == STEPS
-    for name, value in reference_last["model"].items():
-        torch.testing.assert_close(last["model"][name], value, **EXACT, msg=name)
+    for key in ("model", "training_weights") if float(ema_decay) else ("model",):
+        for name, value in reference_last[key].items():
+            torch.testing.assert_close(last[key][name], value, **EXACT, msg=f"{key}[{name}]")
+    assert last.get("ema_updates") == reference_last.get("ema_updates") == (STEPS if float(ema_decay) else None)
     assert load_checkpoint(two / "best.pt")["step"] == STEPS
     assert sorted(last["rng"]) == ["dropout", "dropout/rank1"]  # both ranks' dropout streams
 

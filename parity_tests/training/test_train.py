@@ -1,6 +1,7 @@
 """torch_lm/training (trainer, config, step, tensorboard_log): configuration, schedule, the
 optimiser, the docs/DESIGN.md §4 TensorBoard contract read back from the event files,
-reproducibility, exact resume after SIGINT, and stopping on a non-finite loss."""
+reproducibility, exact resume after SIGINT (also with an EMA of the weights, whose average the run
+is evaluated and saved with), and stopping on a non-finite loss."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ MODEL = ModelConfig(
 
 
 def run_config(run_dir, **overrides) -> TrainConfig:
-    """40 steps of 32 windows; log every 5, evaluate and checkpoint every 10."""
+    """40 steps of 32 windows; log every 5, evaluate and checkpoint every 10; no EMA."""
     settings = dict(
         batch_size=32,
         targets_per_row=1,
@@ -51,6 +52,7 @@ def run_config(run_dir, **overrides) -> TrainConfig:
         seed=0,
         device="cpu",
         run_dir=str(run_dir),
+        ema_decay=0.0,  # the recipe's average of the weights only where a test asks for it
     )
     return TrainConfig(**(settings | overrides))
 
@@ -100,6 +102,8 @@ def params_of(path) -> dict[str, torch.Tensor]:
         (dict(run_dir=""), "run_dir must be a non-empty path"),
         (dict(fused_optimizer="yes"), "fused_optimizer must be True or False"),
         (dict(compile=1), "compile must be True or False"),
+        (dict(ema_decay=1.0), r"ema_decay must be a probability in \[0, 1\)"),
+        (dict(ema_decay=-0.1), r"ema_decay must be a probability in \[0, 1\)"),
     ],
 )
 def test_bad_train_config_values_are_refused(overrides, message):
@@ -113,6 +117,11 @@ def test_train_config_round_trips_through_a_plain_dict():
     assert plain["betas"] == [0.8, 0.95] and TrainConfig.from_dict(plain) == config
     with pytest.raises(ValueError, match="unknown keys"):
         TrainConfig.from_dict({**plain, "learning_rate": 1.0})
+
+
+def test_a_config_saved_before_the_ema_option_loads_without_an_ema():
+    plain = {k: v for k, v in TrainConfig(ema_decay=0.99).to_dict().items() if k != "ema_decay"}
+    assert TrainConfig.from_dict(plain).ema_decay == 0.0
 
 
 def test_devices():
@@ -194,7 +203,7 @@ def test_fused_adamw_takes_the_op_by_op_steps_to_rounding(dtype, rtol):
     models = {fused: NeuralLM(MODEL).to(dtype) for fused in (True, False)}
     models[False].load_state_dict(models[True].state_dict())
     start = {name: value.clone() for name, value in models[True].state_dict().items()}
-    config = TrainConfig(lr=1e-2)
+    config = TrainConfig(lr=1e-2, max_steps=12000)
     optimizers = {
         f: make_optimizer(m, replace(config, fused_optimizer=f).optimizer_settings()) for f, m in models.items()
     }
@@ -336,6 +345,9 @@ def test_run_checkpoints_load_with_weights_only(straight_run):
     assert last["step"] == 40 and last["best_val_loss"] == summary["best_val_loss"]
     best_step = min(summary["val_history"], key=lambda item: item[1])[0]
     assert load_checkpoint(run_dir / "best.pt")["step"] == best_step
+    # Without an EMA a checkpoint is what it always was: none of the EMA's keys.
+    assert not {"training_weights", "ema_updates"} & set(last)
+    assert summary["ema_decay"] == 0.0 and last["train_config"]["ema_decay"] == 0.0
 
 
 def test_seeded_cpu_runs_are_reproducible(straight_run, tmp_path):
@@ -404,6 +416,86 @@ def test_sequence_rows_train_and_resume_exactly(tmp_path, monkeypatch):
     assert last < first - 0.3
     final, reference = (params_of(tmp_path / name / "last.pt") for name in ("resumed", "straight"))
     assert all(torch.equal(final[name], value) for name, value in reference.items())
+
+
+# ----------------------------------------------------------------------------- the EMA of the weights
+EMA_DECAY = 0.9
+
+
+@pytest.fixture(scope="module")
+def ema_run(tmp_path_factory):
+    """One uninterrupted 40-step run with an EMA of the weights."""
+    run_dir = tmp_path_factory.mktemp("ema") / "run"
+    summary = train(MODEL, run_config(run_dir, ema_decay=EMA_DECAY), TEXT)
+    return run_dir, summary
+
+
+def test_an_ema_run_is_evaluated_sampled_and_saved_with_the_average(ema_run):
+    """The figures, ``best.pt`` and the checkpoints' ``model`` are the average's; the trained
+    weights are saved beside it with the update count."""
+    run_dir, summary = ema_run
+    assert summary["ema_decay"] == EMA_DECAY
+    last = load_checkpoint(run_dir / "last.pt")
+    assert last["ema_updates"] == 40 and last["train_config"]["ema_decay"] == EMA_DECAY
+    assert any(not torch.equal(last["model"][k], v) for k, v in last["training_weights"].items())
+    train_ids, val_ids = split_ids(VOCAB.encode(TEXT))
+    averaged, _ = model_from_checkpoint(run_dir / "last.pt")  # what evaluate.py and generate.py load
+    assert summary["val_loss"] == pytest.approx(
+        heldout_loss(averaged, train_ids, val_ids, MODEL.context).loss, rel=1e-6
+    )
+    trained = NeuralLM(MODEL)
+    trained.load_state_dict(last["training_weights"])
+    trained_loss = heldout_loss(trained.eval(), train_ids, val_ids, MODEL.context).loss
+    assert abs(trained_loss - summary["val_loss"]) > 1e-4  # the average, not the trained weights
+    best_step = min(summary["val_history"], key=lambda item: item[1])[0]
+    best = load_checkpoint(run_dir / "best.pt")
+    assert best["step"] == best_step and best["ema_updates"] == best_step
+    values = plugin_data_pb2.HParamsPluginData.FromString(
+        read_events(run_dir).PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    ).session_start_info.hparams
+    assert values["train.ema_decay"].number_value == pytest.approx(EMA_DECAY)
+
+
+def test_the_ema_does_not_change_the_training(straight_run, ema_run):
+    """The average is read, never trained: the train losses and trained weights are the run's
+    without an EMA, bit for bit."""
+    (straight_dir, straight), (ema_dir, averaged) = straight_run, ema_run
+    assert averaged["train_history"] == straight["train_history"]
+    trained, reference = load_checkpoint(ema_dir / "last.pt")["training_weights"], params_of(straight_dir / "last.pt")
+    assert all(torch.equal(trained[k], v) for k, v in reference.items())
+
+
+def test_resume_after_sigint_with_an_ema_gives_the_same_numbers_as_a_straight_run(ema_run, tmp_path, monkeypatch):
+    straight_dir, straight = ema_run
+    run_dir = tmp_path / "resumed"
+    interrupt_after(monkeypatch, 13)  # mid log interval (5) and mid eval interval (10)
+    with pytest.raises(TrainingInterrupted):
+        train(MODEL, run_config(run_dir, ema_decay=EMA_DECAY), TEXT)
+    monkeypatch.undo()
+    assert load_checkpoint(run_dir / "last.pt")["ema_updates"] == 13
+    resumed = train(MODEL, run_config(run_dir, resume=True, ema_decay=EMA_DECAY), TEXT)
+    assert resumed["train_history"] == [item for item in straight["train_history"] if item[0] > 13]
+    assert resumed["val_history"] == [item for item in straight["val_history"] if item[0] > 13]
+    assert resumed["best_val_loss"] == straight["best_val_loss"]
+    final, reference = load_checkpoint(run_dir / "last.pt"), load_checkpoint(straight_dir / "last.pt")
+    assert final["ema_updates"] == reference["ema_updates"] == 40
+    for key in ("model", "training_weights"):
+        for name, value in reference[key].items():
+            assert torch.equal(final[key][name], value), f"{key}[{name}]"
+
+
+def test_switching_the_ema_on_or_off_at_a_resume_continues_the_training(straight_run, ema_run, tmp_path):
+    """Resumed with an EMA from a checkpoint without one, or without from one with: both continue
+    the same trained weights (the latter from ``training_weights``, not the average); a new
+    average starts at the first step after the resume."""
+    on, off = tmp_path / "on", tmp_path / "off"
+    shutil.copytree(straight_run[0], on)
+    shutil.copytree(ema_run[0], off)
+    switched_on = train(MODEL, run_config(on, resume=True, max_steps=45, ema_decay=EMA_DECAY), TEXT)
+    switched_off = train(MODEL, run_config(off, resume=True, max_steps=45), TEXT)
+    assert switched_on["train_history"] == switched_off["train_history"]
+    assert load_checkpoint(on / "last.pt")["ema_updates"] == 5
+    assert not {"training_weights", "ema_updates"} & set(load_checkpoint(off / "last.pt"))
 
 
 def test_a_run_that_holds_out_a_tail_is_evaluated_on_the_tail_and_never_on_val(tmp_path):

@@ -97,6 +97,17 @@ def _throughput(results: dict) -> list[str]:
         ["training / GEMM peak", f"{results['summary']['train_to_peak_ratio']:.1%}"],
         ["minor page faults per step", f"{train['page_faults_per_step']:,.0f}"],
     ]
+    if results.get("bf16"):
+        b = results["bf16"]
+        rows += [
+            [f"GEMM bf16 peak (GFLOP/s), {b['gemm']['size']}²", f"{b['gemm']['best']:.1f} ({b['gemm']['median']:.1f})"],
+            [
+                "bfloat16 products: step (ms)",
+                f"{b['train']['step_ms']['best']:.3f} ({b['train']['step_ms']['median']:.3f})",
+            ],
+            ["bfloat16 products: targets/s", f"{b['train']['tokens_per_sec']:,.0f}"],
+            ["bfloat16 / full-precision targets/s", f"{results['summary']['bf16_speedup']:.2f}"],
+        ]
     if results["train_compiled"]:
         c = results["train_compiled"]
         rows += [
@@ -207,8 +218,19 @@ def _ms(timing: dict) -> str:
 
 
 def _model(config: dict) -> str:
-    keys = ("vocab_size", "context", "embed_dim", "hidden_dim", "fusion", "n_blocks", "activation", "norm", "dropout")
-    return ", ".join(f"{k}={config[k]}" for k in keys)
+    keys = (
+        "vocab_size",
+        "context",
+        "embed_dim",
+        "hidden_dim",
+        "fusion",
+        "n_blocks",
+        "activation",
+        "pair_embed",
+        "norm",
+        "dropout",
+    )
+    return ", ".join(f"{k}={config[k]}" for k in keys if k in config)  # results from before a key existed
 
 
 def kept_notes(path: Path) -> str:

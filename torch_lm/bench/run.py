@@ -26,6 +26,9 @@ The sections, in the order they run:
 * **The other row mode** — the same loop with the same targets per step in the other row
   mode: windows (one target per row) if the default trains on sequence rows, rows of 64 targets
   otherwise; tokens are targets, so targets/s and matmul FLOPs per target compare the two.
+* **bfloat16 products** — where the CPU multiplies bfloat16 natively (``native_bf16``): the bf16
+  GEMM peak and the same loop with ``precision="bfloat16"``, interleaved the same way; the verdict
+  is its targets/s over the full-precision loop's.
 * **Step split** — the shares of sampling, forward, backward, optimiser and logging (per-step
   bookkeeping plus the amortised log work) in that step.
 * **torch.compile** (``--compile``) — the same loop again with the compiled forward on ordinary
@@ -62,6 +65,7 @@ from torch_lm.bench.throughput import training_throughput
 from torch_lm.bench.timing import GemmPeak, machine_info
 from torch_lm.training.batches import split_ids
 from torch_lm.training.config import TrainConfig
+from torch_lm.training.precision import native_bf16
 from torch_lm.training.text import DEFAULT_DATA_PATH
 from torch_lm.training.vocab import CharVocab
 
@@ -100,6 +104,7 @@ def run(plan: BenchPlan, text: str | None, progress: Callable[[str], None] = lam
     progress("training throughput, the other row mode")
     other_mode = training_throughput(replace(plan, train=other_row_mode(plan.train)), ids, gemm)
     peak = gemm.summary()
+    bf16 = bf16_throughput(plan, ids, progress)
     compiled = None
     if plan.compile:
         progress("training throughput under torch.compile")
@@ -124,6 +129,7 @@ def run(plan: BenchPlan, text: str | None, progress: Callable[[str], None] = lam
         "train": train,
         "train_other_mode": other_mode,
         "train_compiled": compiled,
+        "bf16": bf16,
         "numpy_vs_torch": compare,
         "scaling": scale,
         "ngram": ngram,
@@ -133,6 +139,20 @@ def run(plan: BenchPlan, text: str | None, progress: Callable[[str], None] = lam
     }
     results["summary"] = summarize(results)
     return results
+
+
+def bf16_throughput(plan: BenchPlan, ids: torch.Tensor, progress: Callable[[str], None]) -> dict | None:
+    """The bf16 GEMM peak and the default step with bfloat16 products (``--precision bfloat16``),
+    interleaved like the full-precision pair; None where the CPU has no native bfloat16, since
+    emulated products would only time the emulation."""
+    if not native_bf16(torch.device("cpu")):
+        return None
+    progress("training throughput, bfloat16 products")
+    gemm = GemmPeak(plan.gemm_sizes, torch.bfloat16)
+    gemm.run_once()
+    gemm.clear()
+    train = training_throughput(replace(plan, train=replace(plan.train, precision="bfloat16")), ids, gemm)
+    return {"gemm": gemm.summary(), "train": train}
 
 
 SEQUENCE_ROW_TARGETS = 64  # targets per row when the default trains on windows and the bench compares
@@ -151,6 +171,7 @@ def summarize(results: dict) -> dict:
     """The flat headline keys (the ``--json`` contract) and the target verdicts."""
     train, peak = results["train"], results["gemm"]["best"]
     seven = {r["smoothing"]: r["fit_score_s"] for r in results["ngram"] or [] if r["order"] == 7}
+    bf16 = results["bf16"]
     suite = results["parity_suite"]
     summary = {
         "gemm_peak_gflops": peak,
@@ -164,6 +185,9 @@ def summarize(results: dict) -> dict:
         "other_mode_matmul_flops_per_target": results["train_other_mode"]["matmul_flops_per_target"],
         "other_mode_to_peak_ratio": results["train_other_mode"]["gflops"] / peak,
         "step_ms": train["step_ms"]["best"],
+        "bf16_gemm_peak_gflops": bf16["gemm"]["best"] if bf16 else None,
+        "bf16_tokens_per_sec": bf16["train"]["tokens_per_sec"] if bf16 else None,
+        "bf16_speedup": bf16["train"]["tokens_per_sec"] / train["tokens_per_sec"] if bf16 else None,
         "compiled_to_peak_ratio": results["train_compiled"]["gflops"] / peak if results["train_compiled"] else None,
         **{f"{piece}_share": train["shares"][piece] for piece in PIECES},
         "numpy_over_torch_float64": results["numpy_vs_torch"]["float64"]["numpy_over_torch"],

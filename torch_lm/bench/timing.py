@@ -1,5 +1,5 @@
 """Timing on a noisy machine: best-of timings, wall time per piece of a step, page faults, the
-machine's description, the fp32 GEMM peak and the matmul FLOPs of a training step."""
+machine's description, the GEMM peak (fp32, and bf16 where the CPU has it) and the matmul FLOPs of a training step."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ except ImportError:
     resource = None
 
 from numpy_ref.config import ModelConfig
+from numpy_ref.neural_lm import linear_out_features
 
 # Settings that change the figures: thread counts, and glibc malloc's trimming (every fresh
 # large tensor costs page faults once freed memory goes back to the OS; see BENCH.md).
@@ -95,14 +96,15 @@ def _cpu_model() -> str:
 
 
 class Gemm:
-    """fp32 ``torch.mm`` of two ``size``-square matrices into a preallocated output."""
+    """``torch.mm`` of two ``size``-square matrices of ``dtype`` (fp32 unless told) into a
+    preallocated output."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, dtype: torch.dtype = torch.float32):
         generator = torch.Generator().manual_seed(0)
         self.size = size
-        self.a = torch.randn(size, size, generator=generator)
-        self.b = torch.randn(size, size, generator=generator)
-        self.out = torch.empty(size, size)
+        self.a = torch.randn(size, size, generator=generator).to(dtype)
+        self.b = torch.randn(size, size, generator=generator).to(dtype)
+        self.out = torch.empty(size, size, dtype=dtype)
         self.flops = 2 * size**3
         self.seconds: list[float] = []
 
@@ -117,10 +119,10 @@ class Gemm:
 
 
 class GemmPeak:
-    """One ``Gemm`` per size; the peak is the best rate over all of them."""
+    """One ``Gemm`` per size, in ``dtype``; the peak is the best rate over all of them."""
 
-    def __init__(self, sizes: Sequence[int]):
-        self.gemms = [Gemm(size) for size in sizes]
+    def __init__(self, sizes: Sequence[int], dtype: torch.dtype = torch.float32):
+        self.gemms = [Gemm(size, dtype) for size in sizes]
 
     def run_once(self) -> None:
         """One timed product of every size."""
@@ -154,19 +156,20 @@ def matmul_flops(config: ModelConfig, batch: int, targets_per_row: int = 1) -> i
     residual blocks (K = N = H) and the output (K = H, N = V) on the B*P rows that predict.
     """
     forward, d, hidden = 0, config.embed_dim, config.hidden_dim
+    width = linear_out_features(config)  # a hidden Linear's outputs: H, or 2H for gated units
     if targets_per_row == 1:
         n = config.context
         for g in config.groups:
             n //= g
-            forward += 2 * batch * n * (g * d) * hidden
+            forward += 2 * batch * n * (g * d) * width
             d = hidden
     else:
         n, dilation = config.context + targets_per_row - 1, 1
         for g in config.groups:
             n -= (g - 1) * dilation
-            forward += 2 * batch * n * (g * d) * hidden
+            forward += 2 * batch * n * (g * d) * width
             d, dilation = hidden, dilation * g
     rows = batch * targets_per_row
-    forward += config.n_blocks * 2 * rows * hidden * hidden
+    forward += config.n_blocks * 2 * rows * hidden * width
     forward += 2 * rows * hidden * config.vocab_size
     return 3 * forward

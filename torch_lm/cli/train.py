@@ -39,12 +39,23 @@ from torch_lm.training.distributed import (
     distributed_session,
     rank_device,
 )
+from torch_lm.training.precision import PRECISIONS
 from torch_lm.training.signals import NonFiniteLossError, TrainingInterrupted
 from torch_lm.training.text import DEFAULT_DATA_PATH, load_text
 from torch_lm.training.trainer import train
 from torch_lm.training.vocab import CharVocab
 
-MODEL_FLAGS = ("context", "embed_dim", "hidden_dim", "fusion", "n_blocks", "activation", "norm", "dropout")
+MODEL_FLAGS = (
+    "context",
+    "embed_dim",
+    "hidden_dim",
+    "fusion",
+    "n_blocks",
+    "activation",
+    "norm",
+    "dropout",
+    "pair_embed",
+)
 
 
 def build_parser() -> OneLineParser:
@@ -89,6 +100,11 @@ def add_model_arguments(group: argparse._ArgumentGroup, model: ModelConfig) -> N
         "--norm", action=argparse.BooleanOptionalAction, help=f"LayerNorm in every hidden layer (default: {model.norm})"
     )
     group.add_argument("--dropout", type=float, help=f"dropout probability (default: {model.dropout})")
+    group.add_argument(
+        "--pair-embed",
+        action="store_true",
+        help=f"add a vector per exact character pair, a V*V table (default: {model.pair_embed})",
+    )
 
 
 def add_row_arguments(group: argparse._ArgumentGroup, run: TrainConfig) -> None:
@@ -104,7 +120,7 @@ def add_row_arguments(group: argparse._ArgumentGroup, run: TrainConfig) -> None:
 
 
 def add_optimizer_arguments(group: argparse._ArgumentGroup, run: TrainConfig) -> None:
-    """The learning-rate schedule, AdamW's settings and gradient clipping."""
+    """The learning-rate schedule, AdamW's settings, gradient clipping and the EMA of the weights."""
     group.add_argument("--lr", type=float, help=f"peak learning rate (default: {run.lr})")
     group.add_argument("--min-lr", type=float, help=f"final learning rate (default: {run.min_lr})")
     group.add_argument(
@@ -119,6 +135,14 @@ def add_optimizer_arguments(group: argparse._ArgumentGroup, run: TrainConfig) ->
         "--betas", type=float_pair, metavar="B1,B2", help=f"AdamW betas (default: {','.join(map(str, run.betas))})"
     )
     group.add_argument("--grad-clip", type=float, help=f"max gradient norm, 0 = off (default: {run.grad_clip})")
+    group.add_argument(
+        "--ema-decay",
+        type=float,
+        metavar="D",
+        help="keep an exponential moving average of the weights with this decay in [0, 1), e.g. 0.999, "
+        "and evaluate, sample, select best.pt and save the checkpoints' model with it; 0 = off "
+        f"(default: {run.ema_decay})",
+    )
 
 
 def add_length_and_evaluation_arguments(group: argparse._ArgumentGroup, run: TrainConfig) -> None:
@@ -154,11 +178,17 @@ def add_length_and_evaluation_arguments(group: argparse._ArgumentGroup, run: Tra
 
 
 def add_run_arguments(group: argparse._ArgumentGroup, run: TrainConfig) -> None:
-    """Where and how the run executes: seed, device, dtype, run directory, resume, compilation,
-    the fused optimiser."""
+    """Where and how the run executes: seed, device, dtype, precision, run directory, resume,
+    compilation, the fused optimiser."""
     group.add_argument("--seed", type=int, help=f"seed of initialisation, batches, dropout (default: {run.seed})")
     group.add_argument("--device", help=f"auto, cpu, cuda or cuda:N (default: {run.device})")
     group.add_argument("--dtype", choices=sorted(DTYPES), help=f"parameter dtype (default: {run.dtype})")
+    group.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="matrix products: full (the parameters' dtype), bfloat16, or auto: bfloat16 where the CPU "
+        f"(AVX-512 BF16 or AMX) or GPU (compute capability 8.0+) has it natively (default: {run.precision})",
+    )
     group.add_argument("--run-dir", help=f"output directory (default: {run.run_dir})")
     group.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     group.add_argument(
@@ -232,9 +262,10 @@ def train_command(parser: OneLineParser, argv: Sequence[str] | None) -> int | No
         return exit_code(stop)
     if not env.is_main:
         return None
+    ema = f"the EMA of the weights (decay {summary['ema_decay']:g}); " if summary["ema_decay"] else ""
     print(
         f"{summary['status']}: {summary['steps']} steps, {summary['heldout']} loss {summary['val_loss']:.4f} "
         f"nats/char (perplexity {summary['val_ppl']:.3f}, {summary['bpc']:.3f} bpc), best "
-        f"{summary['best_val_loss']:.4f}; checkpoints and events in {summary['run_dir']}"
+        f"{summary['best_val_loss']:.4f}; {ema}{summary['precision']} products; checkpoints and events in {summary['run_dir']}"
     )
     return None

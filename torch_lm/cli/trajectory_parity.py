@@ -75,6 +75,13 @@ def build_parser() -> OneLineParser:
         help=f"clip the gradient norm to this value, 0 = no clipping (default {recipe.grad_clip:g})",
     )
     add(
+        "--ema-decay",
+        type=PROBABILITY,
+        default=recipe.ema_decay,
+        help="keep an exponential moving average of the weights with this decay on both sides and compare "
+        f"it too, e.g. 0.99; 0 = none (default {recipe.ema_decay:g})",
+    )
+    add(
         "--seed",
         type=NONNEGATIVE_INT,
         default=recipe.seed,
@@ -125,6 +132,7 @@ def compare_trajectories(args) -> int:
             min_lr=min(TrainConfig().min_lr, args.lr),
             grad_clip=args.grad_clip,
             seed=args.seed,
+            ema_decay=args.ema_decay,
         )
         run = run_of(recipe, args.steps, args.optimizer)
     report = run_parity(model_config, args.dtype, run, tol=args.tolerance, fused=not args.no_fused_optimizer)
@@ -133,14 +141,16 @@ def compare_trajectories(args) -> int:
     else:
         rows = "window rows" if report.targets_per_row == 1 else f"rows of {report.targets_per_row} targets"
         adamw = "fused AdamW" if report.fused else run.optimizer if run.optimizer == "sgd" else "op-by-op AdamW"
+        ema = f", EMA {report.ema_decay:g}" if report.ema_max_rel_diff is not None else ""
+        ema_diff = f", EMA {report.ema_max_rel_diff:.3e}" if report.ema_max_rel_diff is not None else ""
         print(
-            f"{args.config} config, {report.dtype}, {rows}, {adamw}, dropout {report.dropout:g}, {report.steps} steps "
+            f"{args.config} config, {report.dtype}, {rows}, {adamw}, dropout {report.dropout:g}{ema}, {report.steps} steps "
             f"({report.seconds:.1f} s): loss {report.first_loss:.4f} -> {report.final_loss_torch:.4f}, "
             f"parameters moved {report.param_rel_change:.1%}"
         )
         print(
             f"largest relative difference: loss {report.loss_max_rel_diff:.3e}, "
-            f"parameters {report.param_max_rel_diff:.3e} ({report.worst_param}); "
+            f"parameters {report.param_max_rel_diff:.3e} ({report.worst_param}){ema_diff}; "
             f"tolerance {report.tolerance:.1e}: {'PASS' if report.passed else 'FAIL'}"
         )
     return 0 if report.passed else 1

@@ -31,6 +31,7 @@ from numpy_ref.neural_lm import (
     neural_lm_sequence_backward,
     neural_lm_sequence_forward,
 )
+from numpy_ref.pair_embedding import pair_embedding_backward, pair_embedding_forward
 from torch_lm import activations as torch_act
 from torch_lm import bigram as torch_bigram
 from torch_lm import cross_entropy as torch_ce
@@ -40,6 +41,7 @@ from torch_lm.layernorm import LayerNorm
 from torch_lm.linear import Linear
 from torch_lm.mlp import TwoLayerMLP
 from torch_lm.neural_lm import NeuralLM
+from torch_lm.pair_embedding import PairEmbedding
 from torch_lm.parity.battery import Component
 
 
@@ -92,8 +94,9 @@ def _activation(name: str, witness) -> Component:
     forward, backward = {
         "relu": (np_act.relu_forward, np_act.relu_backward),
         "tanh": (np_act.tanh_forward, np_act.tanh_backward),
+        "gated": (np_act.gated_tanh_forward, np_act.gated_tanh_backward),
     }[name]
-    torch_fn = {"relu": torch_act.relu, "tanh": torch_act.tanh}[name]
+    torch_fn = {"relu": torch_act.relu, "tanh": torch_act.tanh, "gated": torch_act.gated_tanh}[name]
 
     def numpy_forward(inputs, fixed):
         out, cache = forward(inputs["x"])
@@ -108,8 +111,15 @@ def _activation(name: str, witness) -> Component:
     )
 
 
+def _glu_of_tanh(x: torch.Tensor) -> torch.Tensor:
+    """tanh(a) * sigmoid(b) by torch's own kernels: F.glu(u) is u[..., :H] * sigmoid(u[..., H:])."""
+    filter_, gate = x.chunk(2, dim=-1)
+    return F.glu(torch.cat([torch.tanh(filter_), gate], dim=-1), dim=-1)
+
+
 RELU = _activation("relu", F.relu)
 TANH = _activation("tanh", torch.tanh)
+GATED = _activation("gated", _glu_of_tanh)  # x (..., 2H) -> out (..., H)
 
 
 # ----------------------------------------------------------------------------- softmax family
@@ -173,6 +183,40 @@ EMBEDDING = Component(
     _embedding_torch,
     lambda up, cache: {"weight": embedding_backward(up["out"], cache)},
     witness=lambda t, f: {"out": F.embedding(f["idx"].long(), t["weight"])},  # F.embedding takes int32/int64 ids
+)
+
+
+# ----------------------------------------------------------------------------- pair embedding
+def _pair_embedding_numpy(inputs, fixed):
+    out, cache = pair_embedding_forward(fixed["idx"], inputs["weight"], fixed["group"])
+    return {"out": out}, cache
+
+
+def _pair_embedding_torch(inputs, fixed):
+    vocab = math.isqrt(inputs["weight"].shape[0])  # weight (V*V, E); a non-square is refused by the lookup
+    module = _module(_pair_embedding_module, max(vocab, 1), inputs["weight"].shape[1])
+    return {"out": _call(module, inputs, fixed["idx"], fixed["group"])}
+
+
+def _pair_embedding_module(vocab, dim):
+    return PairEmbedding(vocab, dim)
+
+
+def _pair_embedding_witness(t, fixed):
+    """F.embedding of the pair ids ``prev * V + cur``, masked to the positions inside a group."""
+    idx, weight, group = fixed["idx"].long(), t["weight"], fixed["group"]
+    vocab, n = math.isqrt(weight.shape[0]), idx.shape[-1]
+    previous = torch.cat([torch.zeros_like(idx[..., :1]), idx[..., :-1]], dim=-1)  # (..., n), position 0 any id
+    inside = (torch.arange(n) % group != 0).to(weight.dtype)  # (n,)
+    return {"out": F.embedding(previous * vocab + idx, weight) * inside[:, None]}
+
+
+PAIR_EMBEDDING = Component(
+    "pair_embedding",
+    _pair_embedding_numpy,
+    _pair_embedding_torch,
+    lambda up, cache: {"weight": pair_embedding_backward(up["out"], cache)},
+    witness=_pair_embedding_witness,
 )
 
 

@@ -5,7 +5,9 @@ A checkpoint is a dict of plain data and tensors — nothing else — so that it
 
 =================  ==========================================================================
 ``format_version`` int, ``FORMAT_VERSION``
-``model``          the model's ``state_dict()`` (tensors)
+``model``          the ``state_dict()`` (tensors) of the weights the run's figures come from: the
+                   trained model's, or with ``ema_decay`` the exponential moving average's, so
+                   every reader (evaluate, generate, the reports) takes the model as reported
 ``optimizer``      the optimizer's ``state_dict()`` (tensors, numbers, lists, tuples, None)
 ``model_config``   ``ModelConfig.to_dict()``
 ``train_config``   ``TrainConfig.to_dict()``
@@ -18,6 +20,14 @@ A checkpoint is a dict of plain data and tensors — nothing else — so that it
                    current log interval (summed over data-parallel ranks), so a resumed run
                    logs the same numbers
 =================  ==========================================================================
+
+With ``ema_decay`` two more keys let ``--resume`` continue exactly (a checkpoint without them, of
+a run without EMA or an older one, loads as before: its ``model`` is the trained weights):
+
+=====================  ======================================================================
+``training_weights``   the ``state_dict()`` of the model being trained (the optimiser's)
+``ema_updates``        int, the average's update count (``AveragedModel.n_averaged``)
+=====================  ======================================================================
 
 Training draws randomness only from its own dropout generator (saved) and from generators seeded
 by ``(seed, step)`` (initialisation, batches, samples; nothing to save). It never uses torch's
@@ -34,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 from numpy_ref.config import ModelConfig
 from torch_lm.neural_lm import NeuralLM
@@ -60,6 +71,8 @@ _SCHEMA: dict[str, type | tuple[type, ...]] = {
     "best_val_loss": float,
     "running": dict,
 }
+# Keys only a run with an EMA of the weights writes, and their types when present.
+_EMA_SCHEMA: dict[str, type] = {"training_weights": dict, "ema_updates": int}
 
 
 class CheckpointError(ValueError):
@@ -77,11 +90,13 @@ def build_checkpoint(
     rng: dict[str, torch.Tensor],
     running_loss_sum: float,
     running_tokens: int,
+    ema: AveragedModel | None = None,
 ) -> dict[str, Any]:
-    """The checkpoint dict described in the module docstring."""
-    return {
+    """The checkpoint dict described in the module docstring; with ``ema``, its ``model`` is the
+    average's weights and ``model``'s go under ``training_weights``."""
+    checkpoint = {
         "format_version": FORMAT_VERSION,
-        "model": model.state_dict(),
+        "model": model.state_dict() if ema is None else ema.module.state_dict(),
         "optimizer": optimizer.state_dict(),
         "model_config": model_config.to_dict(),
         "train_config": dict(train_config_dict),
@@ -91,6 +106,9 @@ def build_checkpoint(
         "best_val_loss": float(best_val_loss),
         "running": {"loss_sum": float(running_loss_sum), "tokens": int(running_tokens)},
     }
+    if ema is not None:
+        checkpoint |= {"training_weights": model.state_dict(), "ema_updates": int(ema.n_averaged)}
+    return checkpoint
 
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path:
@@ -167,7 +185,10 @@ def _check_structure(path: Path, checkpoint: object) -> None:
     missing = sorted(set(_SCHEMA) - set(checkpoint))
     if missing:
         raise CheckpointError(f"checkpoint {path} is not a torch-lm checkpoint: missing {missing}")
-    for key, kind in _SCHEMA.items():
+    present = {key: kind for key, kind in _EMA_SCHEMA.items() if key in checkpoint}
+    if len(present) == 1:
+        raise CheckpointError(f"checkpoint {path} is not a torch-lm checkpoint: {sorted(present)} without the other")
+    for key, kind in (_SCHEMA | present).items():
         if not isinstance(checkpoint[key], kind) or isinstance(checkpoint[key], bool):
             raise CheckpointError(
                 f"checkpoint {path}: {key!r} should be a {kind.__name__}, got {type(checkpoint[key]).__name__}"
@@ -233,10 +254,12 @@ def check_model_config_matches(path: str | os.PathLike, checkpoint: dict[str, An
         )
 
 
-def load_model_state(path: str | os.PathLike, model: torch.nn.Module, checkpoint: dict[str, Any]) -> None:
-    """``model.load_state_dict(checkpoint["model"])`` with a one-line ``CheckpointError`` on mismatch."""
+def load_model_state(
+    path: str | os.PathLike, model: torch.nn.Module, checkpoint: dict[str, Any], key: str = "model"
+) -> None:
+    """``model.load_state_dict(checkpoint[key])`` with a one-line ``CheckpointError`` on mismatch."""
     try:
-        model.load_state_dict(checkpoint["model"])
+        model.load_state_dict(checkpoint[key])
     except RuntimeError as error:
         raise CheckpointError(f"checkpoint {path}: model weights do not fit its config ({_one_line(error)})") from None
 
@@ -288,7 +311,8 @@ def prepare_run_dir(
     checkpoint = load_checkpoint(last, map_location=device)
     check_vocab_matches(last, checkpoint, vocab)
     check_model_config_matches(last, checkpoint, model.config)
-    load_model_state(last, model, checkpoint)
+    # The weights training continues from: with an EMA, ``model`` holds the average instead.
+    load_model_state(last, model, checkpoint, "training_weights" if "training_weights" in checkpoint else "model")
     return checkpoint
 
 
@@ -301,8 +325,12 @@ def restore_training_state(
     seed: int,
     with_running_loss: bool,
 ) -> None:
-    """The optimiser state, this rank's dropout generator (``stream``) and, ``with_running_loss``,
-    the running loss of ``checkpoint`` into a run's ``TrainingStep`` and generator.
+    """The optimiser state, the EMA of the weights, this rank's dropout generator (``stream``) and,
+    ``with_running_loss``, the running loss of ``checkpoint`` into a run's ``TrainingStep`` and
+    generator.
+
+    A run with an EMA takes the saved average and its update count back; from a checkpoint without
+    them (a run that kept no average) its average starts over, at the next step's weights.
 
     A rank that finds no saved generator (more ranks than the run that saved it) reseeds it from
     ``(seed, step)``: a fresh stream, still reproducible. The saved running loss is the sum over
@@ -310,6 +338,9 @@ def restore_training_state(
     """
     try:
         train_step.optimizer.load_state_dict(checkpoint["optimizer"])
+        if train_step.ema is not None and "ema_updates" in checkpoint:
+            train_step.ema.module.load_state_dict(checkpoint["model"])
+            train_step.ema.n_averaged.fill_(checkpoint["ema_updates"])
         if stream in checkpoint["rng"]:
             dropout_generator.set_state(checkpoint["rng"][stream].cpu())
         else:
@@ -319,5 +350,5 @@ def restore_training_state(
             train_step.running.update(running["loss_sum"], running["tokens"])
     except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as error:
         raise CheckpointError(
-            f"checkpoint {path}: optimizer, RNG or running-loss state does not fit ({_one_line(error)})"
+            f"checkpoint {path}: optimizer, EMA, RNG or running-loss state does not fit ({_one_line(error)})"
         ) from None

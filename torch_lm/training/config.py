@@ -4,8 +4,9 @@ device and dtype names it accepts.
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -14,18 +15,25 @@ from numpy_ref.validation import (
     check_nonnegative_int,
     check_positive_float,
     check_positive_int,
+    check_probability,
     fail,
 )
+from torch_lm.training.precision import check_precision, resolve_precision
 from torch_lm.training.step import OptimizerSettings, warmup_cosine
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
-# Parameter dtypes. No bfloat16/float16 autocast: the project's modules compute softmax and
-# LayerNorm statistics by hand, and under autocast those would run in 16 bits.
+# Parameter dtypes. Lower precision is for the matrix products only (``precision``): the project's
+# modules compute softmax and LayerNorm statistics by hand, and those stay in the parameters' dtype.
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
+# A run keeps its EMA of the weights only if, by its last step, the initial weights (the average's
+# first copy) weigh at most this much in it: an average that still holds the untrained start would
+# report a worse model than the one trained (``TrainConfig.resolved``).
+EMA_INITIAL_SHARE = 0.1
+
 # Settings added after checkpoints were written, with the value those checkpoints trained with.
-KEYS_ADDED_LATER = {"targets_per_row": 1}
+KEYS_ADDED_LATER = {"targets_per_row": 1, "precision": "full", "ema_decay": 0.0}
 
 
 @dataclass(frozen=True)
@@ -37,22 +45,29 @@ class TrainConfig:
     sequence forward (1: one window per row, the window forward). ``lr`` warms up linearly
     over ``warmup_steps`` (at most a tenth of ``max_steps``) and then follows a cosine down to
     ``min_lr`` at ``max_steps``.
-    ``grad_clip`` is the max global gradient norm (0 = off). ``time_budget`` stops training after
-    that many wall-clock seconds of this process (0 = no limit); the lr schedule still refers to
-    ``max_steps``. Every ``log_interval`` steps the running train loss and diagnostics are logged,
+    ``grad_clip`` is the max global gradient norm (0 = off). ``ema_decay`` (0 = off, else in
+    (0, 1)) keeps an exponential moving average of the weights, updated after every optimiser
+    step (``torch.optim.swa_utils.AveragedModel``); the run is then evaluated, sampled, selected
+    (``best.pt``) and reported with the average, and its checkpoints' ``model`` is the average.
+    ``time_budget`` stops training after that many wall-clock seconds of this process (0 = no
+    limit); the lr schedule still refers to ``max_steps``. Every ``log_interval`` steps the running train loss and diagnostics are logged,
     every ``eval_interval`` steps the held-out loss is computed (``eval_batch_size`` windows per
     forward), a ``sample_length``-character sample is generated and ``last.pt``/``best.pt`` are
     saved in ``run_dir``; every ``checkpoint_interval`` steps (0 = only at evaluations)
     ``last.pt`` is saved as well, so a crash loses at most that many steps. ``resume`` continues
     from ``run_dir/last.pt``. ``holdout_tail`` characters at the end of the train split are left
     out of the training batches and the run is evaluated on them instead of val, so that a choice
-    (a recipe, a mixture weight) can be made on text the model never saw without touching val. ``fused_optimizer`` takes AdamW's fused kernel
-    where torch has one (``make_optimizer``); ``compile`` runs the forward under ``torch.compile``.
+    (a recipe, a mixture weight) can be made on text the model never saw without touching val.
+    ``fused_optimizer`` takes AdamW's fused kernel where torch has one (``make_optimizer``);
+    ``compile`` runs the forward under ``torch.compile``. ``precision`` is the matrix products' (``full``: the
+    parameters' dtype; ``bfloat16``; or ``auto``: bfloat16 where the device has it natively; ``torch_lm.training.precision``);
+    ``resolved`` gives the config with ``auto`` replaced by what the device takes, which is what a run records.
     ``lr_at`` and ``optimizer_settings`` give the step its schedule and optimiser.
     """
 
     # The defaults are the recipe chosen on the train tail (docs/EXPERIMENTS.md): 8 rows of 64
-    # targets, 512 targets per step, sized to take under 10 minutes on the slower of our machines.
+    # targets, 512 targets per step, gated units, the figures from an average of the weights (EMA
+    # 0.9998), 12,000 steps.
     batch_size: int = 8
     targets_per_row: int = 64
     lr: float = 2e-3
@@ -61,6 +76,7 @@ class TrainConfig:
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.99)
     grad_clip: float = 1.0
+    ema_decay: float = 0.9998
     max_steps: int = 12000
     time_budget: float = 0.0
     eval_interval: int = 2000
@@ -71,6 +87,7 @@ class TrainConfig:
     seed: int = 1337
     device: str = "auto"
     dtype: str = "float32"
+    precision: str = "auto"
     run_dir: str = "runs/default"
     resume: bool = False
     compile: bool = False
@@ -86,6 +103,7 @@ class TrainConfig:
         check_positive_float(where, "lr", self.lr)
         for name in ("min_lr", "weight_decay", "grad_clip", "time_budget"):
             check_nonnegative_float(where, name, getattr(self, name))
+        check_probability(where, "ema_decay", self.ema_decay)
         if self.min_lr > self.lr:
             fail(where, f"min_lr must not exceed lr, got min_lr={self.min_lr!r} > lr={self.lr!r}")
         object.__setattr__(self, "betas", tuple(self.betas))
@@ -97,11 +115,20 @@ class TrainConfig:
             fail(where, f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.dtype not in DTYPES:
             fail(where, f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        check_precision(where, self.precision, self.dtype)
         if not isinstance(self.run_dir, str) or not self.run_dir:
             fail(where, f"run_dir must be a non-empty path, got {self.run_dir!r}")
         for name in ("resume", "compile", "fused_optimizer"):
             if not isinstance(getattr(self, name), bool):
                 fail(where, f"{name} must be True or False, got {getattr(self, name)!r}")
+
+    def resolved(self, device: torch.device) -> TrainConfig:
+        """This config as a run on ``device`` takes it: ``precision`` resolved (``resolve_precision``),
+        and no EMA of the weights (``ema_decay`` 0) when the run is too short for the average to
+        forget the initial weights (``ema_min_steps``)."""
+        precision = resolve_precision(self.precision, self.dtype, device)
+        keeps_ema = self.ema_decay and self.max_steps >= ema_min_steps(self.ema_decay)
+        return replace(self, precision=precision, ema_decay=self.ema_decay if keeps_ema else 0.0)
 
     def lr_at(self, step: int) -> float:
         """The learning rate of the 0-based ``step`` (``warmup_cosine``)."""
@@ -148,3 +175,9 @@ def resolve_device(name: str) -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             fail("device", f"{name} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
     return device
+
+
+def ema_min_steps(decay: float) -> int:
+    """The fewest steps after which an EMA of ``decay`` holds at most ``EMA_INITIAL_SHARE`` of its
+    first copy (``decay ** steps <= EMA_INITIAL_SHARE``): 11,512 for 0.9998."""
+    return math.ceil(math.log(EMA_INITIAL_SHARE) / math.log(decay)) if 0 < decay < 1 else 0

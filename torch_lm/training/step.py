@@ -5,13 +5,16 @@ benchmark times (``torch_lm.bench``, through its ``laps`` hook) and what the tra
 compares with the NumPy step (``numpy_ref.trajectory.train_step``)::
 
     lr = schedule(step)                   # pure function of the step: warm-up, then cosine
-    logits, loss = forward(x, y)          # dropout from ``generator``, or injected ``masks``
+    logits, loss = forward(x, y)          # dropout from ``generator``, or injected ``masks``;
+                                          # under the run's autocast (float32 or bfloat16 products)
     loss.backward()                       # [activation statistics, gradient norms when capturing]
     clip the global gradient norm; optimiser step
+    [update the EMA of the weights]       # when the run keeps one (``make_ema``)
     running loss and the first non-finite step, kept on the device (no host sync)
 
 ``make_optimizer`` builds AdamW (torch's fused kernel, or the op-by-op path that
-``numpy_ref.optim.AdamW`` mirrors) or SGD on ``parameter_groups``.
+``numpy_ref.optim.AdamW`` mirrors) or SGD on ``parameter_groups``; ``make_ema`` the exponential
+moving average of the weights (``numpy_ref.optim.EMA`` is its twin).
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from numpy_ref.optim import no_decay_keys, warmup_cosine_lr, warmup_length
 from torch_lm.diagnostics import grad_norms, summarize_activations
 from torch_lm.metrics import RunningMean
+from torch_lm.training.precision import autocast, resolve_precision
 
 OPTIMIZERS = ("adamw", "sgd")
 
@@ -87,6 +92,23 @@ def make_optimizer(model: torch.nn.Module, settings: OptimizerSettings) -> torch
     return torch.optim.AdamW(groups, lr=settings.lr, betas=settings.betas)
 
 
+def make_ema(model: torch.nn.Module, decay: float) -> AveragedModel | None:
+    """The exponential moving average of ``model``'s parameters that ``TrainingStep`` updates after
+    every optimiser step, or None when ``decay`` is 0 (off); its twin is ``numpy_ref.optim.EMA``.
+
+    torch's maintained EMA, ``AveragedModel`` with ``get_ema_multi_avg_fn(decay)``: its first
+    update copies the parameters, every later one is ``torch._foreach_lerp_(ema, param, 1 - decay)``.
+    ``use_buffers=False``: only parameters are averaged (the NeuralLM has no buffers). Its update
+    count ``n_averaged`` stays on the CPU, where ``AveragedModel`` creates it (the module is not
+    moved after), so the test for the first update reads it without waiting for a GPU. The average
+    is never trained, so its parameters ask for no gradient.
+    """
+    if decay == 0:
+        return None
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
+    return ema.requires_grad_(False)
+
+
 def warmup_cosine(lr: float, min_lr: float, warmup_steps: int, max_steps: int) -> Callable[[int], float]:
     """The learning rate of the 0-based ``step``: linear warm-up over ``warmup_steps``, then a half
     cosine from ``lr`` down to ``min_lr`` at ``max_steps`` (``numpy_ref.optim.warmup_cosine_lr``,
@@ -127,7 +149,10 @@ class TrainingStep:
     its ``torch.compile``); steps that ``capture`` diagnostics run ``capture_forward`` (eager, so
     the activation hooks do not force a recompilation; same parameters, same maths). ``laps``, an
     object with ``lap(name)``, is told when the forward, backward, diagnostics ("log_work"),
-    clipping + optimiser ("optimiser") and bookkeeping ("logging") end: the benchmark's timer.
+    clipping + optimiser + EMA ("optimiser") and bookkeeping ("logging") end: the benchmark's timer.
+    ``ema`` (``make_ema``), when given, is updated from ``model`` after every optimiser step; with
+    data parallelism every rank holds the same weights after the step, so every rank's average
+    stays the same without any communication.
     """
 
     def __init__(
@@ -139,6 +164,8 @@ class TrainingStep:
         *,
         forward: Callable | None = None,
         capture_forward: Callable | None = None,
+        autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+        ema: AveragedModel | None = None,
     ):
         self.model = model
         self.optimizer = optimizer
@@ -146,6 +173,8 @@ class TrainingStep:
         self.grad_clip = grad_clip
         self.forward = model if forward is None else forward
         self.capture_forward = model if capture_forward is None else capture_forward
+        self.autocast = autocast
+        self.ema = ema
         device = next(model.parameters()).device
         self.running = RunningMean()
         # Device-side: the first step (1-based) whose loss was not finite, sys.maxsize if none.
@@ -170,7 +199,7 @@ class TrainingStep:
         lr = self.schedule(step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        with self.model.capture_activations() if capture else contextlib.nullcontext({}) as acts:
+        with self.model.capture_activations() if capture else contextlib.nullcontext({}) as acts, self.autocast():
             forward = self.capture_forward if capture else self.forward
             _, loss = forward(x, y, generator=generator, masks=masks)
         laps.lap("forward")
@@ -187,6 +216,8 @@ class TrainingStep:
         if self.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         laps.lap("optimiser")
         loss = loss.detach()
         self.running.update(loss.double() * y.numel(), y.numel())
@@ -227,8 +258,13 @@ def build_training_step(model: torch.nn.Module, config, optimizer: OptimizerSett
     """The training step of a run of ``config`` (a ``TrainConfig``), built once for the trainer, the
     benchmark and the trajectory parity: the forward for its rows (``training_forward``: window or
     sequence), wrapped by ``wrap`` (``DistributedDataParallel``) and compiled when ``config.compile``
-    asks; the optimiser of ``config.optimizer_settings()`` (or ``optimizer``); its schedule and
-    gradient clipping. Log steps run the eager forward (``capture_forward``)."""
+    asks, under the autocast of ``config.precision`` (resolved for the model's device); the
+    optimiser of ``config.optimizer_settings()`` (or ``optimizer``); its schedule and gradient
+    clipping; the EMA of the weights when ``config.ema_decay`` asks (``make_ema``). Log steps run
+    the eager forward (``capture_forward``)."""
+    device = next(model.parameters()).device
+    precision = resolve_precision(config.precision, config.dtype, device)
+    ema = make_ema(model, config.ema_decay)  # a copy of the plain module, before any wrapper hooks it
     forward = training_forward(model, config.targets_per_row)
     forward = forward if wrap is None else wrap(forward)
     return TrainingStep(
@@ -238,4 +274,6 @@ def build_training_step(model: torch.nn.Module, config, optimizer: OptimizerSett
         config.grad_clip,
         forward=torch.compile(forward) if config.compile else forward,
         capture_forward=forward,
+        autocast=lambda: autocast(precision, device),
+        ema=ema,
     )

@@ -2,8 +2,14 @@
 
 Each step is ``TrainingStep`` (``torch_lm.training.step``) on the batch ``BatchSampler`` gives for
 that step. Everything that decides the numbers is either a pure function of the step (lr, batch)
-or saved in the checkpoint (weights, AdamW moments, the dropout generator, the running loss), so
-a run resumed from ``last.pt`` reproduces the uninterrupted run exactly on the CPU.
+or saved in the checkpoint (weights, AdamW moments, the EMA of the weights if any, the dropout
+generator, the running loss), so a run resumed from ``last.pt`` reproduces the uninterrupted run
+exactly on the CPU.
+
+With ``ema_decay`` the step also keeps an exponential moving average of the weights
+(``TrainingStep.ema``), and the average is what the run evaluates, samples, selects ``best.pt``
+by, reports and saves as the checkpoint's ``model``; the weights being trained are saved beside
+it (``torch_lm.training.checkpoint``), so a resume continues both exactly.
 
 Host synchronisation happens only at log steps, evaluations and checkpoints: the running loss and
 the first non-finite step are kept on the device and reported at the next sync point.
@@ -43,7 +49,7 @@ from torch_lm.training.checkpoint import (
     restore_training_state,
     save_checkpoint,
 )
-from torch_lm.training.config import DTYPES, TrainConfig, resolve_device
+from torch_lm.training.config import DTYPES, TrainConfig, ema_min_steps, resolve_device
 from torch_lm.training.distributed import Distributed, StopVote, shard_bounds
 from torch_lm.training.heldout import HeldoutResult, sharded_heldout
 from torch_lm.training.sampling import generate, sample_prompt
@@ -102,9 +108,19 @@ class Trainer:
     def __init__(
         self, model_config: ModelConfig, config: TrainConfig, text: str, distributed: Distributed | None = None
     ):
-        self.config, self.model_config = config, model_config
         self.dist = distributed or Distributed(resolve_device(config.device))
         self.device = self.dist.device
+        # What the run records is what it takes here: the precision (never "auto"; a resume continues
+        # it) and the EMA of the weights only where the run is long enough for one.
+        self.config, self.model_config = config.resolved(self.device), model_config
+        if config.ema_decay and not self.config.ema_decay and self.dist.is_main:
+            print(
+                f"no EMA of the weights: {config.max_steps} steps are too few for decay {config.ema_decay:g} "
+                f"(the initial weights would keep {config.ema_decay**config.max_steps:.0%} of it; "
+                f"it needs {ema_min_steps(config.ema_decay):,} steps)",
+                file=sys.stderr,
+            )
+        config = self.config
         self.vocab = CharVocab.from_text(text)
         if model_config.vocab_size != len(self.vocab):
             fail(
@@ -150,6 +166,13 @@ class Trainer:
         self.last_eval: HeldoutResult | None = None
         self.train_seconds, self.trained_steps = 0.0, 0
         self._mark_throughput()
+
+    @property
+    def eval_model(self) -> NeuralLM:
+        """The weights the run's figures come from: the EMA of the weights when the run keeps one
+        (the same on every rank, like the weights it averages), else the model being trained."""
+        ema = self.train_step.ema
+        return self.model if ema is None else ema.module
 
     # ----------------------------------------------------------------------------- the loop
     def run(self) -> dict[str, Any]:
@@ -249,7 +272,7 @@ class Trainer:
         self.train_seconds += time.monotonic() - self._interval_start
         self.trained_steps += self._interval_steps
         result = sharded_heldout(
-            self.model,
+            self.eval_model,
             self.eval_prefix,
             self.eval_shard,
             self.model_config.context,
@@ -261,6 +284,7 @@ class Trainer:
         self.last_eval = result
         self.val_history.append((self.step, result.loss))
         sample = self._sample() if self.dist.is_main else ""
+        # Histograms: the trained weights, whose gradients they show beside them.
         self.logger.log_eval(self.step, result, self.model, sample, self.heldout_split)
         improved = result.loss < self.best_val_loss
         self.best_val_loss = min(self.best_val_loss, result.loss)
@@ -279,7 +303,7 @@ class Trainer:
             return ""
         generator = torch.Generator(self.device).manual_seed(step_seed(self.config.seed, self.step, "sample"))
         prompt = self.vocab.encode(sample_prompt(self.vocab)).to(self.device)[None]  # (1, 1)
-        return self.vocab.decode(generate(self.model, prompt, self.config.sample_length, generator=generator)[0])
+        return self.vocab.decode(generate(self.eval_model, prompt, self.config.sample_length, generator=generator)[0])
 
     def _save(self, also_best: bool = False) -> None:
         """Atomically write ``last.pt`` (and the same checkpoint as ``best.pt``) on rank 0.
@@ -305,6 +329,7 @@ class Trainer:
                 {dropout_stream(rank): state for rank, state in enumerate(states)},
                 loss_sum,
                 tokens,
+                ema=self.train_step.ema,
             )
             save_checkpoint(self.run_dir / LAST, checkpoint)
             if also_best:
@@ -321,8 +346,9 @@ class Trainer:
         return TrainingInterrupted(self.step, self.run_dir / LAST, signum)
 
     def _log_end_of_run(self) -> None:
-        """The projector embedding and the hparams (whose metrics are the final ``loss/val``)."""
-        self.logger.log_embedding(self.step, self.model.state_dict()["embedding.weight"], self.vocab)
+        """The projector embedding (of ``eval_model``, the checkpoint's ``model``) and the hparams
+        (whose metrics are the final ``loss/val``)."""
+        self.logger.log_embedding(self.step, self.eval_model.state_dict()["embedding.weight"], self.vocab)
         self.logger.log_hparams(self.model_config.to_dict(), self.config.to_dict(), self.heldout_split)
         self.logger.close()
 
@@ -343,6 +369,8 @@ def run_summary(trainer: Trainer, status: str, elapsed: float) -> dict[str, Any]
         "elapsed_seconds": elapsed,
         "parameters": trainer.model.num_parameters(),
         "device": str(trainer.device),
+        "precision": trainer.config.precision,
+        "ema_decay": trainer.config.ema_decay,
         "world_size": trainer.dist.world_size,
         "run_dir": str(trainer.run_dir),
     }

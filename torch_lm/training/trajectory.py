@@ -6,9 +6,11 @@ The torch run takes the trainer's own step, built as the trainer builds it
 torch's fused AdamW unless ``fused`` is off, the schedule and clipping), on batches drawn by the
 trainer's own ``BatchSampler``. Both runs start from the same parameters (drawn by
 ``NeuralLM.reset_parameters`` and copied to NumPy), take the same batches and dropout masks, and
-use the same optimiser settings, schedule and clipping. The report gives the largest relative
-difference of the loss over all steps and of the final parameters (per tensor, in the L2 norm). The
-tolerances, and the measurements behind them, are in ``docs/trajectory_parity.md``.
+use the same optimiser settings, schedule and clipping, and, when the run asks for one, keep the
+same EMA of the weights (the trainer's ``AveragedModel`` against ``numpy_ref.optim.EMA``). The report
+gives the largest relative difference of the loss over all steps and of the final parameters (per
+tensor, in the L2 norm), and of the final EMA when there is one. The tolerances, and the
+measurements behind them, are in ``docs/trajectory_parity.md``.
 """
 
 from __future__ import annotations
@@ -65,11 +67,13 @@ def run_of(
         betas=t.betas,
         grad_clip=t.grad_clip,
         seed=t.seed if seed is None else seed,
+        ema_decay=t.ema_decay,
     )
 
 
 def train_config_of(run: TrajectoryConfig, dtype: str, fused: bool) -> TrainConfig:
-    """The ``TrainConfig`` whose step ``build_training_step`` builds for ``run``, on the CPU."""
+    """The ``TrainConfig`` whose step ``build_training_step`` builds for ``run``, on the CPU, with its
+    products in the parameters' dtype (the proof compares float64 and float32 engines, never bfloat16)."""
     return TrainConfig(
         batch_size=run.batch_size,
         targets_per_row=run.targets_per_row,
@@ -79,9 +83,11 @@ def train_config_of(run: TrajectoryConfig, dtype: str, fused: bool) -> TrainConf
         weight_decay=run.weight_decay,
         betas=run.betas,
         grad_clip=run.grad_clip,
+        ema_decay=run.ema_decay,
         max_steps=run.steps,
         seed=run.seed,
         dtype=dtype,
+        precision="full",
         device="cpu",
         fused_optimizer=fused,
     )
@@ -127,12 +133,13 @@ def train(
     batches: list[Batch],
     masks: list[Masks],
     fused: bool = True,
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
+) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray] | None]:
     """The twin of ``numpy_ref.trajectory.train``: same arguments, same returns, every step the
-    trainer's (``build_training_step``).
+    trainer's (``build_training_step``, with its EMA of the weights when ``run.ema_decay`` asks).
 
     params: NumPy arrays keyed like the state_dict (their dtype is the run's dtype).
-    Returns the final parameters as NumPy arrays and the loss of every step, shape (steps,).
+    Returns the final parameters as NumPy arrays, the loss of every step, shape (steps,), and the
+    final EMA of the parameters (None without one).
     """
     dtype = next(iter(params.values())).dtype
     model = NeuralLM(model_config).to(DTYPES[dtype.name])
@@ -145,7 +152,13 @@ def train(
         for i, ((x, y), step_masks) in enumerate(zip(batches, masks)):
             masks_t = {name: torch.from_numpy(m) for name, m in step_masks.items()}
             losses[i] = step(i, torch.from_numpy(x), torch.from_numpy(y), masks=masks_t).item()
-    return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}, losses
+    ema = None if step.ema is None else _numpy_state(step.ema.module)
+    return _numpy_state(model), losses, ema
+
+
+def _numpy_state(module: torch.nn.Module) -> dict[str, np.ndarray]:
+    """``module.state_dict()`` as NumPy copies, keys unchanged."""
+    return {k: v.detach().numpy().copy() for k, v in module.state_dict().items()}
 
 
 @contextlib.contextmanager
@@ -171,9 +184,11 @@ class TrajectoryReport:
     targets_per_row: int
     fused: bool
     dropout: float
+    ema_decay: float  # 0: no EMA of the weights
     loss_max_rel_diff: float  # over all steps
     param_max_rel_diff: float  # over all tensors, at the end
     worst_param: str
+    ema_max_rel_diff: float | None  # over the EMA's tensors, at the end; None without an EMA
     param_rel_change: float  # ||final - initial|| / ||initial|| over all parameters: how far they moved
     tolerance: float
     passed: bool
@@ -185,7 +200,11 @@ class TrajectoryReport:
     run: dict
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields, without ``ema_max_rel_diff`` when the run kept no EMA."""
+        d = asdict(self)
+        if d["ema_max_rel_diff"] is None:
+            del d["ema_max_rel_diff"]
+        return d
 
 
 def loss_max_rel_diff(losses: np.ndarray, reference: np.ndarray) -> float:
@@ -224,11 +243,12 @@ def run_parity(
     params = initial_params(model_config, run.seed, dtype)
     batches = trainer_batches(model_config, run)
     masks = numpy_trajectory.make_dropout_masks(model_config, run)
-    np_params, np_losses = numpy_trajectory.train(params, model_config, run, batches, masks)
-    torch_params, torch_losses = train(params, model_config, run, batches, masks, fused)
+    np_params, np_losses, np_ema = numpy_trajectory.train(params, model_config, run, batches, masks)
+    torch_params, torch_losses, torch_ema = train(params, model_config, run, batches, masks, fused)
     loss_diff = loss_max_rel_diff(np_losses, torch_losses)
     diffs = param_rel_diffs(np_params, torch_params)
     worst = max(diffs, key=diffs.get)
+    ema_diff = None if torch_ema is None else max(param_rel_diffs(np_ema, torch_ema).values())
     tol = tolerance(dtype, run.steps, run.optimizer) if tol is None else tol
     return TrajectoryReport(
         dtype=dtype,
@@ -236,12 +256,14 @@ def run_parity(
         targets_per_row=run.targets_per_row,
         fused=fused and run.optimizer == "adamw",
         dropout=model_config.dropout,
+        ema_decay=run.ema_decay,
         loss_max_rel_diff=loss_diff,
         param_max_rel_diff=diffs[worst],
         worst_param=worst,
+        ema_max_rel_diff=ema_diff,
         param_rel_change=global_rel_change(torch_params, params),
         tolerance=tol,
-        passed=max(loss_diff, diffs[worst]) <= tol,
+        passed=max(loss_diff, diffs[worst], 0.0 if ema_diff is None else ema_diff) <= tol,
         first_loss=float(torch_losses[0]),
         final_loss_numpy=float(np_losses[-1]),
         final_loss_torch=float(torch_losses[-1]),
