@@ -50,8 +50,8 @@ class TrainConfig:
     step (``torch.optim.swa_utils.AveragedModel``); the run is then evaluated, sampled, selected
     (``best.pt``) and reported with the average, and its checkpoints' ``model`` is the average.
     ``time_budget`` stops training after that many wall-clock seconds of this process (0 = no
-    limit); the lr schedule still refers to ``max_steps``. Every ``log_interval`` steps the running train loss and diagnostics are logged,
-    every ``eval_interval`` steps the held-out loss is computed (``eval_batch_size`` windows per
+    limit); the lr schedule still refers to ``max_steps``. Every ``log_interval`` steps the running
+    train loss and diagnostics are logged, every ``eval_interval`` steps the held-out loss is computed (``eval_batch_size`` windows per
     forward), a ``sample_length``-character sample is generated and ``last.pt``/``best.pt`` are
     saved in ``run_dir``; every ``checkpoint_interval`` steps (0 = only at evaluations)
     ``last.pt`` is saved as well, so a crash loses at most that many steps. ``resume`` continues
@@ -59,15 +59,16 @@ class TrainConfig:
     out of the training batches and the run is evaluated on them instead of val, so that a choice
     (a recipe, a mixture weight) can be made on text the model never saw without touching val.
     ``fused_optimizer`` takes AdamW's fused kernel where torch has one (``make_optimizer``);
-    ``compile`` runs the forward under ``torch.compile``. ``precision`` is the matrix products' (``full``: the
-    parameters' dtype; ``bfloat16``; or ``auto``: bfloat16 where the device has it natively; ``torch_lm.training.precision``);
-    ``resolved`` gives the config with ``auto`` replaced by what the device takes, which is what a run records.
+    ``compile`` runs the forward under ``torch.compile``. ``precision`` is the matrix products'
+    (``full``: the parameters' dtype; ``bfloat16``; or ``auto``: bfloat16 where the device has it
+    natively; ``torch_lm.training.precision``). ``resolved`` gives the config a run on a device
+    takes and records: ``auto`` replaced, and no EMA where the run is too short for its average.
     ``lr_at`` and ``optimizer_settings`` give the step its schedule and optimiser.
     """
 
     # The defaults are the recipe chosen on the train tail (docs/EXPERIMENTS.md): 8 rows of 64
-    # targets, 512 targets per step, gated units, the figures from an average of the weights (EMA
-    # 0.9998), 12,000 steps.
+    # targets, 512 targets per step, the figures from an average of the weights (EMA 0.9998),
+    # 12,000 steps, bfloat16 products where the machine has them.
     batch_size: int = 8
     targets_per_row: int = 64
     lr: float = 2e-3
