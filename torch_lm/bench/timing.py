@@ -7,7 +7,6 @@ import os
 import platform
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,6 +18,7 @@ except ImportError:
 
 from numpy_ref.config import ModelConfig
 from numpy_ref.neural_lm import linear_out_features
+from torch_lm.training.precision import cpuinfo_fields
 
 # Settings that change the figures: thread counts, and glibc malloc's trimming (every fresh
 # large tensor costs page faults once freed memory goes back to the OS; see BENCH.md).
@@ -86,13 +86,7 @@ def machine_info() -> dict:
 
 
 def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    return cpuinfo_fields().get("model name") or platform.processor() or "unknown"
 
 
 class Gemm:

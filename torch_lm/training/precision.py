@@ -27,17 +27,25 @@ PRECISIONS = ("auto", "full", "bfloat16")
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
-    """The feature flags of the first CPU listed in ``cpuinfo`` (Linux); empty where it cannot be read."""
+def cpuinfo_fields(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, str]:
+    """``key: value`` of the first CPU listed in ``cpuinfo`` (Linux); empty where it cannot be read."""
     try:
         text = Path(cpuinfo).read_text()
     except OSError:
-        return frozenset()
+        return {}
+    fields = {}
     for line in text.splitlines():
+        if not line.strip():  # the blank line that ends the first CPU's block
+            break
         key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return frozenset(value.split())
-    return frozenset()
+        fields[key.strip()] = value.strip()
+    return fields
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
+    """The feature flags of the first CPU listed in ``cpuinfo`` (x86 ``flags``, Arm ``Features``)."""
+    fields = cpuinfo_fields(cpuinfo)
+    return frozenset((fields.get("flags") or fields.get("Features") or "").split())
 
 
 def cpu_has_native_bf16(flags: frozenset[str] | None = None) -> bool:
