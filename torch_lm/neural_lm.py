@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from numpy_ref.config import ModelConfig
+from numpy_ref.incremental import PAD_ID as PAD_ID  # the stream's padding id, defined once (beside its reason)
 from numpy_ref.neural_lm import (
     OUTPUT_INIT_SCALE,
     check_idx,
@@ -43,11 +44,6 @@ from torch_lm.embedding import Embedding
 from torch_lm.layernorm import LayerNorm
 from torch_lm.linear import Linear
 from torch_lm.pair_embedding import PairEmbedding
-
-# Sampling (torch_lm.training.sampling) left-pads prompts shorter than the context with this id. Ids index the sorted
-# character vocabulary, where id 0 of Tiny Shakespeare is "\n": a short prompt then reads as
-# the start of a new line, which is where such prompts ("ROMEO:") occur in the text.
-PAD_ID = 0
 
 
 class HiddenLayer(nn.Module):

@@ -17,7 +17,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from numpy_ref.config import ModelConfig
-from torch_lm.bench import engines, markdown, run, timing
+from torch_lm.bench import engines, markdown, run, sampling, timing
 from torch_lm.bench import plan as bench_plan
 from torch_lm.cli import bench as bench_cli
 from torch_lm.neural_lm import NeuralLM
@@ -33,6 +33,7 @@ REQUIRED_KEYS = {
     "logging_share",
     "numpy_over_torch_float64",
     "numpy_over_torch_float32",
+    "sampling_speedup_b1",
     "kn7_fit_score_s",
     "parity_suite_s",
     "threads",
@@ -51,6 +52,9 @@ def tiny_plan() -> bench_plan.BenchPlan:
         compare_steps=2,
         scaling_steps=2,
         ngram_orders=(2, 7),
+        sample_chars=6,
+        sample_batches=(1, 3),
+        sample_repeats=2,
         run_suite=False,
     )
 
@@ -87,6 +91,11 @@ def test_json_last_line_and_reports(bench_run):
     assert [row["row"] for row in full["scaling"]] == ["base", "2x batch", "2x context", "2x hidden"]
     assert [(r["smoothing"], r["order"]) for r in full["ngram"]] == [("kn", 2), ("kn", 7), ("mkn", 2), ("mkn", 7)]
     assert set(full["numpy_vs_torch"]) == {"float64", "float32"}
+    assert [(r["batch"], r["chars_per_row"]) for r in full["sampling"]] == [(1, 6), (3, 6)]
+    for row in full["sampling"]:  # well-formed figures, not a timing verdict
+        assert row["window_chars_per_s"] > 0 and row["incremental_chars_per_s"] > 0
+        assert row["speedup"] == pytest.approx(row["incremental_chars_per_s"] / row["window_chars_per_s"])
+    assert summary["sampling_speedup_b3"] == full["sampling"][1]["speedup"]
     assert full["plan"]["model"]["vocab_size"] == len(set(text))
     report = (out_dir / "BENCH.md").read_text()
     assert report.startswith("# Benchmarks")
@@ -94,6 +103,7 @@ def test_json_last_line_and_reports(bench_run):
         "## Targets",
         "## Step split",
         "## NumPy reference vs torch",
+        "## Sampling (generate: window forward vs incremental predictor)",
         "## Scaling",
         "## n-gram",
         "## Parity suite",
@@ -205,8 +215,29 @@ def test_parity_suite_reports_wall_time_and_outcome(tmp_path):
     assert result["seconds"] > 0
 
 
+def test_sampling_rows_time_both_paths_of_generate(monkeypatch):
+    """``sampling_speed`` times ``generate`` once per path and repetition, after a warm-up of
+    each, at every batch size, with the same seed; its table has one line per row."""
+    calls = []
+
+    def recording_generate(model, prompt, length, generator=None, incremental=True):
+        calls.append((prompt.shape[0], length, incremental, generator.initial_seed()))
+        return prompt
+
+    monkeypatch.setattr(sampling, "generate", recording_generate)
+    plan = replace(tiny_plan(), sample_chars=20, sample_batches=(1, 4), sample_repeats=3)
+    rows = sampling.sampling_speed(plan)
+    assert [r["batch"] for r in rows] == [1, 4]
+    assert calls[:2] == [(1, 8, False, plan.train.seed), (1, 8, True, plan.train.seed)]  # the warm-up
+    assert calls[2:8] == [(1, 20, False, plan.train.seed), (1, 20, True, plan.train.seed)] * 3
+    assert len(calls) == 16
+    table = markdown.sampling_table(rows, plan.to_dict())
+    assert table[0].startswith("| rows | characters per row |") and len(table) == 2 + 2 + 2
+
+
 def test_default_plan_reads_the_live_defaults():
     plan = bench_plan.default_plan(quick=True, run_suite=False)
     assert plan.model == ModelConfig() and plan.train == TrainConfig(precision="full")
     assert plan.windows < bench_plan.default_plan().windows and not plan.run_suite
     assert replace(plan, compile=True).to_dict()["compile"] is True
+    assert plan.to_dict()["sample_batches"] == [1, 8] and plan.sample_chars < bench_plan.default_plan().sample_chars

@@ -16,6 +16,9 @@ from torch_lm.cli import (
     bench,
     check,
     compare,
+    compress,
+    compression_table,
+    decompress,
     download_data,
     evaluate,
     generate,
@@ -76,6 +79,9 @@ BAD_VALUES = [
     ("bench", bench.main, ["--threads", "0"], r"argument --threads: value must be a positive integer"),
     ("check", check.main, ["solutions.py", "--only", "nn99"], r"unknown exercise id 'nn99'"),
     ("run_notebooks", run_notebooks.main, ["--slow"], r"unrecognized arguments: --slow"),
+    ("compress", compress.main, ["text.txt", "o.tlz", "--model", "zip"], r"argument --model: invalid choice: 'zip'"),
+    ("decompress", decompress.main, ["o.tlz"], r"the following arguments are required: OUTPUT"),
+    ("compression_table", compression_table.main, ["--models", "zip"], r"--models: unknown value 'zip'"),
 ]
 
 # command, its main, a failure while running (exit 1) and the line it gives; ``check`` is not here:
@@ -91,6 +97,9 @@ FAILURES = [
     ("compare", compare.main, ["--checkpoint", "absent.pt", "--out", "out/REPORT.md"], r"absent\.pt"),
     ("bench", bench.main, ["--data", "absent.txt", "--skip-suite"], r"--data: no file at absent\.txt"),
     ("run_notebooks", run_notebooks.main, [], r"\.ipynb: ValueError: a cell failed$"),
+    ("compress", compress.main, ["absent.txt", "o.tlz", "--checkpoint", "model.pt"], r"cannot read absent\.txt"),
+    ("decompress", decompress.main, ["absent.tlz", "o.txt", "--checkpoint", "model.pt"], r"cannot read absent\.tlz"),
+    ("compression_table", compression_table.main, ["--checkpoint", "absent.pt"], r"checkpoint absent\.pt not found"),
 ]
 
 
@@ -135,6 +144,19 @@ WORK = [
     ("compare", compare.main, "torch_lm.cli.compare.run_compare", ["--out", "out/REPORT.md"]),
     ("bench", bench.main, "torch_lm.bench.run.run", ["--data", "text.txt", "--skip-suite", "--out-dir", "out"]),
     ("run_notebooks", run_notebooks.main, "torch_lm.reports.notebooks.run_notebook", []),
+    ("compress", compress.main, "torch_lm.cli.compress.compress", ["text.txt", "o.tlz", "--checkpoint", "model.pt"]),
+    (
+        "decompress",
+        decompress.main,
+        "torch_lm.cli.decompress.decompress",
+        ["text.txt", "o", "--checkpoint", "model.pt"],
+    ),
+    (
+        "compression_table",
+        compression_table.main,
+        "torch_lm.cli.compression_table.run_table",
+        ["--checkpoint", "model.pt"],
+    ),
 ]
 
 

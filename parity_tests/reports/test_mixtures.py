@@ -83,6 +83,19 @@ def test_a_context_mixture_is_a_distribution_at_every_position():
     assert bool((mixed > 0).all())
 
 
+@pytest.mark.parametrize("bias", [0.0, 800.0, -800.0])
+def test_one_row_in_numpy_is_the_batch_mix(bias):
+    """``mix_row`` (the compressor's, one position at a time) agrees with ``mix`` to rounding,
+    also where the weight saturates (a logit of +-800 overflows a naive exp)."""
+    a, b = distributions(200, 6, 3.0), distributions(200, 7, 1.0)
+    matched = torch.randint(ORDER, (200,), generator=torch.Generator().manual_seed(8))
+    weights = ContextWeights(torch.tensor([bias, -1.0, 0.5, 3.0, -4.0, 3.0], dtype=torch.float64), ORDER)
+    batch = weights.mix(a, b, matched)
+    for j in range(200):
+        row = weights.mix_row(a[j].numpy(), b[j].numpy(), int(matched[j]))
+        torch.testing.assert_close(torch.from_numpy(row), batch[j], rtol=1e-13, atol=1e-15)
+
+
 def test_fitted_weights_beat_the_best_single_weight_and_follow_the_better_model():
     """In contexts the count model matched fully it is the better one, elsewhere the other is: the
     fitted weight must learn that, and so do at least as well as any single lambda."""

@@ -1,7 +1,7 @@
 """torch_lm/training/sampling.py: the one sampling loop, through ``generate`` on a NeuralLM — reproducible
 for a seed, the prompt kept, short prompts left-padded, greedy at a cold temperature or top-1, in eval
-mode; bad arguments refused. (The count models of the reports sample through the same loop:
-``parity_tests/reports/test_models.py``.)"""
+mode, the same draws from the incremental predictor as from the window forward; bad arguments refused.
+(The count models of the reports sample through the same loop: ``parity_tests/reports/test_models.py``.)"""
 
 from __future__ import annotations
 
@@ -12,8 +12,16 @@ import torch
 
 from numpy_ref.config import ModelConfig
 from numpy_ref.neural_lm import OUTPUT_INIT_SCALE
+from torch_lm.incremental import IncrementalLM
 from torch_lm.neural_lm import PAD_ID, NeuralLM
-from torch_lm.training.sampling import generate, sample_prompt
+from torch_lm.training.sampling import (
+    IncrementalStepper,
+    NumpySteps,
+    draw,
+    generate,
+    incremental_predictor,
+    sample_prompt,
+)
 from torch_lm.training.vocab import CharVocab
 
 
@@ -63,6 +71,31 @@ def test_short_prompt_is_left_padded_with_pad_id(generator_model):
     padded = torch.tensor([[PAD_ID, PAD_ID, 3, 9]])
     assert torch.equal(sample(generator_model, short), sample(generator_model, padded)[:, 2:])
     assert sample(generator_model, torch.zeros(2, 0, dtype=torch.long)).shape == (2, 20)
+
+
+@pytest.mark.parametrize("prompt_length", [0, 1, 4, 9])  # empty, shorter than, as long as and longer than the context
+def test_the_incremental_predictor_draws_what_the_window_forward_draws(generator_model, prompt_length):
+    """In float64 the two paths' probabilities agree to rounding (~1e-16), far below what moves a draw."""
+    model = generator_model.double()
+    prompt = torch.randint(0, 11, (3, prompt_length), generator=torch.Generator().manual_seed(prompt_length))
+    for kwargs in ({}, {"temperature": 0.7, "top_k": 4}):
+        incremental = sample(model, prompt, 40, seed=prompt_length, **kwargs)
+        window = sample(model, prompt, 40, seed=prompt_length, incremental=False, **kwargs)
+        assert torch.equal(incremental, window), kwargs
+
+
+def test_a_cpu_model_steps_with_the_numpy_twin_and_draws_what_the_torch_twin_draws(generator_model):
+    """float32/float64 on the CPU take NumPy's predictor (faster per step); bfloat16 the torch one;
+    in float64 the two draw the same ids."""
+    model = generator_model.double().eval()
+    assert isinstance(incremental_predictor(model), NumpySteps)
+    assert isinstance(incremental_predictor(NeuralLM(model.config).to(torch.bfloat16).eval()), IncrementalLM)
+    prompt = torch.randint(0, 11, (2, 5), generator=torch.Generator().manual_seed(1))
+    numpy_side = draw(IncrementalStepper(model), 11, prompt, 40, torch.Generator().manual_seed(2))
+    torch_stepper = IncrementalStepper(model)
+    torch_stepper.predictor = IncrementalLM(model)
+    torch_side = draw(torch_stepper, 11, prompt, 40, torch.Generator().manual_seed(2))
+    assert torch.equal(numpy_side, torch_side)
 
 
 def test_generate_runs_in_eval_mode_and_restores_training(generator_model):

@@ -46,6 +46,7 @@ def to_markdown(results: dict, command: str) -> str:
         ("GEMM peak and training throughput", _throughput(results)),
         ("Step split (fastest step, log work amortised)", _step_split(results)),
         ("NumPy reference vs torch (forward + backward + AdamW, ms per step)", _numpy_vs_torch(results)),
+        ("Sampling (generate: window forward vs incremental predictor)", _sampling(results)),
         ("Scaling (torch step, forward + backward + AdamW)", _scaling(results)),
         ("n-gram (Kneser-Ney: fit on train + score every val position)", _ngram(results)),
         ("Parity suite", _parity_suite(results)),
@@ -151,6 +152,36 @@ def _numpy_vs_torch(results: dict) -> list[str]:
             for d, r in results["numpy_vs_torch"].items()
         ],
     )
+
+
+def _sampling(results: dict) -> list[str]:
+    """Characters per second of both sampling paths, or that the run predates the section."""
+    if not results.get("sampling"):
+        return ["Not measured."]
+    return sampling_table(results["sampling"], results["plan"])
+
+
+def sampling_table(rows: Sequence[dict], plan: dict) -> list[str]:
+    """The sampling rows (``torch_lm.bench.sampling``) as a table, with what was measured."""
+    lines = _table(
+        ["rows", "characters per row", "window forward (chars/s)", "incremental (chars/s)", "incremental / window"],
+        [
+            [
+                r["batch"],
+                r["chars_per_row"],
+                f"{r['window_chars_per_s']:,.0f} ({r['window_chars_per_s_median']:,.0f})",
+                f"{r['incremental_chars_per_s']:,.0f} ({r['incremental_chars_per_s_median']:,.0f})",
+                f"**{r['speedup']:.2f}** ({r['speedup_median']:.2f})",
+            ]
+            for r in rows
+        ],
+    )
+    return lines + [
+        "",
+        f"Model {_model(plan['model'])}, {plan['train']['dtype']}, seeded random weights; one `PAD_ID` as the "
+        f"prompt; characters/s count every row; best of {plan['sample_repeats']} runs per path (median in "
+        "brackets), the paths taking turns.",
+    ]
 
 
 def _scaling(results: dict) -> list[str]:

@@ -33,13 +33,16 @@ class BenchPlan:
     scaling_steps: int = 10  # timed steps per scaling row
     ngram_orders: tuple[int, ...] = (3, 5, 7)
     ngram_smoothings: tuple[str, ...] = ("kn", "mkn")  # interpolated and modified Kneser-Ney
+    sample_chars: int = 300  # sampling: characters drawn per row and run, window forward vs incremental
+    sample_batches: tuple[int, ...] = (1, 8)  # sampling: rows drawn at once
+    sample_repeats: int = 3  # sampling: timed runs per path and batch size
     run_suite: bool = True
     compile: bool = False  # also measure the training loop under torch.compile
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["model"], d["train"] = self.model.to_dict(), self.train.to_dict()
-        for key in ("gemm_sizes", "ngram_orders", "ngram_smoothings"):
+        for key in ("gemm_sizes", "ngram_orders", "ngram_smoothings", "sample_batches"):
             d[key] = list(d[key])
         return d
 
@@ -50,5 +53,5 @@ def default_plan(quick: bool = False, run_suite: bool = True, compile: bool = Fa
     everything (figures are noisier, not different)."""
     plan = BenchPlan(ModelConfig(), TrainConfig(precision="full"), run_suite=run_suite, compile=compile)
     if quick:
-        plan = replace(plan, windows=3, compare_steps=6, scaling_steps=4)
+        plan = replace(plan, windows=3, compare_steps=6, scaling_steps=4, sample_chars=100, sample_repeats=2)
     return plan

@@ -38,6 +38,10 @@ The sections, in the order they run:
   weights and batch in the default's row mode (sequence rows: ``neural_lm_sequence_forward`` and
   its hand-derived backward against the torch sequence forward), float64 and float32, the two
   engines taking turns in blocks of steps.
+* **Sampling** — ``generate`` of ``sample_chars`` characters per row with the window forward of
+  the last ``context`` ids at every draw against the incremental predictor, which computes each
+  fusion level once per drawn character (NumPy's on the CPU; ``torch_lm.bench.sampling``): characters per second of
+  both and their ratio, at each of ``sample_batches`` rows, the paths taking turns.
 * **Scaling** — the torch step as the batch, the context and the hidden size double. Doubling
   the context adds a fusion level of 2 when the model fuses (the product must equal the context).
 * **n-gram** — ``numpy_ref.ngram`` fit + held-out scoring (docs/DESIGN.md §3 protocol), orders 3, 5, 7,
@@ -61,6 +65,7 @@ import torch
 from numpy_ref.config import ModelConfig
 from torch_lm.bench.engines import ngram_timings, numpy_vs_torch, parity_suite, scaling
 from torch_lm.bench.plan import PIECES, TARGETS, BenchPlan
+from torch_lm.bench.sampling import sampling_speed
 from torch_lm.bench.throughput import training_throughput
 from torch_lm.bench.timing import GemmPeak, machine_info
 from torch_lm.training.batches import split_ids
@@ -112,6 +117,8 @@ def run(plan: BenchPlan, text: str | None, progress: Callable[[str], None] = lam
         peak = gemm.summary()
     progress("numpy_ref vs torch")
     compare = numpy_vs_torch(plan)
+    progress("sampling: window forward vs incremental predictor")
+    sampling = sampling_speed(plan)
     progress("scaling")
     scale = scaling(plan, peak["best"])
     ngram = None
@@ -131,6 +138,7 @@ def run(plan: BenchPlan, text: str | None, progress: Callable[[str], None] = lam
         "train_compiled": compiled,
         "bf16": bf16,
         "numpy_vs_torch": compare,
+        "sampling": sampling,
         "scaling": scale,
         "ngram": ngram,
         "parity_suite": suite,
@@ -192,6 +200,8 @@ def summarize(results: dict) -> dict:
         **{f"{piece}_share": train["shares"][piece] for piece in PIECES},
         "numpy_over_torch_float64": results["numpy_vs_torch"]["float64"]["numpy_over_torch"],
         "numpy_over_torch_float32": results["numpy_vs_torch"]["float32"]["numpy_over_torch"],
+        # incremental / window-forward characters per second of generate, per batch size
+        **{f"sampling_speedup_b{row['batch']}": row["speedup"] for row in results.get("sampling") or []},
         "kn7_fit_score_s": seven.get("kn"),  # interpolated Kneser-Ney, order 7
         "mkn7_fit_score_s": seven.get("mkn"),  # modified Kneser-Ney, order 7
         "parity_suite_s": suite["seconds"] if suite else None,

@@ -1,6 +1,7 @@
 """``bench``: speed of the training hot path against this machine's GEMM peak, numpy_ref vs torch,
-scaling, n-gram and parity-suite timings; writes ``reports/bench.json`` and ``reports/BENCH.md``
-(``scripts/bench.py``, ``torch-lm-bench``). What is measured and how: ``torch_lm.bench.run``."""
+sampling (window forward vs incremental predictor), scaling, n-gram and parity-suite timings;
+writes ``reports/bench.json`` and ``reports/BENCH.md`` (``scripts/bench.py``, ``torch-lm-bench``).
+What is measured and how: ``torch_lm.bench.run``."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def build_parser() -> OneLineParser:
     parser = parser_for(
         "bench",
         description="Speed of the training hot path against this machine's GEMM peak, "
-        "numpy_ref vs torch, scaling, n-gram and parity-suite timings; writes reports/bench.json and "
+        "numpy_ref vs torch, sampling, scaling, n-gram and parity-suite timings; writes reports/bench.json and "
         "reports/BENCH.md.",
     )
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object on the last line")

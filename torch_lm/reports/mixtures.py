@@ -17,8 +17,10 @@ block, each block by a model fitted on the history and every held-out character 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from numpy_ref.validation import check_positive_int, fail
@@ -69,6 +71,11 @@ def entropy(probs: torch.Tensor) -> torch.Tensor:
     return -(probs * torch.log(probs.clamp_min(1e-300))).sum(dim=1)
 
 
+def entropy_row(probs: np.ndarray) -> float:
+    """H(p) in nats of one distribution (V,) float64: ``entropy`` of one row, in NumPy."""
+    return float(-(probs * np.log(np.maximum(probs, 1e-300))).sum())
+
+
 def features(probs_a: torch.Tensor, probs_b: torch.Tensor, matched: torch.Tensor, order: int) -> torch.Tensor:
     """The design (N, order + 2): one-hot ``matched`` (its bucket's bias), then H(p_a) and H(p_b).
     Built from the two predictions and the context only."""
@@ -90,6 +97,16 @@ class ContextWeights:
     def mix(self, probs_a: torch.Tensor, probs_b: torch.Tensor, matched: torch.Tensor) -> torch.Tensor:
         """The mixture's distributions (N, V): every row sums to 1 when the parts' rows do."""
         lam = self.lam(probs_a, probs_b, matched)[:, None]
+        return lam * probs_a + (1 - lam) * probs_b
+
+    def mix_row(self, probs_a: np.ndarray, probs_b: np.ndarray, matched: int) -> np.ndarray:
+        """``mix`` of one position in NumPy float64: probs (V,) each, matched an int -> (V,). The
+        same formula (the matched order's weight, then the entropies'), for a caller that mixes one
+        character at a time (the compressor), where torch's per-call overhead would cost more than
+        the arithmetic; it agrees with ``mix`` to rounding (``parity_tests/compression``)."""
+        w = self.w.tolist()
+        z = w[matched] + w[self.order] * entropy_row(probs_a) + w[self.order + 1] * entropy_row(probs_b)
+        lam = 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))  # no overflow
         return lam * probs_a + (1 - lam) * probs_b
 
     @classmethod

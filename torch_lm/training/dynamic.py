@@ -71,46 +71,67 @@ def gradient_rms(model: torch.nn.Module, history: torch.Tensor, settings: Dynami
     return [torch.sqrt(s / len(starts)) for s in squares]
 
 
+class Adaptation:
+    """A copy of a NeuralLM that adapts to a text segment by segment (the rule of the module
+    docstring): ``step`` scores one segment with the current weights, then takes the gradient step
+    on it. The one definition of the update, for ``dynamic_log_probs`` and the compressor
+    (``torch_lm.compression``), which predicts from ``model``'s parameters between steps.
+
+    ``model`` (a NeuralLM with ``forward_sequence``) is copied and put in eval mode; the original
+    is left as it was. ``history`` (H,) ids give the "rms" rule's per-weight scale.
+    """
+
+    def __init__(self, model: torch.nn.Module, history: torch.Tensor, settings: DynamicSettings):
+        context = model.config.context
+        if len(history) < context + settings.segment + 1:
+            fail("dynamic evaluation", f"needs more than {context + settings.segment} history ids, got {len(history)}")
+        self.settings = settings
+        self.model = copy.deepcopy(model).eval()
+        self.params = list(self.model.parameters())
+        for p in self.params:
+            p.requires_grad_(True)
+        self.trained = [p.detach().clone() for p in self.params]
+        history = history.to(next(self.model.parameters()).device)
+        if settings.rule == "rms":
+            rms = gradient_rms(self.model, history, settings)
+            self.scale = [1.0 / (r + RMS_EPS) for r in rms]
+            mean_rms = torch.cat([r.flatten() for r in rms]).mean()
+            self.pull = [torch.clamp(settings.decay * r / mean_rms, max=1.0) for r in rms]
+        else:
+            self.scale = [torch.ones_like(p) for p in self.params]
+            self.pull = [torch.full_like(p, settings.decay) for p in self.params]
+
+    def step(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Score one segment, then adapt to it: idx (1, P + C - 1), targets (1, P) -> the logits
+        (1, P, V) of the weights before the step, detached. Updates the parameters in place."""
+        settings, params = self.settings, self.params
+        self.model.zero_grad(set_to_none=True)
+        logits, loss = self.model.forward_sequence(idx, targets)  # (1, P, V)
+        loss.backward()
+        with torch.no_grad():
+            steps = torch._foreach_mul([p.grad for p in params], self.scale)
+            torch._foreach_add_(params, steps, alpha=-settings.lr)
+            back = torch._foreach_sub(self.trained, params)
+            torch._foreach_mul_(back, self.pull)
+            torch._foreach_add_(params, back)
+        return logits.detach()
+
+
 def dynamic_log_probs(
     model: torch.nn.Module, history: torch.Tensor, targets: torch.Tensor, settings: DynamicSettings
 ) -> torch.Tensor:
     """log p(next character) at every target, as the adapting model predicted it before it saw
     that target's segment: history (H >= context,), targets (N,) -> (N, V) float64 on the CPU.
 
-    ``model`` (a NeuralLM with ``forward_sequence``) is copied, put in eval mode and adapted;
-    the original is left as it was.
+    ``model`` is copied and adapted (``Adaptation``); the original is left as it was.
     """
-    context = model.config.context
-    device = next(model.parameters()).device
-    adapting = copy.deepcopy(model).eval()
-    params = list(adapting.parameters())
-    for p in params:
-        p.requires_grad_(True)
-    trained = [p.detach().clone() for p in params]
-    history = history.to(device)
-    if len(history) < context + settings.segment + 1:
-        fail("dynamic evaluation", f"needs more than {context + settings.segment} history ids, got {len(history)}")
-    if settings.rule == "rms":
-        rms = gradient_rms(adapting, history, settings)
-        scale = [1.0 / (r + RMS_EPS) for r in rms]
-        mean_rms = torch.cat([r.flatten() for r in rms]).mean()
-        pull = [torch.clamp(settings.decay * r / mean_rms, max=1.0) for r in rms]
-    else:
-        scale = [torch.ones_like(p) for p in params]
-        pull = [torch.full_like(p, settings.decay) for p in params]
+    adaptation = Adaptation(model, history, settings)
+    device = next(adaptation.model.parameters()).device
+    stream = heldout_stream(history.to(device), targets.to(device), model.config.context)
     scored = []
-    stream = heldout_stream(history, targets.to(device), context)
-    for idx, y in rows(stream, context, settings.segment):  # one segment of P targets per row
-        adapting.zero_grad(set_to_none=True)
-        logits, loss = adapting.forward_sequence(idx, y)  # (1, P, V)
-        scored.append(torch.log_softmax(logits.detach()[0].double(), dim=-1).cpu())
-        loss.backward()
-        with torch.no_grad():
-            steps = torch._foreach_mul([p.grad for p in params], scale)
-            torch._foreach_add_(params, steps, alpha=-settings.lr)
-            back = torch._foreach_sub(trained, params)
-            torch._foreach_mul_(back, pull)
-            torch._foreach_add_(params, back)
+    for idx, y in rows(stream, model.config.context, settings.segment):  # one segment of P targets per row
+        logits = adaptation.step(idx, y)  # (1, P, V)
+        scored.append(torch.log_softmax(logits[0].double(), dim=-1).cpu())
     return torch.cat(scored)
 
 
