@@ -18,7 +18,7 @@ from torch_lm.compression.models import (
     uses_train,
 )
 from torch_lm.training.checkpoint import DEFAULT_CHECKPOINT
-from torch_lm.training.text import DataError, read_text, write_atomically
+from torch_lm.training.text import read_text, write_atomically
 
 
 def add_common_arguments(parser: OneLineParser) -> None:
@@ -58,19 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_command(parser, lambda: compress_file(args))
 
 
-def read_input(path: str) -> str:
-    """The input's text: UTF-8, may be empty (``read_text`` refuses empty training text)."""
-    try:
-        return read_text(path)
-    except DataError as error:
-        if Path(path).is_file() and Path(path).stat().st_size == 0:
-            return ""
-        raise error from None
-
-
 def compress_file(args) -> None:
     """Read, compress, write, and say what it cost."""
-    text = read_input(args.input)
+    text = read_text(args.input, allow_empty=True)
     sources = Sources.load(args.checkpoint, args.data)
     if uses_train(args.model):
         sources.load_train()

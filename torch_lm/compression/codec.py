@@ -43,13 +43,15 @@ PROGRESS_EVERY = 1024  # characters between progress-bar updates (an update cost
 @dataclass
 class Sources:
     """What both sides build a model from: the checkpoint's NeuralLM (CPU, eval) and vocabulary,
-    the checkpoint's fingerprint, and the train text with its fingerprint (None until needed)."""
+    the checkpoint's fingerprint, and the data's train and val ids with its fingerprint (None
+    until needed)."""
 
     model: torch.nn.Module
     vocab: CharVocab
     checkpoint: bytes
     data_path: str | None = None
     train_ids: torch.Tensor | None = None
+    val_ids: torch.Tensor | None = None
     data: bytes = b""
 
     @classmethod
@@ -68,7 +70,7 @@ class Sources:
             raise ValueError(
                 f"the data does not fit the checkpoint: {str(error).removeprefix('CharVocab.encode: ')}"
             ) from None
-        self.train_ids, self.data = split_ids(ids)[0], fingerprint(text.encode("utf-8"))
+        (self.train_ids, self.val_ids), self.data = split_ids(ids), fingerprint(text.encode("utf-8"))
 
 
 @dataclass(frozen=True)
@@ -133,18 +135,17 @@ def compress(text: str, settings: Settings, sources: Sources, progress: bool = F
     if uses_train(settings.kind):
         sources.load_train()
     predictor = build_predictor(settings, sources.model, sources.train_ids)
-    probs = np.empty((len(symbols), sources.vocab.__len__()), dtype=np.float64)
+    encoder = coder.Encoder()
 
     def known(j: int, row: np.ndarray) -> int:
-        probs[j] = row
+        encoder.encode(symbols[j], row)
         return int(symbols[j])
 
     threads = prediction_threads()
     run(predictor, len(symbols), known, threads, progress)
     kind = KINDS.index(settings.kind)
     header = Header(kind, threads, settings.pack(), sources.checkpoint, len(symbols), text_crc(text))
-    data = pack(header, coder.encode(symbols, probs))
-    return Compressed(data, coder.ideal_bits(symbols, probs), len(symbols))
+    return Compressed(pack(header, encoder.words()), encoder.bits, len(symbols))
 
 
 def read_header(data: bytes, sources: Sources) -> tuple[Header, Settings, np.ndarray]:

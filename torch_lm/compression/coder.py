@@ -3,16 +3,16 @@
 constriction's ``Categorical(perfect=False)`` quantises each distribution to fixed-point
 frequencies (24 bits) that sum exactly to the coder's total and gives every symbol at least the
 smallest frequency, so a character the model gave probability 0 (or that underflowed) can still
-be coded, at about 24 bits. Encoding a whole table at once and decoding row by row quantise the
-same way (``perfect=False`` makes the two forms equivalent), so the encoder codes in one call.
+be coded, at about 24 bits. Encoder and decoder quantise a distribution identically, so they agree
+wherever they are handed the same float64 numbers.
 """
 
 from __future__ import annotations
 
+import math
+
 import constriction
 import numpy as np
-
-from numpy_ref.validation import fail
 
 WORD_BYTES = 4  # the coder's output unit: uint32
 # a native module whose submodules are attributes, not importable packages
@@ -20,19 +20,28 @@ Categorical = constriction.stream.model.Categorical
 RangeDecoder, RangeEncoder = constriction.stream.queue.RangeDecoder, constriction.stream.queue.RangeEncoder
 
 
-def encode(symbols: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """symbols (N,) ints in [0, V), probs (N, V) float64 rows (each the distribution the symbol
-    was coded under) -> the coded words (W,) uint32; N = 0 gives no word."""
-    if len(symbols) != len(probs):
-        fail("encode", f"needs one distribution per symbol, got {len(symbols)} symbols and {len(probs)} rows")
-    encoder = RangeEncoder()
-    if len(symbols):
-        encoder.encode(np.asarray(symbols, dtype=np.int32), Categorical(perfect=False), np.asarray(probs, np.float64))
-    return encoder.get_compressed()
+class Encoder:
+    """Symbols coded one at a time, as the loop meets them, so no table of every distribution is
+    kept: ``encode(symbol, probs (V,))`` for each, then ``words()``. ``bits`` is the code length
+    the distributions promised so far, sum -log2 probs[symbol] (the file is that plus the coder's
+    overhead)."""
+
+    def __init__(self) -> None:
+        self._encoder = RangeEncoder()
+        self.bits = 0.0
+
+    def encode(self, symbol: int, probs: np.ndarray) -> None:
+        self._encoder.encode(int(symbol), Categorical(probs, perfect=False))
+        p = float(probs[symbol])
+        self.bits += math.inf if p == 0 else -math.log2(p)
+
+    def words(self) -> np.ndarray:
+        """The coded words (W,) uint32; no symbol gives no word."""
+        return self._encoder.get_compressed()
 
 
 class Decoder:
-    """The inverse of ``encode``, one symbol at a time: ``decode(probs (V,))`` must be given the
+    """The inverse of ``Encoder``, one symbol at a time: ``decode(probs (V,))`` must be given the
     distribution the encoder used for that symbol."""
 
     def __init__(self, words: np.ndarray):
@@ -40,11 +49,3 @@ class Decoder:
 
     def decode(self, probs: np.ndarray) -> int:
         return int(self._decoder.decode(Categorical(probs, perfect=False)))
-
-
-def ideal_bits(symbols: np.ndarray, probs: np.ndarray) -> float:
-    """sum_j -log2 probs[j, symbols[j]]: the code length the model's probabilities promise, in bits
-    (the coder's file is this plus its overhead)."""
-    if len(symbols) == 0:
-        return 0.0
-    return float(-np.log2(probs[np.arange(len(symbols)), symbols]).sum())

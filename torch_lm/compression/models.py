@@ -133,9 +133,9 @@ class Settings:
                 values["lam"] = reader.f16()
             if has_context_weights(kind):
                 values["weights"] = tuple(reader.f16() for _ in range(values["kn_order"] + 2))
+        except CompressedFileError:
+            raise
         except (ValueError, IndexError) as error:
-            if isinstance(error, CompressedFileError):
-                raise
             raise CompressedFileError(f"the file's {kind} settings are corrupted ({error})") from None
         if reader.rest():
             raise CompressedFileError(f"the file's {kind} settings are corrupted: {len(reader.rest())} bytes too many")

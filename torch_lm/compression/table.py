@@ -24,7 +24,6 @@ from torch_lm.compression.codec import Sources, compress, decompress, timed
 from torch_lm.compression.models import DEFAULT_REPORT, KINDS, read_report, settings_from_report, uses_train
 from torch_lm.strict_json import dumps
 from torch_lm.training.checkpoint import DEFAULT_CHECKPOINT
-from torch_lm.training.text import load_text
 
 # (label, command): each reads the bytes on stdin and writes its compressed form to stdout
 GENERAL_COMPRESSORS = (
@@ -80,21 +79,21 @@ class Table:
     general: list[GeneralRow] = field(default_factory=list)
 
 
-def val_text(sources: Sources, data: str | None) -> str:
+def val_text(sources: Sources) -> str:
     """The val text: the characters after the train split of the data file."""
-    text = load_text(data)
     sources.load_train()
-    return text[len(sources.train_ids) :]
+    return sources.vocab.decode(sources.val_ids)
 
 
-def general_row(label: str, command: list[str], data: bytes) -> GeneralRow:
-    """One general-purpose compressor on ``data``; a row saying why not if it is not installed."""
+def general_row(label: str, command: list[str], data: bytes, characters: int) -> GeneralRow:
+    """One general-purpose compressor on ``data``, the UTF-8 of ``characters`` characters; a row
+    saying why not if it is not installed."""
     if shutil.which(command[0]) is None:
         return GeneralRow(label, None, None, None, f"{command[0]} not installed")
     start = time.perf_counter()
     out = subprocess.run(command, input=data, capture_output=True, check=True).stdout
     seconds = time.perf_counter() - start
-    return GeneralRow(label, len(out), 8 * len(out) / len(data.decode("utf-8")), seconds)
+    return GeneralRow(label, len(out), 8 * len(out) / characters, seconds)
 
 
 def model_row(kind: str, text: str, sources: Sources, report: dict | None, report_path: str) -> ModelRow:
@@ -125,10 +124,10 @@ def run_table(spec: TableSpec, log=print) -> Table:
     """Every row, then ``compression.json`` and ``COMPRESSION.md`` in ``spec.out_dir`` and the
     README's marked block."""
     sources = Sources.load(spec.checkpoint, spec.data)
-    text = val_text(sources, spec.data)
+    text = val_text(sources)
     table, report = Table(len(text)), read_report(spec.report)
     for label, command in GENERAL_COMPRESSORS:
-        table.general.append(general_row(label, command, text.encode("utf-8")))
+        table.general.append(general_row(label, command, text.encode("utf-8"), len(text)))
         log(f"{label}: {table.general[-1].bytes} bytes")
     for kind in spec.kinds:
         table.models.append(model_row(kind, text, sources, report, spec.report))

@@ -143,8 +143,9 @@ def resolve_data_path(
     return download(default, url)
 
 
-def read_text(path: str | os.PathLike) -> str:
-    """The file's text (UTF-8), with a ``DataError`` for unreadable, non-UTF-8 or empty files."""
+def read_text(path: str | os.PathLike, allow_empty: bool = False) -> str:
+    """The file's text (UTF-8), with a ``DataError`` for unreadable, non-UTF-8 or (unless
+    ``allow_empty``: a text to compress may be empty, a training text not) empty files."""
     path = Path(path)
     try:
         text = path.read_bytes().decode("utf-8")
@@ -152,7 +153,7 @@ def read_text(path: str | os.PathLike) -> str:
         raise DataError(f"cannot read {path}: {error.strerror or error}") from None
     except UnicodeDecodeError as error:
         raise DataError(f"{path} is not UTF-8 text (byte {error.start}: {error.reason})") from None
-    if not text:
+    if not text and not allow_empty:
         raise DataError(f"{path} is empty; it must hold the training text")
     return text
 
